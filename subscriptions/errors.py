@@ -1,15 +1,15 @@
 """The one exception tree of the project.
 
-    NewsletterError
-    ├── ConfigurationError      a setting is missing or wrong; the message names the variable
-    ├── InvalidInput            bad input from a reader, an editor or a feed; nothing was changed
-    │   └── HeaderInjection     CR or LF where a mail header value goes
-    ├── NotFound                the thing asked for does not exist
-    ├── TokenInvalid            a signed token was tampered with, is for another purpose, or was revoked
-    │   ├── TokenExpired        ... or is past its age
-    │   └── TokenUsed           ... or was already used
-    ├── RateLimited             too many requests; try again later
-    └── ServiceUnavailable      the database or the broker cannot be reached
+NewsletterError
+├── ConfigurationError      a setting is missing or wrong; the message names the variable
+├── InvalidInput            bad input from a reader, an editor or a feed; nothing was changed
+│   └── HeaderInjection     CR or LF where a mail header value goes
+├── NotFound                the thing asked for does not exist
+├── TokenInvalid            a signed token was tampered with, is for another purpose, or was revoked
+│   ├── TokenExpired        ... or is past its age
+│   └── TokenUsed           ... or was already used
+├── RateLimited             too many requests; try again later
+└── ServiceUnavailable      the database or the broker cannot be reached
 """
 
 from __future__ import annotations
@@ -44,7 +44,11 @@ class TokenInvalid(NewsletterError):
 
 
 class TokenExpired(TokenInvalid):
-    """A signed token is older than its purpose allows."""
+    """A signed token is older than its purpose allows; `claims` says whose it was."""
+
+    def __init__(self, message: str, claims: object | None = None) -> None:
+        super().__init__(message)
+        self.claims = claims
 
 
 class TokenUsed(TokenInvalid):

@@ -1,0 +1,187 @@
+"""The one settings object, read from NEWSLETTER_* variables and `.env` once, at the edges."""
+
+from __future__ import annotations
+
+import secrets
+from email.utils import parseaddr
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from subscriptions.emailurl import EmailURL, parse_email_url
+from subscriptions.errors import ConfigurationError
+
+PREFIX = "NEWSLETTER_"
+#: Secret keys that are never acceptable outside development.
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "dev", "development"})
+DEV_SECRET_FILE = Path("var/dev-secret-key")
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Every setting the product reads; each has a description that the README's table repeats."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    environment: Environment = Field(
+        Environment.DEVELOPMENT,
+        description="development, test or production; production refuses placeholder secrets.",
+    )
+    database_url: str = Field(
+        "sqlite:///var/newsletter.db", description="SQLAlchemy URL of the database."
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker (Redis URL); unset means `newsletter dev` starts an embedded Redis.",
+    )
+    email_url: str = Field(
+        "outbox://var/outbox", description="Where email goes: provider and its options, as a URL."
+    )
+    base_url: str = Field(
+        "http://127.0.0.1:8000", description="Public URL of the web app, used in links in emails."
+    )
+    secret_key: str = Field(
+        "",
+        description="Signs tokens and cookies; generated and kept in var/ for development.",
+    )
+    from_address: str = Field(
+        "Newsletter <newsletter@localhost>",
+        validation_alias="NEWSLETTER_FROM",
+        description="The From address of every email.",
+    )
+    site_name: str = Field("Newsletter", description="Name shown on pages and in emails.")
+    brand_color: str = Field("#1d4e89", description="Accent colour of pages and emails (CSS).")
+    templates_dir: Path | None = Field(
+        None, description="Folder whose templates override the built-in ones, file by file."
+    )
+    default_timezone: str = Field(
+        "UTC", description="Time zone for readers whose browser did not send one."
+    )
+    confirm_token_days: int = Field(
+        7, ge=1, le=60, description="Days a confirmation link stays valid."
+    )
+    log_level: str = Field("INFO", description="Python logging level name.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if not scheme.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                f"NEWSLETTER_DATABASE_URL: unsupported database {scheme or value!r}"
+                " (use sqlite:///path or postgresql+psycopg://user@host/db)"
+            )
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"redis", "rediss", "amqp", "amqps", "memory"} or not parts.netloc:
+            raise ValueError(
+                f"NEWSLETTER_BROKER_URL: malformed URL {value!r} (expected redis://host:port/0)"
+            )
+        return value
+
+    @field_validator("email_url")
+    @classmethod
+    def _check_email_url(cls, value: str) -> str:
+        parse_email_url(value)
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(
+                f"NEWSLETTER_BASE_URL: malformed URL {value!r} (expected https://news.example.org)"
+            )
+        return value.rstrip("/")
+
+    @field_validator("from_address")
+    @classmethod
+    def _check_from(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "\r" in value or "\n" in value or "@" not in address:
+            raise ValueError(
+                f"NEWSLETTER_FROM: {value!r} is not an address"
+                " (expected e.g. 'Institute Updates <news@example.org>')"
+            )
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"NEWSLETTER_DEFAULT_TIMEZONE: unknown time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_secret(self) -> Settings:
+        if self.secret_key.strip().lower() in PLACEHOLDER_SECRETS or len(self.secret_key) < 16:
+            if self.environment is Environment.PRODUCTION:
+                raise ValueError(
+                    "NEWSLETTER_SECRET_KEY: set a random value of at least 16 characters"
+                    " (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                )
+            self.secret_key = _development_secret()
+        return self
+
+    @property
+    def email(self) -> EmailURL:
+        """The parsed email URL."""
+        return parse_email_url(self.email_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _development_secret() -> str:
+    """A random key kept in var/ so that links survive a restart of `newsletter dev`."""
+    try:
+        if DEV_SECRET_FILE.exists():
+            return DEV_SECRET_FILE.read_text().strip()
+        DEV_SECRET_FILE.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(32)
+        DEV_SECRET_FILE.write_text(key)
+        DEV_SECRET_FILE.chmod(0o600)
+        return key
+    except OSError:
+        return secrets.token_urlsafe(32)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings once; a bad value becomes a one-line ConfigurationError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        if not message.startswith(PREFIX):
+            field = ".".join(str(p) for p in error.get("loc", ())) or "settings"
+            message = f"{PREFIX}{field.upper()}: {message}"
+        raise ConfigurationError(message) from None
+    except ConfigurationError:
+        raise

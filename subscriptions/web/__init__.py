@@ -1,0 +1,1 @@
+"""The web face: reader pages, health checks (and, later, the editor console and API)."""

@@ -1,0 +1,72 @@
+"""The FastAPI app factory."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from subscriptions.db import create_db_engine, session_factory
+from subscriptions.queue import TaskQueue
+from subscriptions.settings import Settings, load_settings
+from subscriptions.templating import builtin_templates, template_environment
+from subscriptions.tokens import TokenSigner
+from subscriptions.web import health, reader
+from subscriptions.web.runtime import WebRuntime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the web app; `settings` defaults to the environment's, read here once."""
+    settings = settings or load_settings()
+    engine = create_db_engine(settings.database_url)
+    runtime = WebRuntime(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        pages=template_environment(settings, "web"),
+        signer=TokenSigner(settings.secret_key),
+        queue=TaskQueue(settings.broker_url),
+    )
+    app = FastAPI(title=settings.site_name, docs_url=None, redoc_url=None)
+    app.state.runtime = runtime
+    app.include_router(health.router)
+    app.include_router(reader.router)
+    static = builtin_templates() / "static"
+    if static.is_dir():
+        app.mount("/static", StaticFiles(directory=static), name="static")
+    _install_error_pages(app, runtime)
+    return app
+
+
+def _install_error_pages(app: FastAPI, runtime: WebRuntime) -> None:
+    """Every error is a page (or JSON under /api), never a traceback."""
+
+    def render(request: Request, status: int, message: str) -> Response:
+        if request.url.path.startswith(("/api/", "/healthz", "/webhooks/")):
+            return JSONResponse({"detail": message}, status_code=status)
+        html = runtime.pages.get_template("error.html").render(status=status, message=message)
+        return HTMLResponse(html, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        messages = {404: "This page does not exist.", 405: "This page does not accept that."}
+        message = exc.detail if isinstance(exc.detail, str) else messages.get(exc.status_code, "")
+        response = render(request, exc.status_code, message or "Something went wrong.")
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return render(request, 400, "The form was incomplete or malformed. Please try again.")
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return render(request, 500, "Something went wrong on our side. Please try again later.")

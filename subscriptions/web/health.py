@@ -1,0 +1,49 @@
+"""GET /healthz: is the database reachable, is the broker reachable."""
+
+from __future__ import annotations
+
+import redis
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from subscriptions.web.runtime import RuntimeDep
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+def healthz(runtime: RuntimeDep) -> JSONResponse:
+    """200 with each check's result when all pass, 503 when one fails."""
+    checks: dict[str, str] = {}
+    try:
+        with runtime.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except SQLAlchemyError as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    broker = runtime.settings.broker_url
+    if broker is None:
+        checks["broker"] = "not configured"
+    elif broker.startswith(("redis://", "rediss://")):
+        try:
+            client = redis.Redis.from_url(broker, socket_timeout=2, socket_connect_timeout=2)
+            client.ping()
+            client.close()
+            checks["broker"] = "ok"
+        except redis.RedisError as exc:
+            checks["broker"] = f"error: {type(exc).__name__}"
+    else:
+        checks["broker"] = "not checked"
+    healthy = not any(v.startswith("error") for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if healthy else "error", "checks": checks},
+        status_code=200 if healthy else 503,
+    )
+
+
+@router.get("/livez", include_in_schema=False)
+def livez() -> JSONResponse:
+    """The process answers; no checks (also the bare baseline of the subscribe benchmark)."""
+    return JSONResponse({"status": "ok"})
