@@ -15,6 +15,7 @@ from subscriptions import posts as post_ops
 from subscriptions import topics as topic_ops
 from subscriptions.db import create_db_engine, session_factory, transaction
 from subscriptions.errors import ConfigurationError, NewsletterError, ServiceUnavailable
+from subscriptions.queue import QUEUE
 from subscriptions.settings import Settings, load_settings
 
 
@@ -133,7 +134,7 @@ def worker(ctx: click.Context, concurrency: int, pool: str) -> None:
     app = create_celery(_settings(ctx))
     app.worker_main(
         ["worker", "--loglevel", _settings(ctx).log_level, "-c", str(concurrency), "-P", pool,
-         "-Q", "newsletter", "--without-gossip", "--without-mingle"]
+         "-Q", QUEUE, "--without-gossip", "--without-mingle"]
     )  # fmt: skip
 
 

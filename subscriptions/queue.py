@@ -9,6 +9,8 @@ from celery import Celery
 
 log = logging.getLogger(__name__)
 
+#: The one queue the product's workers consume.
+QUEUE = "newsletter"
 SEND_CONFIRMATION = "newsletter.send_confirmation"
 SEND_MANAGE_LINK = "newsletter.send_manage_link"
 
@@ -36,6 +38,7 @@ class TaskQueue:
                 broker_connection_retry_on_startup=False,
                 broker_connection_max_retries=1,
                 broker_transport_options={"max_retries": 1},
+                task_default_queue=QUEUE,
             )
         try:
             self._celery.send_task(name, args=list(args))

@@ -7,6 +7,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_shutdown
 
+from subscriptions.queue import QUEUE
 from subscriptions.settings import Settings
 from worker.runtime import WorkerRuntime
 
@@ -48,7 +49,7 @@ def create_celery(settings: Settings) -> NewsletterCelery:
         timezone="UTC",
         enable_utc=True,
         beat_schedule=BEAT_SCHEDULE,
-        task_default_queue="newsletter",
+        task_default_queue=QUEUE,
     )
     app.runtime = WorkerRuntime(settings)
     from worker import tasks
