@@ -20,7 +20,7 @@ def register(app: NewsletterCelery) -> None:
     """Define this project's tasks on `app`, each with an explicit, stable name."""
 
     @app.task(name=SEND_CONFIRMATION, bind=True, max_retries=MAX_CONFIRMATION_TRIES)
-    def send_confirmation(self: Task, consent_id: int) -> str:  # type: ignore[type-arg]
+    def send_confirmation(self: Task, consent_id: int) -> str:
         result = confirmations.send_confirmation(app.runtime, consent_id)
         if result.retry:
             # Short, jittered delays: far below the broker's visibility timeout.

@@ -82,7 +82,9 @@ def service_env(tmp_path: Path, database_url: str, redis_url: str) -> dict[str, 
     return env
 
 
-def newsletter(*args: str, env: dict[str, str], cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def newsletter(
+    *args: str, env: dict[str, str], cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a user would, in a fresh process."""
     result = subprocess.run(
         [sys.executable, "-m", "subscriptions.cli", *args],
@@ -100,7 +102,9 @@ def newsletter(*args: str, env: dict[str, str], cwd: Path | None = None, check: 
 class Process:
     """A product process started for a test and stopped after it, whatever happens."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+    ) -> None:
         self.log = log
         self._out = log.open("wb")
         self.popen = subprocess.Popen(
@@ -163,7 +167,9 @@ def wait_for_files(folder: Path, count: int, timeout: float = 60) -> list[Path]:
         if len(files) >= count:
             return files
         time.sleep(0.2)
-    raise AssertionError(f"expected {count} emails in {folder}, found {len(list(folder.glob('*.eml'))) if folder.exists() else 0}")
+    raise AssertionError(
+        f"expected {count} emails in {folder}, found {len(list(folder.glob('*.eml'))) if folder.exists() else 0}"
+    )
 
 
 __all__ = ["Process", "free_port", "newsletter", "wait_for_files", "wait_until_serving"]

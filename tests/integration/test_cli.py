@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import REPO, free_port, newsletter, wait_for_files
+from tests.integration.conftest import free_port, newsletter, wait_for_files
 
 COMMANDS = ["beat", "db", "demo", "dev", "posts", "topics", "web", "worker"]
 
@@ -30,7 +30,11 @@ def test_help_lists_every_command_with_a_description() -> None:
     for command in COMMANDS:
         line = re.search(rf"^\s+{command}\s+(\S.*)$", out, re.M)
         assert line, f"{command} missing from --help"
-    for group, subs in {"db": ["upgrade"], "topics": ["add", "list"], "posts": ["add", "list"]}.items():
+    for group, subs in {
+        "db": ["upgrade"],
+        "topics": ["add", "list"],
+        "posts": ["add", "list"],
+    }.items():
         out = newsletter(group, "--help", env=_clean_env()).stdout
         for sub in subs:
             assert re.search(rf"^\s+{sub}\s+\S", out, re.M), f"{group} {sub} missing"
@@ -55,8 +59,19 @@ def test_bad_settings_give_one_line_not_a_traceback(tmp_path: Path) -> None:
 def test_topics_posts_and_demo(database_url: str, tmp_path: Path) -> None:
     env = _clean_env(NEWSLETTER_DATABASE_URL=database_url)
     newsletter("db", "upgrade", env=env, cwd=tmp_path)
-    newsletter("topics", "add", "border-security", "Border Security", "--description", "Borders", env=env, cwd=tmp_path)
-    again = newsletter("topics", "add", "border-security", "Twice", env=env, cwd=tmp_path, check=False)
+    newsletter(
+        "topics",
+        "add",
+        "border-security",
+        "Border Security",
+        "--description",
+        "Borders",
+        env=env,
+        cwd=tmp_path,
+    )
+    again = newsletter(
+        "topics", "add", "border-security", "Twice", env=env, cwd=tmp_path, check=False
+    )
     assert again.returncode == 1 and "already exists" in again.stderr
     bad = newsletter("topics", "add", "Bad Slug!", "Bad", env=env, cwd=tmp_path, check=False)
     assert bad.returncode == 1 and "slug" in bad.stderr
@@ -65,11 +80,37 @@ def test_topics_posts_and_demo(database_url: str, tmp_path: Path) -> None:
     assert "9 new posts" in out
     assert "0 new posts" in newsletter("demo", env=env, cwd=tmp_path).stdout
     lines = newsletter("topics", "list", env=env, cwd=tmp_path).stdout.splitlines()
-    assert [line.split("\t")[0] for line in lines] == ["border-security", "mexico", "migration", "refugees", "russia"]
+    assert [line.split("\t")[0] for line in lines] == [
+        "border-security",
+        "mexico",
+        "migration",
+        "refugees",
+        "russia",
+    ]
 
-    added = newsletter("posts", "add", "A new post", "--link", "https://example.org/p/1", "--topic", "mexico", env=env, cwd=tmp_path)
+    added = newsletter(
+        "posts",
+        "add",
+        "A new post",
+        "--link",
+        "https://example.org/p/1",
+        "--topic",
+        "mexico",
+        env=env,
+        cwd=tmp_path,
+    )
     assert "added" in added.stdout
-    edited = newsletter("posts", "add", "A new post, edited", "--link", "https://example.org/p/1", "--topic", "mexico", env=env, cwd=tmp_path)
+    edited = newsletter(
+        "posts",
+        "add",
+        "A new post, edited",
+        "--link",
+        "https://example.org/p/1",
+        "--topic",
+        "mexico",
+        env=env,
+        cwd=tmp_path,
+    )
     assert "updated" in edited.stdout
     listing = newsletter("posts", "list", env=env, cwd=tmp_path).stdout
     assert listing.count("\n") == 10 and "A new post, edited" in listing
@@ -135,7 +176,11 @@ def test_dev_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
             assert dev.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
         children = _children(dev.pid)
-        web = next(pid for pid in children if b" web " in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" "))
+        web = next(
+            pid
+            for pid in children
+            if b" web " in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        )
         os.kill(web, signal.SIGKILL)
         code = dev.wait(timeout=30)
     finally:
@@ -167,5 +212,3 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-

@@ -17,7 +17,18 @@ from tests.integration.conftest import REPO
 def test_wheel_carries_templates_and_finds_them_when_installed(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(REPO),
+        ],
         check=True,
         capture_output=True,
     )
@@ -30,7 +41,17 @@ def test_wheel_carries_templates_and_finds_them_when_installed(tmp_path: Path) -
 
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
         check=True,
         capture_output=True,
     )
@@ -42,7 +63,12 @@ def test_wheel_carries_templates_and_finds_them_when_installed(tmp_path: Path) -
     )
     env = dict(os.environ, PYTHONPATH=str(target))
     out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=elsewhere, env=env, check=True, capture_output=True, text=True
+        [sys.executable, "-c", probe],
+        cwd=elsewhere,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.splitlines()
     assert out[0].startswith(str(target)), "the installed copy, not the checkout, was imported"
     assert out[1] == str(target / "subscriptions" / "_templates")

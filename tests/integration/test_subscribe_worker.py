@@ -27,7 +27,15 @@ def test_subscribe_form_to_confirmation_email_to_confirmed(
     tmp_path: Path, service_env: dict[str, str], start: Any
 ) -> None:
     newsletter("db", "upgrade", env=service_env)
-    newsletter("topics", "add", "mexico", "Mexico", "--description", "U.S.-Mexico relations", env=service_env)
+    newsletter(
+        "topics",
+        "add",
+        "mexico",
+        "Mexico",
+        "--description",
+        "U.S.-Mexico relations",
+        env=service_env,
+    )
     newsletter("topics", "add", "refugees", "Refugees", env=service_env)
     port = free_port()
     web = start(["web", "--port", str(port)], service_env)
@@ -40,7 +48,12 @@ def test_subscribe_form_to_confirmation_email_to_confirmed(
         assert page.status_code == 200 and "Refugees" in page.text
         answer = client.post(
             "/subscribe",
-            data={"email": "Lector@Example.org", "topics": ["mexico", "refugees"], "frequency": "weekly", "timezone": "America/Mexico_City"},
+            data={
+                "email": "Lector@Example.org",
+                "topics": ["mexico", "refugees"],
+                "frequency": "weekly",
+                "timezone": "America/Mexico_City",
+            },
         )
         assert answer.status_code == 200 and "Check your email" in answer.text
 
@@ -56,7 +69,11 @@ def test_subscribe_form_to_confirmation_email_to_confirmed(
         assert "Mexico" in body and "Refugees" in body
         link = re.search(r"http://\S+/confirm/\S+", body)
         assert link is not None
-        path_only = link.group(0).split("8000", 1)[-1] if ":8000" in link.group(0) else "/confirm/" + link.group(0).rsplit("/confirm/", 1)[1]
+        path_only = (
+            link.group(0).split("8000", 1)[-1]
+            if ":8000" in link.group(0)
+            else "/confirm/" + link.group(0).rsplit("/confirm/", 1)[1]
+        )
         assert path_only.rsplit("/", 1)[1] in html.get_content()
 
         # A link scanner's GET changes nothing; the person's POST confirms.
@@ -78,7 +95,9 @@ def test_subscribe_form_to_confirmation_email_to_confirmed(
         engine.dispose()
 
 
-def test_healthz_reports_each_service(tmp_path: Path, service_env: dict[str, str], start: Any) -> None:
+def test_healthz_reports_each_service(
+    tmp_path: Path, service_env: dict[str, str], start: Any
+) -> None:
     newsletter("db", "upgrade", env=service_env)
     port = free_port()
     web = start(["web", "--port", str(port)], service_env)

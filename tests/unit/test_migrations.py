@@ -18,8 +18,12 @@ def test_migrations_match_models(tmp_path: Path) -> None:
     upgrade(url)
     engine = create_db_engine(url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
-    assert diff == [], f"models and migrations disagree; run alembic revision --autogenerate: {diff}"
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+        )
+    assert diff == [], (
+        f"models and migrations disagree; run alembic revision --autogenerate: {diff}"
+    )
 
 
 def test_sqlite_runs_in_wal_with_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:

@@ -11,7 +11,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions import readers
 from subscriptions.errors import HeaderInjection, InvalidInput, NotFound, TokenUsed
-from subscriptions.models import Consent, Frequency, Subscriber, SubscriberStatus, Subscription, utcnow
+from subscriptions.models import (
+    Consent,
+    Frequency,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    utcnow,
+)
 from tests.factories import add_demo_topics, migrated_sessions
 
 
@@ -47,7 +54,9 @@ def test_normalize_accepts_internationalized_addresses(raw: str, normal: str) ->
     assert readers.normalize_email(raw) == normal
 
 
-@pytest.mark.parametrize("bad", ["", "nope", "a@b", "a@@example.org", "x" * 10_000 + "@example.org"])
+@pytest.mark.parametrize(
+    "bad", ["", "nope", "a@b", "a@@example.org", "x" * 10_000 + "@example.org"]
+)
 def test_normalize_refuses_malformed(bad: str) -> None:
     with pytest.raises(InvalidInput):
         readers.normalize_email(bad)
@@ -78,7 +87,10 @@ def test_confirm_applies_the_sign_up_once(sessions: sessionmaker[Session]) -> No
     assert signup.subscriber_id and signup.consent_id
     with sessions.begin() as session:
         result = readers.confirm(
-            session=session, consent_id=signup.consent_id, subscriber_id=signup.subscriber_id, token_version=1
+            session=session,
+            consent_id=signup.consent_id,
+            subscriber_id=signup.subscriber_id,
+            token_version=1,
         )
     assert result.topics == ["mexico", "migration"]
     with sessions() as session:
@@ -89,7 +101,10 @@ def test_confirm_applies_the_sign_up_once(sessions: sessionmaker[Session]) -> No
         assert {s.frequency for s in reader.subscriptions} == {Frequency.DAILY}
     with sessions.begin() as session, pytest.raises(TokenUsed):
         readers.confirm(
-            session=session, consent_id=signup.consent_id, subscriber_id=signup.subscriber_id, token_version=1
+            session=session,
+            consent_id=signup.consent_id,
+            subscriber_id=signup.subscriber_id,
+            token_version=1,
         )
 
 
@@ -101,11 +116,18 @@ def test_confirm_refuses_another_readers_consent_and_old_versions(
         b = _subscribe(session, "b@example.org")
     assert a.consent_id and b.subscriber_id
     with sessions.begin() as session, pytest.raises(NotFound):
-        readers.confirm(session=session, consent_id=a.consent_id, subscriber_id=b.subscriber_id, token_version=1)
+        readers.confirm(
+            session=session, consent_id=a.consent_id, subscriber_id=b.subscriber_id, token_version=1
+        )
     with sessions.begin() as session:
         readers.revoke_links(session=session, subscriber_id=a.subscriber_id or 0)
     with sessions.begin() as session, pytest.raises(NotFound):
-        readers.confirm(session=session, consent_id=a.consent_id, subscriber_id=a.subscriber_id or 0, token_version=1)
+        readers.confirm(
+            session=session,
+            consent_id=a.consent_id,
+            subscriber_id=a.subscriber_id or 0,
+            token_version=1,
+        )
 
 
 def test_unknown_or_missing_topic_changes_nothing(sessions: sessionmaker[Session]) -> None:
@@ -139,7 +161,9 @@ def test_suppress_marks_a_known_reader(sessions: sessionmaker[Session]) -> None:
 def test_confirmation_emails_are_capped_per_day(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
         results = [_subscribe(session) for _ in range(readers.CONFIRMATIONS_PER_DAY + 2)]
-    assert [r.consent_id is not None for r in results] == [True] * readers.CONFIRMATIONS_PER_DAY + [False] * 2
+    assert [r.consent_id is not None for r in results] == [True] * readers.CONFIRMATIONS_PER_DAY + [
+        False
+    ] * 2
     with sessions.begin() as session:
         later = _subscribe(session, now=utcnow() + timedelta(days=1, minutes=1))
     assert later.consent_id is not None
@@ -154,14 +178,20 @@ def test_preferences_and_unsubscribe(sessions: sessionmaker[Session]) -> None:
         readers.update_preferences(
             session=session,
             subscriber_id=sid,
-            frequencies={"mexico": Frequency.WEEKLY, "migration": None, "border-security": Frequency.IMMEDIATE},
+            frequencies={
+                "mexico": Frequency.WEEKLY,
+                "migration": None,
+                "border-security": Frequency.IMMEDIATE,
+            },
             timezone="Europe/Paris",
         )
     with sessions() as session:
         reader = session.get(Subscriber, sid)
         assert reader is not None and reader.timezone == "Europe/Paris"
         rows = session.execute(
-            select(Subscription.topic_id, Subscription.frequency).where(Subscription.subscriber_id == sid)
+            select(Subscription.topic_id, Subscription.frequency).where(
+                Subscription.subscriber_id == sid
+            )
         ).all()
         assert sorted(f.value for _, f in rows) == ["immediate", "weekly"]
     with sessions.begin() as session:
@@ -175,4 +205,8 @@ def test_preferences_and_unsubscribe(sessions: sessionmaker[Session]) -> None:
         again = _subscribe(session)
     with sessions() as session:
         reader = session.get(Subscriber, sid)
-        assert again.consent_id and reader is not None and reader.status is SubscriberStatus.UNSUBSCRIBED
+        assert (
+            again.consent_id
+            and reader is not None
+            and reader.status is SubscriberStatus.UNSUBSCRIBED
+        )

@@ -30,9 +30,7 @@ def test_defaults_match_the_design() -> None:
     assert load_settings().secret_key == settings.secret_key
 
 
-def test_environment_variables_and_dotenv(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_environment_variables_and_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / ".env").write_text(
         "NEWSLETTER_FROM=Institute Updates <news@example.org>\n"
         "NEWSLETTER_BASE_URL=https://news.example.org/\n"

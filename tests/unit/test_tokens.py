@@ -29,9 +29,13 @@ def test_wrong_purpose_is_refused() -> None:
 def test_tampered_and_foreign_tokens_are_refused() -> None:
     token = signer.make(Purpose.MANAGE, subscriber_id=7, version=1)
     flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
-    for bad in (flipped, token + "x", "", "x" * 600, TokenSigner("another-key-0123456789").make(
-        Purpose.MANAGE, subscriber_id=7, version=1
-    )):
+    for bad in (
+        flipped,
+        token + "x",
+        "",
+        "x" * 600,
+        TokenSigner("another-key-0123456789").make(Purpose.MANAGE, subscriber_id=7, version=1),
+    ):
         with pytest.raises(TokenInvalid):
             signer.verify(Purpose.MANAGE, bad, max_age_seconds=None)
 
