@@ -1,0 +1,224 @@
+"""Tests for the provider interface: MIME building, header safety, batch limits, the registry."""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+from collections.abc import Sequence
+from typing import Any, Self
+
+import pytest
+
+from subscriptions.emailurl import KNOWN_EMAIL_SCHEMES, EmailURL, parse_email_url
+from subscriptions.errors import ConfigurationError, HeaderInjection, InvalidInput
+from worker.providers import (
+    PROVIDERS,
+    EmailMessage,
+    OutboxProvider,
+    Outcome,
+    Provider,
+    SendResult,
+    SmtpProvider,
+    build_mime,
+    provider_from_url,
+)
+
+
+def make_message(**overrides: Any) -> EmailMessage:
+    """A plain newsletter message; keyword arguments replace fields."""
+    fields: dict[str, Any] = {
+        "to": "Reader <reader@example.net>",
+        "sender": "Topic News <news@example.org>",
+        "subject": "Weekly digest",
+        "text": "Hello reader\n",
+        "html": "<p>Hello reader</p>",
+        "headers": {
+            "List-Unsubscribe": "<https://news.example.org/u/tok>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "List-Id": "Weekly <weekly.news.example.org>",
+        },
+        "metadata": {"delivery_id": "42"},
+    }
+    fields.update(overrides)
+    return EmailMessage(**fields)
+
+
+def reparse(message: EmailMessage) -> Any:
+    """Build the MIME, serialize it and parse the bytes back, as a receiver would."""
+    data = build_mime(message).as_bytes()
+    return email.parser.BytesParser(policy=email.policy.default).parsebytes(data)
+
+
+class RecordingProvider(Provider):
+    """A provider that remembers what it was asked to send."""
+
+    name = "recording"
+    batch_limit = 3
+
+    def __init__(self) -> None:
+        self.batches: list[list[EmailMessage]] = []
+        self.closed = False
+
+    @classmethod
+    def from_url(cls, url: EmailURL) -> Self:
+        return cls()
+
+    def _send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+        self.batches.append(list(messages))
+        return [SendResult(Outcome.SENT, f"id-{i}") for i, _ in enumerate(messages)]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_html_message_is_multipart_alternative_text_first() -> None:
+    parsed = reparse(make_message())
+    assert parsed.get_content_type() == "multipart/alternative"
+    parts = [part.get_content_type() for part in parsed.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+    assert parsed.get_body(("plain",)).get_content() == "Hello reader\n"
+    assert parsed.get_body(("html",)).get_content().strip() == "<p>Hello reader</p>"
+
+
+def test_text_only_message_is_single_part() -> None:
+    parsed = reparse(make_message(html=None))
+    assert parsed.get_content_type() == "text/plain"
+    assert not parsed.is_multipart()
+    assert parsed.get_content() == "Hello reader\n"
+
+
+def test_standard_and_extra_headers_are_present() -> None:
+    parsed = reparse(make_message())
+    assert parsed["From"] == "Topic News <news@example.org>"
+    assert parsed["To"] == "Reader <reader@example.net>"
+    assert parsed["Subject"] == "Weekly digest"
+    assert parsed["Date"].datetime.tzinfo is not None
+    assert parsed["MIME-Version"] == "1.0"
+    assert parsed["List-Unsubscribe"] == "<https://news.example.org/u/tok>"
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert parsed["List-Id"] == "Weekly <weekly.news.example.org>"
+
+
+def test_metadata_becomes_x_newsletter_headers() -> None:
+    parsed = reparse(make_message(metadata={"delivery_id": "42", "digest-run": "7"}))
+    assert parsed["X-Newsletter-Delivery-Id"] == "42"
+    assert parsed["X-Newsletter-Digest-Run"] == "7"
+
+
+def test_generated_message_id_uses_sender_domain() -> None:
+    parsed = reparse(make_message())
+    message_id = parsed["Message-ID"]
+    assert message_id.startswith("<") and message_id.endswith("@example.org>")
+    assert reparse(make_message())["Message-ID"] != message_id
+
+
+def test_given_message_id_is_kept() -> None:
+    parsed = reparse(make_message(message_id="<d42.r7@news.example.org>"))
+    assert parsed["Message-ID"] == "<d42.r7@news.example.org>"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"subject": "Hi\r\nBcc: victim@example.com"},
+        {"subject": "Hi\nthere"},
+        {"to": "reader@example.net\r\nBcc: victim@example.com"},
+        {"sender": "news@example.org\rX: y"},
+        {"headers": {"List-Id": "a\r\nBcc: victim@example.com"}},
+        {"headers": {"X-Bad\r\nBcc": "v"}},
+        {"metadata": {"delivery_id": "42\nBcc: victim@example.com"}},
+        {"metadata": {"delivery\n_id": "42"}},
+        {"message_id": "<a@b>\r\nBcc: victim@example.com"},
+    ],
+)
+def test_line_breaks_in_header_values_are_refused(overrides: dict[str, Any]) -> None:
+    with pytest.raises(HeaderInjection):
+        build_mime(make_message(**overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"to": "not an address"},
+        {"to": "a@example.org, b@example.org"},
+        {"headers": {"Subject": "again"}},
+        {"headers": {"Bad Name": "v"}},
+        {"metadata": {"delivery id": "1"}},
+    ],
+)
+def test_malformed_fields_are_refused(overrides: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInput):
+        build_mime(make_message(**overrides))
+
+
+def test_unicode_subject_is_encoded_and_round_trips() -> None:
+    message = make_message(subject="Grüße: ваш дайджест 📰")
+    raw = build_mime(message).as_bytes()
+    assert raw.isascii()
+    assert b"=?utf-8?" in raw
+    assert reparse(message)["Subject"] == "Grüße: ваш дайджест 📰"
+
+
+def test_unicode_body_is_transfer_encoded_for_7bit_servers() -> None:
+    message = make_message(text="Zoë's digest ✓\n", html="<p>Zoë</p>")
+    assert build_mime(message).as_bytes().isascii()
+    assert reparse(message).get_body(("plain",)).get_content() == "Zoë's digest ✓\n"
+
+
+def test_idn_domain_is_encoded_as_punycode() -> None:
+    parsed = reparse(make_message(to="Zoë <zoe@bücher.example>", sender="news@bücher.example"))
+    assert parsed["To"].addresses[0].addr_spec == "zoe@xn--bcher-kva.example"
+    assert parsed["To"].addresses[0].display_name == "Zoë"
+    assert parsed["Message-ID"].endswith("@xn--bcher-kva.example>")
+
+
+def test_internationalized_local_part_keeps_utf8_headers() -> None:
+    mime = build_mime(make_message(to="用户@例子.广告"))
+    assert getattr(mime.policy, "utf8", False)
+    raw = mime.as_bytes()
+    assert "To: 用户@xn--fsqu00a.xn--4rr70v".encode() in raw
+    parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes(raw)
+    assert str(parsed["To"]) == "用户@xn--fsqu00a.xn--4rr70v"
+
+
+def test_send_refuses_a_batch_over_the_limit() -> None:
+    provider = RecordingProvider()
+    with pytest.raises(ValueError, match="over the limit of 3"):
+        provider.send([make_message()] * 4)
+    assert provider.batches == []
+
+
+def test_send_passes_a_batch_within_the_limit() -> None:
+    provider = RecordingProvider()
+    results = provider.send([make_message()] * 3)
+    assert [r.provider_message_id for r in results] == ["id-0", "id-1", "id-2"]
+    assert provider.send([]) == []
+    assert len(provider.batches) == 1
+
+
+def test_context_manager_closes() -> None:
+    with RecordingProvider() as provider:
+        assert not provider.closed
+    assert provider.closed
+
+
+def test_registry_covers_every_known_scheme() -> None:
+    assert set(PROVIDERS) == set(KNOWN_EMAIL_SCHEMES)
+    for scheme, provider_class in PROVIDERS.items():
+        assert provider_class.name == scheme
+        assert provider_class.batch_limit > 0
+
+
+def test_provider_from_url_accepts_text_or_parsed(tmp_path: Any) -> None:
+    outbox = provider_from_url(f"outbox://{tmp_path}/out")
+    assert isinstance(outbox, OutboxProvider)
+    smtp = provider_from_url(parse_email_url("smtp://mail.example.org:587"))
+    assert isinstance(smtp, SmtpProvider)
+    assert (smtp.host, smtp.port, smtp.tls) == ("mail.example.org", 587, "starttls")
+
+
+def test_provider_from_url_refuses_unknown_options() -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown option 'tsl' \(known: timeout, tls\)"):
+        provider_from_url("smtp://mail.example.org?tsl=ssl")
+    with pytest.raises(ConfigurationError, match="unknown scheme 'postmak'"):
+        provider_from_url("postmak://token@x")

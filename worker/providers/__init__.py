@@ -1,0 +1,48 @@
+"""Email providers: one module per provider around `base.Provider`, chosen by NEWSLETTER_EMAIL_URL."""
+
+from __future__ import annotations
+
+from subscriptions.emailurl import EmailURL, parse_email_url
+from subscriptions.errors import ConfigurationError
+from worker.providers.base import (
+    EmailMessage,
+    Outcome,
+    Provider,
+    SendResult,
+    build_mime,
+)
+from worker.providers.outbox import OutboxProvider, read_outbox
+from worker.providers.smtp import SmtpProvider
+
+#: One row per provider; the keys are the URL schemes.
+PROVIDERS: dict[str, type[Provider]] = {
+    "outbox": OutboxProvider,
+    "smtp": SmtpProvider,
+}
+
+
+def provider_from_url(url: str | EmailURL) -> Provider:
+    """Build the provider an email URL names."""
+    parsed = parse_email_url(url) if isinstance(url, str) else url
+    try:
+        provider_class = PROVIDERS[parsed.scheme]
+    except KeyError:
+        known = ", ".join(PROVIDERS)
+        raise ConfigurationError(
+            f"NEWSLETTER_EMAIL_URL: no provider for scheme {parsed.scheme!r} (known: {known})"
+        ) from None
+    return provider_class.from_url(parsed)
+
+
+__all__ = [
+    "PROVIDERS",
+    "EmailMessage",
+    "OutboxProvider",
+    "Outcome",
+    "Provider",
+    "SendResult",
+    "SmtpProvider",
+    "build_mime",
+    "provider_from_url",
+    "read_outbox",
+]

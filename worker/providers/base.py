@@ -1,0 +1,202 @@
+"""The provider interface: one message type, one outcome vocabulary, one batch `send`."""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage as MIMEMessage
+from enum import StrEnum
+from types import TracebackType
+from typing import ClassVar, Self
+
+import idna
+
+from subscriptions.emailurl import EmailURL
+from subscriptions.errors import ConfigurationError, HeaderInjection, InvalidInput
+
+#: Headers build_mime writes itself; `EmailMessage.headers` may not set them.
+RESERVED_HEADERS: frozenset[str] = frozenset(
+    {
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+    }
+)
+METADATA_HEADER_PREFIX = "X-Newsletter-"
+
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ':'
+_METADATA_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# cte_type 7bit makes bodies quoted-printable or base64 when they are not ASCII, because smtplib
+# does not ask for 8BITMIME unless the message is internationalized.
+_POLICY = email.policy.default.clone(cte_type="7bit")
+_POLICY_UTF8 = email.policy.default.clone(utf8=True)
+
+
+class Outcome(StrEnum):
+    """What became of one message, in the same words for every provider."""
+
+    SENT = "sent"
+    TEMPORARY = "temporary"
+    RECIPIENT_PERMANENT = "recipient_permanent"
+    REQUEST_WRONG = "request_wrong"
+    ACCOUNT_BLOCKED = "account_blocked"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class EmailMessage:
+    """One email to one recipient, as the worker hands it to a provider."""
+
+    to: str
+    sender: str
+    subject: str
+    text: str
+    html: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    message_id: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The provider's answer for one message."""
+
+    outcome: Outcome
+    provider_message_id: str | None = None
+    detail: str = ""
+    retry_after: float | None = None
+
+
+class Provider(ABC):
+    """Base of every provider: `send` checks the batch, `_send_batch` does the provider's part."""
+
+    name: ClassVar[str]
+    batch_limit: ClassVar[int]
+    supports_idempotency: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: EmailURL) -> Self:
+        """Build the provider from a parsed NEWSLETTER_EMAIL_URL."""
+
+    def send(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+        """Send a batch; one result per message, in the same order."""
+        if len(messages) > self.batch_limit:
+            raise ValueError(
+                f"{self.name}: batch of {len(messages)} messages is over the limit of"
+                f" {self.batch_limit}; split it before calling send()"
+            )
+        if not messages:
+            return []
+        results = self._send_batch(messages)
+        if len(results) != len(messages):
+            raise RuntimeError(f"{self.name}: {len(results)} results for {len(messages)} messages")
+        return results
+
+    @abstractmethod
+    def _send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+        """Send a batch that is known to be within the limit."""
+
+    def close(self) -> None:  # noqa: B027  # optional hook: most providers hold nothing
+        """Release connections or other resources; the default has none."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def check_url_options(url: EmailURL, *known: str) -> None:
+    """Refuse query options the provider does not understand, rather than ignore a typo."""
+    unknown = sorted(set(url.params) - set(known))
+    if unknown:
+        names = ", ".join(sorted(known)) or "none"
+        raise ConfigurationError(
+            f"{url.scheme} email URL: unknown option {unknown[0]!r} (known: {names})"
+        )
+
+
+def refuse_line_breaks(value: str, what: str) -> None:
+    """Raise HeaderInjection if a header value holds CR or LF."""
+    if "\r" in value or "\n" in value:
+        raise HeaderInjection(f"{what} must not contain a line break", field=what)
+
+
+def metadata_header_name(key: str) -> str:
+    """The header that carries one metadata key: `delivery_id` -> `X-Newsletter-Delivery-Id`."""
+    refuse_line_breaks(key, "metadata key")
+    if not _METADATA_KEY.fullmatch(key):
+        raise InvalidInput(f"metadata key {key!r} must be letters, digits, '_' or '-'")
+    words = re.split(r"[_-]+", key)
+    return METADATA_HEADER_PREFIX + "-".join(w.capitalize() for w in words if w)
+
+
+def parse_address(value: str, what: str) -> Address:
+    """One mailbox from `a@b.org` or `Name <a@b.org>`, with its domain in ASCII (IDNA)."""
+    refuse_line_breaks(value, what)
+    pairs = email.utils.getaddresses([value])
+    if len(pairs) != 1 or "@" not in pairs[0][1]:
+        raise InvalidInput(f"{what} must be exactly one email address, got {value!r}", field=what)
+    display_name, addr_spec = pairs[0]
+    username, _, domain = addr_spec.rpartition("@")
+    try:
+        # An A-label domain needs no SMTPUTF8; only a non-ASCII local part does.
+        ascii_domain = idna.encode(domain, uts46=True).decode("ascii")
+        return Address(display_name=display_name, username=username, domain=ascii_domain)
+    except (idna.IDNAError, ValueError) as exc:
+        raise InvalidInput(f"{what} {value!r} is not a valid address: {exc}", field=what) from None
+
+
+def build_mime(message: EmailMessage) -> MIMEMessage:
+    """Build the RFC 5322 message: headers, metadata headers, text then html alternatives."""
+    to = parse_address(message.to, "to")
+    sender = parse_address(message.sender, "sender")
+    refuse_line_breaks(message.subject, "subject")
+    extra: list[tuple[str, str]] = []
+    for name, value in message.headers.items():
+        refuse_line_breaks(name, "header name")
+        refuse_line_breaks(value, f"header {name}")
+        if not _HEADER_NAME.fullmatch(name):
+            raise InvalidInput(f"{name!r} is not a valid header name", field="headers")
+        if name.lower() in RESERVED_HEADERS:
+            raise InvalidInput(
+                f"header {name!r} is set from the message's own fields, not from headers",
+                field="headers",
+            )
+        extra.append((name, value))
+    for key, value in message.metadata.items():
+        refuse_line_breaks(value, f"metadata {key}")
+        extra.append((metadata_header_name(key), value))
+    if message.message_id is not None:
+        refuse_line_breaks(message.message_id, "message_id")
+    international = not (to.username.isascii() and sender.username.isascii())
+    mime = MIMEMessage(policy=_POLICY_UTF8 if international else _POLICY)
+    mime["From"] = sender
+    mime["To"] = to
+    mime["Subject"] = message.subject
+    mime["Date"] = datetime.now(UTC)
+    mime["Message-ID"] = message.message_id or email.utils.make_msgid(domain=sender.domain)
+    for name, value in extra:
+        mime[name] = value
+    mime.set_content(message.text)
+    if message.html is not None:
+        mime.add_alternative(message.html, subtype="html")
+    return mime
