@@ -108,9 +108,11 @@ PY
     else
         echo "test.sh: FAILED (exit $rc) after $(elapsed_since "$RUN_T0") s"
     fi
-    local passed failed skipped
-    read -r passed failed skipped <<<"$counts"
-    echo "tests: $passed passed, $failed failed, $skipped skipped"
+    if [[ -z $LINT_ONLY ]]; then
+        local passed failed skipped
+        read -r passed failed skipped <<<"$counts"
+        echo "tests: $passed passed, $failed failed, $skipped skipped"
+    fi
     exit "$rc"
 }
 trap on_exit EXIT
