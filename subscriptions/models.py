@@ -200,6 +200,8 @@ class Consent(Base):
     email_sent_at: Mapped[datetime | None]
     # Set when the reader confirmed this sign-up: its link then no longer works.
     confirmed_at: Mapped[datetime | None]
+    # Set when the welcome email (with the reader's manage and unsubscribe links) was handed over.
+    welcome_sent_at: Mapped[datetime | None]
 
 
 class Feed(Base):

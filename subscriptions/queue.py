@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 QUEUE = "newsletter"
 SEND_CONFIRMATION = "newsletter.send_confirmation"
 SEND_MANAGE_LINK = "newsletter.send_manage_link"
+SEND_WELCOME = "newsletter.send_welcome"
 
 
 class TaskQueue:

@@ -177,6 +177,28 @@ def confirm(
     return Confirmation(subscriber.id, subscriber.email, sorted(ids))
 
 
+def renew_sign_up(*, session: Session, consent_id: int) -> int | None:
+    """A fresh copy of an unconfirmed sign-up whose link expired; None when nothing is due."""
+    old = session.get(Consent, consent_id)
+    if old is None or old.confirmed_at is not None:
+        return None
+    subscriber = session.get(Subscriber, old.subscriber_id)
+    if subscriber is None or subscriber.status is SubscriberStatus.SUPPRESSED:
+        return None
+    signup = subscribe(
+        session=session,
+        email=subscriber.email,
+        topics=list(old.topics),
+        frequency=old.frequency,
+        timezone=old.timezone,
+        ip=old.ip,
+        source=old.source,
+        user_agent=old.user_agent,
+        wording=old.wording,
+    )
+    return signup.consent_id
+
+
 def update_preferences(
     *,
     session: Session,

@@ -76,6 +76,18 @@ class Settings(BaseSettings):
     confirm_token_days: int = Field(
         7, ge=1, le=60, description="Days a confirmation link stays valid."
     )
+    check_deliverability: bool = Field(
+        False, description="Also check that an address's domain accepts mail (a DNS lookup)."
+    )
+    rate_limit_per_ip: int = Field(
+        30, ge=1, description="Sign-ups and link requests allowed per client IP per hour."
+    )
+    rate_limit_per_address: int = Field(
+        5, ge=1, description="Sign-ups and link requests allowed per email address per hour."
+    )
+    form_min_seconds: float = Field(
+        2.0, ge=0, description="A form sent back faster than this is taken for a bot."
+    )
     log_level: str = Field("INFO", description="Python logging level name.")
 
     @field_validator("database_url")

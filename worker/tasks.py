@@ -3,34 +3,48 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from subscriptions.queue import SEND_CONFIRMATION
-from worker import confirmations
+from subscriptions.queue import SEND_CONFIRMATION, SEND_MANAGE_LINK, SEND_WELCOME
+from worker import reader_mail
 
 if TYPE_CHECKING:
     from celery import Task
 
     from worker.app import NewsletterCelery
+    from worker.runtime import WorkerRuntime
 
-MAX_CONFIRMATION_TRIES = 5
+MAX_TRIES = 5
+
+
+def _backoff(retries: int) -> float:
+    # Short, jittered delays: far below the broker's visibility timeout.
+    return min(300, 10 * 2**retries) + random.uniform(0, 5)
 
 
 def register(app: NewsletterCelery) -> None:
     """Define this project's tasks on `app`, each with an explicit, stable name."""
 
-    @app.task(name=SEND_CONFIRMATION, bind=True, max_retries=MAX_CONFIRMATION_TRIES)
-    def send_confirmation(self: Task, consent_id: int) -> str:
-        result = confirmations.send_confirmation(app.runtime, consent_id)
-        if result.retry:
-            # Short, jittered delays: far below the broker's visibility timeout.
-            delay = min(300, 10 * 2**self.request.retries) + random.uniform(0, 5)
-            raise self.retry(countdown=delay)
-        return result.outcome
+    def reader_mail_task(
+        name: str, send: Callable[[WorkerRuntime, int], reader_mail.MailResult]
+    ) -> Task:
+        @app.task(name=name, bind=True, max_retries=MAX_TRIES)
+        def task(self: Task, record_id: int) -> str:
+            result = send(app.runtime, record_id)
+            if result.retry:
+                raise self.retry(countdown=_backoff(self.request.retries))
+            return result.outcome
+
+        return task
+
+    send_confirmation = reader_mail_task(SEND_CONFIRMATION, reader_mail.send_confirmation)
+    reader_mail_task(SEND_WELCOME, reader_mail.send_welcome)
+    reader_mail_task(SEND_MANAGE_LINK, reader_mail.send_manage_link)
 
     @app.task(name="newsletter.sweep_confirmations")
     def sweep_confirmations() -> int:
-        pending = confirmations.unsent_confirmations(app.runtime)
+        pending = reader_mail.unsent_confirmations(app.runtime)
         for consent_id in pending:
             send_confirmation.delay(consent_id)
         return len(pending)

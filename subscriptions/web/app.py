@@ -12,10 +12,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from subscriptions.db import create_db_engine, session_factory
 from subscriptions.queue import TaskQueue
+from subscriptions.ratelimit import RateLimiter
 from subscriptions.settings import Settings, load_settings
 from subscriptions.templating import builtin_templates, template_environment
 from subscriptions.tokens import TokenSigner
-from subscriptions.web import health, reader
+from subscriptions.web import health, preferences, reader
+from subscriptions.web.forms import FormGuard
 from subscriptions.web.runtime import WebRuntime
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the web app; `settings` defaults to the environment's, read here once."""
     settings = settings or load_settings()
     engine = create_db_engine(settings.database_url)
+    limiter = RateLimiter(settings.broker_url)
     runtime = WebRuntime(
         settings=settings,
         engine=engine,
@@ -32,11 +35,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pages=template_environment(settings, "web"),
         signer=TokenSigner(settings.secret_key),
         queue=TaskQueue(settings.broker_url),
+        limiter=limiter,
+        forms=FormGuard(
+            settings.secret_key,
+            limiter,
+            min_seconds=settings.form_min_seconds,
+            secure_cookie=settings.base_url.startswith("https://"),
+        ),
     )
     app = FastAPI(title=settings.site_name, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     app.include_router(health.router)
     app.include_router(reader.router)
+    app.include_router(preferences.router)
     static = builtin_templates() / "static"
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=static), name="static")

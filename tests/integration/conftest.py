@@ -76,6 +76,7 @@ def service_env(tmp_path: Path, database_url: str, redis_url: str) -> dict[str, 
         NEWSLETTER_ENVIRONMENT="test",
         NEWSLETTER_FROM="Institute Updates <news@example.org>",
         NEWSLETTER_SITE_NAME="Institute Updates",
+        NEWSLETTER_FORM_MIN_SECONDS="0",
         C_FORCE_ROOT="1",
         PYTHONUNBUFFERED="1",
     )

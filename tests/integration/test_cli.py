@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import webforms
 from tests.integration.conftest import free_port, newsletter, wait_for_files
 
 COMMANDS = ["beat", "db", "demo", "dev", "posts", "topics", "web", "worker"]
@@ -135,10 +136,18 @@ def test_dev_serves_the_form_and_mails_the_outbox_then_stops_cleanly(tmp_path: P
             time.sleep(0.2)
         page = httpx.get(f"http://127.0.0.1:{port}/")
         assert page.status_code == 200 and "Border Security" in page.text
-        answer = httpx.post(
-            f"http://127.0.0.1:{port}/subscribe",
-            data={"email": "reader@example.org", "topics": ["mexico"], "frequency": "daily"},
-        )
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            token = webforms.form_token(client, "/")
+            time.sleep(2.1)  # a person takes longer than the form's minimum fill time
+            answer = client.post(
+                "/subscribe",
+                data={
+                    "csrf_token": token,
+                    "email": "reader@example.org",
+                    "topics": ["mexico"],
+                    "frequency": "daily",
+                },
+            )
         assert answer.status_code == 200
         [eml] = wait_for_files(tmp_path / "var" / "outbox", 1)
         assert b"reader@example.org" in eml.read_bytes()

@@ -1,0 +1,87 @@
+"""A reader's rights: download everything we hold about them, and erasure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from subscriptions.errors import NotFound
+from subscriptions.models import Consent, Delivery, Digest, Subscriber, Subscription, Topic
+from subscriptions.readers import suppress
+
+
+def export_reader(*, session: Session, subscriber_id: int) -> dict[str, Any]:
+    """Everything held about one reader, as JSON-ready data."""
+    reader = session.get(Subscriber, subscriber_id)
+    if reader is None:
+        raise NotFound("no such reader")
+    subscriptions = session.execute(
+        select(Topic.slug, Topic.name, Subscription.frequency, Subscription.created_at)
+        .join(Topic, Topic.id == Subscription.topic_id)
+        .where(Subscription.subscriber_id == subscriber_id)
+        .order_by(Topic.slug)
+    ).all()
+    consents = session.scalars(
+        select(Consent).where(Consent.subscriber_id == subscriber_id).order_by(Consent.id)
+    )
+    sent = session.execute(
+        select(Digest.kind, Digest.subject, Delivery.status, Delivery.sent_at, Delivery.created_at)
+        .join(Digest, Digest.id == Delivery.digest_id)
+        .where(Delivery.subscriber_id == subscriber_id)
+        .order_by(Delivery.id)
+    ).all()
+    return {
+        "reader": {
+            "email": reader.email,
+            "status": reader.status.value,
+            "timezone": reader.timezone,
+            "paused_until": _iso(reader.paused_until),
+            "created_at": _iso(reader.created_at),
+            "confirmed_at": _iso(reader.confirmed_at),
+            "unsubscribed_at": _iso(reader.unsubscribed_at),
+        },
+        "subscriptions": [
+            {"topic": slug, "name": name, "frequency": freq.value, "since": _iso(since)}
+            for slug, name, freq, since in subscriptions
+        ],
+        "consents": [
+            {
+                "at": _iso(c.created_at),
+                "ip": c.ip,
+                "source": c.source,
+                "user_agent": c.user_agent,
+                "topics": c.topics,
+                "frequency": c.frequency.value,
+                "wording": c.wording,
+                "confirmed_at": _iso(c.confirmed_at),
+            }
+            for c in consents
+        ],
+        "emails": [
+            {
+                "kind": kind.value,
+                "subject": subject,
+                "status": status.value,
+                "planned_at": _iso(created),
+                "sent_at": _iso(sent_at),
+            }
+            for kind, subject, status, sent_at, created in sent
+        ],
+    }
+
+
+def erase_reader(*, session: Session, subscriber_id: int) -> None:
+    """Delete the reader and everything tied to them; only a hashed suppression entry stays."""
+    reader = session.get(Subscriber, subscriber_id)
+    if reader is None:
+        raise NotFound("no such reader")
+    email = reader.email
+    session.delete(reader)
+    session.flush()
+    suppress(session=session, email=email, reason="erased", detail="erased at the reader's request")
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

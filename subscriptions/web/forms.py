@@ -1,0 +1,104 @@
+"""Form safety for reader pages: CSRF bound to a cookie, single use, a honeypot and a minimum fill time.
+
+A form token is signed with the app's secret, names the visitor's CSRF cookie and a random nonce, and
+carries the time the form was shown. On POST it must match the cookie, be younger than its age limit,
+not have been used before (Redis remembers nonces), and not come back faster than a person types.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request, Response
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from subscriptions.errors import HeaderInjection, InvalidInput
+from subscriptions.ratelimit import RateLimiter
+
+COOKIE = "nl_csrf"
+FIELD = "csrf_token"
+HONEYPOT = "website"
+FORM_MAX_AGE_SECONDS = 4 * 3600
+
+
+class FormRejected(InvalidInput):
+    """The form cannot be trusted (missing, forged, expired or replayed token); show a fresh one."""
+
+
+@dataclass(frozen=True, slots=True)
+class FormCheck:
+    """A verified form: `is_bot` when the honeypot was filled or it came back too fast."""
+
+    is_bot: bool
+
+
+class FormGuard:
+    """Issues and checks form tokens."""
+
+    def __init__(
+        self, secret_key: str, limiter: RateLimiter, *, min_seconds: float, secure_cookie: bool
+    ) -> None:
+        self._serializer = URLSafeTimedSerializer(secret_key, salt="newsletter.csrf")
+        self._limiter = limiter
+        self._min_seconds = min_seconds
+        self._secure = secure_cookie
+
+    def issue(self, request: Request) -> tuple[str, str]:
+        """A (cookie value, form token) pair; the cookie is reused when the visitor has one."""
+        cookie = request.cookies.get(COOKIE) or ""
+        if len(cookie) != 32:
+            cookie = secrets.token_hex(16)
+        token = str(self._serializer.dumps([cookie, secrets.token_hex(8), time.time()]))
+        return cookie, token
+
+    def set_cookie(self, response: Response, cookie: str) -> None:
+        response.set_cookie(
+            COOKIE, cookie, httponly=True, samesite="lax", secure=self._secure, max_age=86400 * 30
+        )
+
+    def verify(self, request: Request, form: dict[str, Any]) -> FormCheck:
+        """Check a posted form's token; raise FormRejected when it cannot be trusted."""
+        token = form.get(FIELD)
+        cookie = request.cookies.get(COOKIE)
+        if not isinstance(token, str) or not token or not cookie:
+            raise FormRejected("This form has expired. Please try again.")
+        try:
+            payload = self._serializer.loads(token, max_age=FORM_MAX_AGE_SECONDS)
+        except SignatureExpired:
+            raise FormRejected("This form has expired. Please try again.") from None
+        except BadSignature:
+            raise FormRejected("This form has expired. Please try again.") from None
+        if not isinstance(payload, list) or len(payload) != 3 or payload[0] != cookie:
+            raise FormRejected("This form has expired. Please try again.")
+        _, nonce, shown_at = payload
+        if not self._limiter.first_use("form", str(nonce), ttl_seconds=FORM_MAX_AGE_SECONDS):
+            raise FormRejected("This form was already sent. Please try again.")
+        too_fast = time.time() - float(shown_at) < self._min_seconds
+        return FormCheck(is_bot=bool(form.get(HONEYPOT)) or too_fast)
+
+
+def refuse_line_breaks(form: dict[str, Any]) -> None:
+    """CR or LF in any field could end up in a mail header: refuse the whole form."""
+    for name, value in form.items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, str) and ("\r" in item or "\n" in item):
+                raise HeaderInjection("Line breaks are not allowed in this form.", field=name)
+
+
+async def read_form(request: Request, *, max_fields: int = 100) -> dict[str, Any]:
+    """The posted fields: a repeated name becomes a list; file uploads are refused."""
+    data = await request.form(max_files=0, max_fields=max_fields)
+    result: dict[str, Any] = {}
+    for key, value in data.multi_items():
+        if not isinstance(value, str):
+            raise InvalidInput("Uploads are not accepted here.")
+        if key in result:
+            existing = result[key]
+            result[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
+        else:
+            result[key] = value
+    return result

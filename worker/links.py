@@ -1,0 +1,43 @@
+"""Per-reader links and the list headers every subscription email carries (RFC 2369, RFC 8058)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from subscriptions.settings import Settings
+from subscriptions.tokens import Purpose, TokenSigner
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderLinks:
+    manage: str
+    unsubscribe: str
+
+
+def reader_links(
+    settings: Settings, signer: TokenSigner, *, subscriber_id: int, version: int
+) -> ReaderLinks:
+    """The reader's own preference-centre and one-click unsubscribe URLs."""
+    manage = signer.make(Purpose.MANAGE, subscriber_id=subscriber_id, version=version)
+    unsubscribe = signer.make(Purpose.UNSUBSCRIBE, subscriber_id=subscriber_id, version=version)
+    return ReaderLinks(
+        manage=f"{settings.base_url}/manage/{manage}",
+        unsubscribe=f"{settings.base_url}/unsubscribe/{unsubscribe}",
+    )
+
+
+def list_id(settings: Settings) -> str:
+    """`List-Id` of this newsletter: the site name and a stable id under the public host."""
+    host = urlsplit(settings.base_url).hostname or "localhost"
+    name = settings.site_name.replace('"', "")
+    return f'"{name}" <newsletter.{host}>'
+
+
+def list_headers(settings: Settings, links: ReaderLinks) -> dict[str, str]:
+    """List-Unsubscribe with the reader's one-click URL, List-Unsubscribe-Post, and List-Id."""
+    return {
+        "List-Unsubscribe": f"<{links.unsubscribe}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": list_id(settings),
+    }
