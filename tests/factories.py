@@ -37,9 +37,10 @@ def migrated_sessions(database_url: str) -> sessionmaker[Session]:
 
 
 def add_demo_topics(session: Session) -> None:
-    """Border Security, Mexico and Migration."""
+    """Border Security, Mexico, Migration and Refugees."""
     add_topic(
         session=session, slug="border-security", name="Border Security", description="Borders."
     )
     add_topic(session=session, slug="mexico", name="Mexico", description="U.S.-Mexico relations.")
     add_topic(session=session, slug="migration", name="Migration")
+    add_topic(session=session, slug="refugees", name="Refugees", description="Resettlement.")

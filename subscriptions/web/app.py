@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -52,7 +53,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=static), name="static")
     _install_error_pages(app, runtime)
+    app.middleware("http")(_security_headers)
     return app
+
+
+#: Pages carry reader tokens in their URLs: no Referer may leak them, no other site may frame them.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
+
+async def _security_headers(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    response = await call_next(request)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def _install_error_pages(app: FastAPI, runtime: WebRuntime) -> None:
@@ -61,7 +84,7 @@ def _install_error_pages(app: FastAPI, runtime: WebRuntime) -> None:
     def render(request: Request, status: int, message: str) -> Response:
         if request.url.path.startswith(("/api/", "/healthz", "/webhooks/")):
             return JSONResponse({"detail": message}, status_code=status)
-        html = runtime.pages.get_template("error.html").render(status=status, message=message)
+        html = runtime.pages.get_template("error.html").render(code=status, message=message)
         return HTMLResponse(html, status_code=status)
 
     @app.exception_handler(StarletteHTTPException)

@@ -173,6 +173,7 @@ def save_preferences(
     except InvalidInput as exc:
         session.rollback()
         return _centre(runtime, request, session, reader, token, error=str(exc), status=400)
+    session.commit()
     return _centre(runtime, request, session, reader, token, notice="Your preferences are saved.")
 
 
@@ -253,6 +254,7 @@ def erase(
     except InvalidInput as exc:
         return _centre(runtime, request, session, reader, token, error=str(exc), status=400)
     privacy.erase_reader(session=session, subscriber_id=reader.id)
+    session.commit()
     return runtime.page("erased.html")
 
 

@@ -34,6 +34,7 @@ def too_many(runtime: WebRuntime, retry_after: int) -> HTMLResponse:
     response = runtime.page(
         "error.html",
         status=429,
+        code=429,
         message="Too many requests from here. Please try again later.",
     )
     response.headers["Retry-After"] = str(max(1, retry_after))

@@ -53,9 +53,15 @@ RuntimeDep = Annotated[WebRuntime, Depends(get_runtime)]
 
 
 def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    """One transaction per request: committed when the route returns, rolled back on error."""
-    with runtime.sessions() as session, session.begin():
-        yield session
+    """A session per request. Routes that write commit before they answer (so the answer never
+    runs ahead of the data); anything left is committed afterwards, or rolled back on error."""
+    with runtime.sessions() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
