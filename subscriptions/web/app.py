@@ -49,9 +49,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(reader.router)
     app.include_router(preferences.router)
-    static = builtin_templates() / "static"
-    if static.is_dir():
-        app.mount("/static", StaticFiles(directory=static), name="static")
+    static = StaticFiles(directory=builtin_templates() / "static")
+    override = settings.templates_dir / "static" if settings.templates_dir else None
+    if override is not None and override.is_dir():
+        # A publisher's static folder wins file by file (e.g. their own style.css).
+        static.all_directories = [override, *static.all_directories]
+    app.mount("/static", static, name="static")
     _install_error_pages(app, runtime)
     app.middleware("http")(_security_headers)
     return app
