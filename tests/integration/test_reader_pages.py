@@ -569,3 +569,32 @@ def test_security_headers_on_pages(site: Site) -> None:
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["referrer-policy"] == "no-referrer"
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+def test_publisher_templates_and_stylesheet_override_the_built_in_ones(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    override = tmp_path / "publisher"
+    (override / "web").mkdir(parents=True)
+    (override / "static").mkdir()
+    (override / "web" / "check_email.html").write_text(
+        '{% extends "base.html" %}{% block content %}Look in your inbox, friend.{% endblock %}'
+    )
+    (override / "static" / "style.css").write_text("body { background: papayawhip; }")
+    custom = Site(
+        tmp_path,
+        database_url,
+        redis_url,
+        templates_dir=override,
+        site_name="Wilson Updates",
+        brand_color="#aa0000",
+    )
+    client = custom.client()
+    assert "papayawhip" in client.get("/static/style.css").text
+    assert "timezone" in client.get("/static/timezone.js").text  # not overridden: the built-in one
+    page = client.get("/")
+    assert "Wilson Updates" in page.text and "#aa0000" in page.text
+    assert (
+        "Look in your inbox, friend."
+        in webforms.subscribe(client, "a@example.org", ["mexico"]).text
+    )
