@@ -1,0 +1,1 @@
+"""End-to-end tests: a real Chromium driving the product's real processes."""
