@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -11,11 +12,14 @@ from typing import Any, NoReturn
 import click
 from sqlalchemy.exc import OperationalError
 
+from subscriptions import editors as editor_ops
+from subscriptions import feeds as feed_ops
 from subscriptions import posts as post_ops
 from subscriptions import topics as topic_ops
 from subscriptions.db import create_db_engine, session_factory, transaction
 from subscriptions.errors import ConfigurationError, NewsletterError, ServiceUnavailable
-from subscriptions.queue import QUEUE
+from subscriptions.models import PostStatus
+from subscriptions.queue import PLAN_POST_ALERTS, QUEUE, TaskQueue
 from subscriptions.settings import Settings, load_settings
 
 
@@ -54,6 +58,7 @@ def _settings(ctx: click.Context) -> Settings:
 @click.version_option(package_name="topic-newsletter")
 def main() -> None:
     """Self-hosted topic newsletters: subscribe form, digests, provider APIs."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 @main.command()
@@ -226,15 +231,196 @@ def posts_add(
     click.echo(f"{post.id}\t{'added' if post.created else 'updated'}\t{post.title}")
 
 
+@posts.command("approve")
+@click.argument("post_id", type=int)
+@click.pass_context
+def posts_approve(ctx: click.Context, post_id: int) -> None:
+    """Release a post held for approval; its alerts go out."""
+    with _transaction(ctx) as session:
+        post = post_ops.approve_post(session=session, post_id=post_id)
+    TaskQueue(_settings(ctx).broker_url).send(PLAN_POST_ALERTS, post.id)
+    click.echo(f"{post.id}\tapproved\t{post.title}")
+
+
 @posts.command("list")
 @click.option("--limit", default=50, show_default=True)
+@click.option("--held", is_flag=True, help="Only posts held for approval.")
 @click.pass_context
-def posts_list(ctx: click.Context, limit: int) -> None:
-    """The newest posts: id, published time, topics, title."""
+def posts_list(ctx: click.Context, limit: int, held: bool) -> None:
+    """The newest posts: id, published time, status, topics, title."""
+    status = PostStatus.HELD if held else None
     with _transaction(ctx) as session:
-        for p in post_ops.list_posts(session=session, limit=limit):
+        for p in post_ops.list_posts(session=session, limit=limit, status=status):
             stamp = p.published_at.strftime("%Y-%m-%d %H:%M")
-            click.echo(f"{p.id}\t{stamp}\t{','.join(p.topics)}\t{p.title}")
+            click.echo(f"{p.id}\t{stamp}\t{p.status}\t{','.join(p.topics)}\t{p.title}")
+
+
+@main.group()
+def feeds() -> None:
+    """RSS and Atom feeds watched for new posts."""
+
+
+def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        category, sep, slug = pair.rpartition("=")
+        if not sep or not category.strip() or not slug.strip():
+            raise click.BadParameter(f"{pair!r}: use CATEGORY=SLUG", param_hint="--map")
+        mapping[category.strip()] = slug.strip()
+    return mapping
+
+
+@feeds.command("add")
+@click.argument("url")
+@click.option("--topic", required=True, help="Topic of entries no rule maps.")
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="CATEGORY=SLUG",
+    help="Map a category to a topic (repeat).",
+)
+@click.option("--interval", default=900, show_default=True, help="Seconds between polls.")
+@click.option("--hold", is_flag=True, help="Hold new posts until an editor approves them.")
+@click.option(
+    "--send-latest",
+    default=0,
+    show_default=True,
+    help="On the first poll, mail the newest N entries.",
+)
+@click.pass_context
+def feeds_add(
+    ctx: click.Context,
+    url: str,
+    topic: str,
+    maps: tuple[str, ...],
+    interval: int,
+    hold: bool,
+    send_latest: int,
+) -> None:
+    """Watch the feed at URL; its first poll records the backlog as already seen."""
+    with _transaction(ctx) as session:
+        feed = feed_ops.add_feed(
+            session=session,
+            url=url,
+            topic=topic,
+            category_map=_mapping(maps),
+            poll_interval_seconds=interval,
+            requires_approval=hold,
+            send_latest=send_latest,
+        )
+    click.echo(f"{feed.id}\t{feed.url}")
+
+
+@feeds.command("list")
+@click.pass_context
+def feeds_list(ctx: click.Context) -> None:
+    """One feed a line: id, status, failures, default topic, URL, last error or pause reason."""
+    with _transaction(ctx) as session:
+        for f in feed_ops.list_feeds(session=session):
+            state = "paused" if f.paused_reason else f.last_status
+            note = f.paused_reason or f.last_error
+            click.echo(
+                f"{f.id}\t{state}\t{f.consecutive_failures}\t{f.default_topic}\t{f.url}\t{note}"
+            )
+
+
+@feeds.command("poll")
+@click.argument("feed_id", type=int, required=False)
+@click.option("--all", "poll_all", is_flag=True, help="Poll every feed that is not paused.")
+@click.pass_context
+def feeds_poll(ctx: click.Context, feed_id: int | None, poll_all: bool) -> None:
+    """Poll now, in the foreground, and report what was found."""
+    from worker.feeds.poll import FetchOptions, poll_feed
+
+    if (feed_id is None) == (not poll_all):
+        raise click.UsageError("give a feed ID or --all")
+    settings = _settings(ctx)
+    engine = create_db_engine(settings.database_url)
+    sessions = session_factory(engine)
+    with sessions() as session:
+        ids = (
+            [feed_id]
+            if feed_id is not None
+            else [f.id for f in feed_ops.list_feeds(session=session) if not f.paused_reason]
+        )
+    options = FetchOptions(
+        allow_private=settings.feeds_allow_private_addresses,
+        max_bytes=settings.feeds_max_bytes,
+        timeout=settings.feeds_timeout_seconds,
+    )
+    queue = TaskQueue(settings.broker_url)
+    failed = False
+    for one in ids:
+        report = poll_feed(sessions, one, options)
+        click.echo(report.summary())
+        failed = failed or report.status not in ("ok", "not_modified")
+        for post_id in report.announce:
+            queue.send(PLAN_POST_ALERTS, post_id)
+    engine.dispose()
+    if failed:
+        sys.exit(1)
+
+
+@feeds.command("pause")
+@click.argument("feed_id", type=int)
+@click.option("--reason", default="paused by an editor", show_default=True)
+@click.pass_context
+def feeds_pause(ctx: click.Context, feed_id: int, reason: str) -> None:
+    """Stop polling a feed."""
+    with _transaction(ctx) as session:
+        feed_ops.set_feed_paused(session=session, feed_id=feed_id, reason=reason)
+    click.echo(f"{feed_id}\tpaused")
+
+
+@feeds.command("resume")
+@click.argument("feed_id", type=int)
+@click.pass_context
+def feeds_resume(ctx: click.Context, feed_id: int) -> None:
+    """Poll a paused feed again (its failure count starts over)."""
+    with _transaction(ctx) as session:
+        feed_ops.set_feed_paused(session=session, feed_id=feed_id, reason=None)
+    click.echo(f"{feed_id}\tresumed")
+
+
+@main.group()
+def editors() -> None:
+    """Editors and their API tokens."""
+
+
+@editors.command("create-token")
+@click.argument("name")
+@click.option("--role", type=click.Choice(editor_ops.ROLES), default="editor", show_default=True)
+@click.pass_context
+def editors_create_token(ctx: click.Context, name: str, role: str) -> None:
+    """Make an API bearer token called NAME; it is printed once and stored only as a hash."""
+    with _transaction(ctx) as session:
+        info, plain = editor_ops.create_token(session=session, name=name, role=role)
+    click.echo(
+        f"token {info.id} ({info.role}) for {info.name}; shown once, keep it safe:", err=True
+    )
+    click.echo(plain)
+
+
+@editors.command("list-tokens")
+@click.pass_context
+def editors_list_tokens(ctx: click.Context) -> None:
+    """One token a line: id, name, role, created, last used, revoked."""
+    with _transaction(ctx) as session:
+        for t in editor_ops.list_tokens(session=session):
+            used = t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "never"
+            state = "revoked" if t.revoked else "active"
+            click.echo(f"{t.id}\t{t.name}\t{t.role}\t{t.created_at:%Y-%m-%d}\t{used}\t{state}")
+
+
+@editors.command("revoke-token")
+@click.argument("token_id", type=int)
+@click.pass_context
+def editors_revoke_token(ctx: click.Context, token_id: int) -> None:
+    """Revoke token TOKEN_ID at once."""
+    with _transaction(ctx) as session:
+        info = editor_ops.revoke_token(session=session, token_id=token_id)
+    click.echo(f"{info.id}\trevoked\t{info.name}")
 
 
 @main.command()

@@ -216,6 +216,8 @@ class Feed(Base):
     category_map: Mapped[dict[str, Any]] = mapped_column(default=dict)
     poll_interval_seconds: Mapped[int] = mapped_column(Integer, default=900)
     requires_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    # On the first poll, mail the newest N entries; the rest of the backlog is recorded as seen.
+    send_latest: Mapped[int] = mapped_column(Integer, default=0)
     etag: Mapped[str | None] = mapped_column(String(400))
     last_modified: Mapped[str | None] = mapped_column(String(100))
     last_polled_at: Mapped[datetime | None]
@@ -252,6 +254,8 @@ class Post(Base):
     status: Mapped[PostStatus] = mapped_column(
         _enum(PostStatus, "post_status"), default=PostStatus.PUBLISHED
     )
+    # False for a new feed's backlog: recorded as seen, never mailed.
+    notify: Mapped[bool] = mapped_column(Boolean, default=True)
     published_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from subscriptions.errors import InvalidInput
+from subscriptions.content import plain_text, sanitize_summary
+from subscriptions.errors import InvalidInput, NotFound
 from subscriptions.models import Post, PostStatus, Topic, utcnow
 from subscriptions.topics import topic_ids_for_slugs
 
@@ -25,6 +26,12 @@ class PostInfo:
     status: str
     published_at: datetime
     created: bool = field(default=False)
+    notify: bool = True
+
+    @property
+    def announce(self) -> bool:
+        """A post that is new, published and not backlog: its immediate alerts are due."""
+        return self.created and self.status == PostStatus.PUBLISHED.value and self.notify
 
 
 def normalize_link(link: str) -> str:
@@ -58,15 +65,26 @@ def add_post(
     published_at: datetime | None = None,
     feed_id: int | None = None,
     held: bool = False,
+    notify: bool = True,
+    categories: list[str] | None = None,
+    unmapped_categories: list[str] | None = None,
 ) -> PostInfo:
-    """Store a post, or update the one with the same identity (an edit is never a new post)."""
-    title = title.strip()
+    """Store a post, or update the one with the same identity (an edit is never a new post).
+
+    The title is reduced to plain text and the summary sanitized, whoever sent them.
+    """
+    title = plain_text(title)
     if not title:
         raise InvalidInput("a post needs a title", field="title")
-    if link and urlsplit(link).scheme not in ("http", "https"):
+    link = (link or "").strip()
+    if link and (urlsplit(link).scheme not in ("http", "https") or not urlsplit(link).netloc):
         raise InvalidInput("a post's link must be an http or https URL", field="link")
+    if len(link) > 2000 or (guid is not None and len(guid) > 1900):
+        raise InvalidInput("a post's link or GUID is too long", field="link")
     if not topics:
         raise InvalidInput("a post needs at least one topic", field="topics")
+    if published_at is not None and published_at.tzinfo is None:
+        raise InvalidInput("a post's published time needs a time zone", field="published_at")
     ids = topic_ids_for_slugs(session=session, slugs=topics)
     identity = post_identity(guid=guid, link=link, title=title, published=published_at)
     post = session.scalar(select(Post).where(Post.identity == identity))
@@ -75,6 +93,8 @@ def add_post(
         post = session.scalar(
             select(Post).where(Post.link == normalize_link(link), Post.feed_id == feed_id)
         )
+        if post is not None:
+            post.identity = identity
     created = post is None
     if post is None:
         post = Post(
@@ -82,15 +102,24 @@ def add_post(
             feed_id=feed_id,
             status=PostStatus.HELD if held else PostStatus.PUBLISHED,
             published_at=published_at or utcnow(),
+            notify=notify,
         )
         session.add(post)
-    post.guid = guid
+    elif published_at is not None:
+        post.published_at = published_at
+    post.guid = guid.strip() if guid else None
     post.link = normalize_link(link) if link else ""
-    post.title = title[:1000]
-    post.summary = summary
-    post.author = author[:400]
+    post.title = title
+    post.summary = sanitize_summary(summary)
+    post.author = plain_text(author, limit=400)
+    post.categories = sorted(set(categories or []))[:50]
+    post.unmapped_categories = sorted(set(unmapped_categories or []))[:50]
     post.topics = list(session.scalars(select(Topic).where(Topic.id.in_(ids.values()))))
     session.flush()
+    return _info(post, created=created)
+
+
+def _info(post: Post, *, created: bool = False) -> PostInfo:
     return PostInfo(
         id=post.id,
         identity=post.identity,
@@ -100,21 +129,27 @@ def add_post(
         status=post.status.value,
         published_at=post.published_at,
         created=created,
+        notify=post.notify,
     )
 
 
-def list_posts(*, session: Session, limit: int = 50) -> list[PostInfo]:
+def list_posts(
+    *, session: Session, limit: int = 50, status: PostStatus | None = None
+) -> list[PostInfo]:
     """The newest posts first."""
-    posts = session.scalars(select(Post).order_by(Post.published_at.desc()).limit(limit))
-    return [
-        PostInfo(
-            p.id,
-            p.identity,
-            p.title,
-            p.link,
-            sorted(t.slug for t in p.topics),
-            p.status.value,
-            p.published_at,
-        )
-        for p in posts
-    ]
+    query = select(Post).order_by(Post.published_at.desc(), Post.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(Post.status == status)
+    return [_info(p) for p in session.scalars(query)]
+
+
+def approve_post(*, session: Session, post_id: int) -> PostInfo:
+    """Release a held post; the returned info says its alerts are now due."""
+    post = session.get(Post, post_id)
+    if post is None:
+        raise NotFound(f"no post {post_id}")
+    if post.status is not PostStatus.HELD:
+        raise InvalidInput(f"post {post_id} is not held")
+    post.status = PostStatus.PUBLISHED
+    session.flush()
+    return _info(post, created=True)

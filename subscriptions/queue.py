@@ -14,6 +14,8 @@ QUEUE = "newsletter"
 SEND_CONFIRMATION = "newsletter.send_confirmation"
 SEND_MANAGE_LINK = "newsletter.send_manage_link"
 SEND_WELCOME = "newsletter.send_welcome"
+PLAN_POST_ALERTS = "newsletter.plan_post_alerts"
+POLL_FEED = "newsletter.poll_feed"
 
 
 class TaskQueue:

@@ -88,6 +88,20 @@ class Settings(BaseSettings):
     form_min_seconds: float = Field(
         2.0, ge=0, description="A form sent back faster than this is taken for a bot."
     )
+    feeds_allow_private_addresses: bool = Field(
+        False,
+        description="Let feed URLs reach private, loopback and link-local addresses (local demos, tests).",
+    )
+    feeds_max_bytes: int = Field(
+        5 * 1024 * 1024,
+        ge=1024,
+        description="Largest feed document fetched, in bytes (after gzip).",
+    )
+    feeds_timeout_seconds: float = Field(10.0, gt=0, description="Time limit of one feed fetch.")
+    publish_webhook_secret: str | None = Field(
+        None,
+        description="HMAC key of the signed publish hook for CMSs that cannot send bearer tokens.",
+    )
     log_level: str = Field("INFO", description="Python logging level name.")
 
     @field_validator("database_url")

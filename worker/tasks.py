@@ -6,8 +6,17 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from subscriptions.queue import SEND_CONFIRMATION, SEND_MANAGE_LINK, SEND_WELCOME
+from subscriptions.db import transaction
+from subscriptions.feeds import claim_due_feeds
+from subscriptions.queue import (
+    PLAN_POST_ALERTS,
+    POLL_FEED,
+    SEND_CONFIRMATION,
+    SEND_MANAGE_LINK,
+    SEND_WELCOME,
+)
 from worker import reader_mail
+from worker.feeds.poll import FetchOptions, poll_feed
 
 if TYPE_CHECKING:
     from celery import Task
@@ -41,6 +50,28 @@ def register(app: NewsletterCelery) -> None:
     send_confirmation = reader_mail_task(SEND_CONFIRMATION, reader_mail.send_confirmation)
     reader_mail_task(SEND_WELCOME, reader_mail.send_welcome)
     reader_mail_task(SEND_MANAGE_LINK, reader_mail.send_manage_link)
+
+    @app.task(name=POLL_FEED)
+    def poll_one_feed(feed_id: int) -> str:
+        settings = app.runtime.settings
+        options = FetchOptions(
+            allow_private=settings.feeds_allow_private_addresses,
+            max_bytes=settings.feeds_max_bytes,
+            timeout=settings.feeds_timeout_seconds,
+        )
+        report = poll_feed(app.runtime.sessions, feed_id, options)
+        # The posts are committed: their alerts are planned by name (the planner owns that task).
+        for post_id in report.announce:
+            app.send_task(PLAN_POST_ALERTS, args=[post_id])
+        return report.summary()
+
+    @app.task(name="newsletter.poll_due_feeds")
+    def poll_due_feeds() -> int:
+        with transaction(app.runtime.sessions) as session:
+            due = claim_due_feeds(session=session)
+        for feed_id in due:
+            poll_one_feed.delay(feed_id)
+        return len(due)
 
     @app.task(name="newsletter.sweep_confirmations")
     def sweep_confirmations() -> int:

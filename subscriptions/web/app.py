@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +18,7 @@ from subscriptions.ratelimit import RateLimiter
 from subscriptions.settings import Settings, load_settings
 from subscriptions.templating import builtin_templates, template_environment
 from subscriptions.tokens import TokenSigner
-from subscriptions.web import health, preferences, reader
+from subscriptions.web import api, health, preferences, reader
 from subscriptions.web.forms import FormGuard
 from subscriptions.web.runtime import WebRuntime
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(reader.router)
     app.include_router(preferences.router)
+    app.include_router(api.router)
     static = StaticFiles(directory=builtin_templates() / "static")
     override = settings.templates_dir / "static" if settings.templates_dir else None
     if override is not None and override.is_dir():
@@ -85,7 +87,9 @@ def _install_error_pages(app: FastAPI, runtime: WebRuntime) -> None:
     """Every error is a page (or JSON under /api), never a traceback."""
 
     def render(request: Request, status: int, message: str) -> Response:
-        if request.url.path.startswith(("/api/", "/healthz", "/webhooks/")):
+        if request.url.path.startswith("/api/"):
+            return api.Problem(status, HTTPStatus(status).phrase, message).response()
+        if request.url.path.startswith(("/healthz", "/webhooks/")):
             return JSONResponse({"detail": message}, status_code=status)
         html = runtime.pages.get_template("error.html").render(code=status, message=message)
         return HTMLResponse(html, status_code=status)
@@ -99,8 +103,20 @@ def _install_error_pages(app: FastAPI, runtime: WebRuntime) -> None:
             response.headers[key] = value
         return response
 
+    @app.exception_handler(api.Problem)
+    async def problem(request: Request, exc: api.Problem) -> Response:
+        return exc.response()
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith("/api/"):
+            errors = [
+                {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                for e in exc.errors()
+            ]
+            return api.Problem(
+                422, "Unprocessable Content", "the request is not valid", errors
+            ).response()
         return render(request, 400, "The form was incomplete or malformed. Please try again.")
 
     @app.exception_handler(Exception)

@@ -1,0 +1,1 @@
+"""Feed watching: fetch (safely), parse (robustly), store each post exactly once."""

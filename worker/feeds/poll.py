@@ -1,0 +1,188 @@
+"""Poll one feed: fetch, parse, store each entry once, record the feed's health."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+
+from subscriptions import posts
+from subscriptions.errors import InvalidInput
+from subscriptions.feeds import PAUSE_AFTER_FAILURES, backoff
+from subscriptions.models import Feed, Topic, utcnow
+from worker.feeds.fetch import FeedFetchError, fetch_feed
+from worker.feeds.parse import Entry, FeedParseError, ParsedFeed, fallback_guid, parse_feed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    allow_private: bool = False
+    max_bytes: int = 5 * 1024 * 1024
+    timeout: float = 10.0
+    transport: httpx.BaseTransport | None = None
+
+
+@dataclass
+class PollReport:
+    """What one poll found; `announce` lists the posts whose alerts are now due."""
+
+    feed_id: int
+    status: str = "ok"
+    error: str = ""
+    new: int = 0
+    updated: int = 0
+    backlog: int = 0
+    held: int = 0
+    skipped: int = 0
+    announce: list[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.status not in ("ok", "not_modified"):
+            return f"feed {self.feed_id}: {self.status}: {self.error}"
+        parts = [f"{self.new} new", f"{self.updated} updated"]
+        if self.backlog:
+            parts.append(f"{self.backlog} backlog recorded as seen")
+        if self.held:
+            parts.append(f"{self.held} held for approval")
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped")
+        state = "not modified" if self.status == "not_modified" else ", ".join(parts)
+        return f"feed {self.feed_id}: {state}"
+
+
+def poll_feed(
+    sessions: sessionmaker[Session],
+    feed_id: int,
+    options: FetchOptions,
+    *,
+    now: datetime | None = None,
+) -> PollReport:
+    """Poll feed `feed_id` now. Never raises for a feed's own faults: they are recorded on the feed."""
+    now = now or utcnow()
+    report = PollReport(feed_id)
+    with sessions() as session:
+        feed = session.get(Feed, feed_id)
+        if feed is None:
+            report.status, report.error = "missing", "no such feed"
+            return report
+        url, etag, modified = feed.url, feed.etag, feed.last_modified
+    try:
+        fetched = fetch_feed(
+            url,
+            etag=etag,
+            last_modified=modified,
+            allow_private=options.allow_private,
+            max_bytes=options.max_bytes,
+            timeout=options.timeout,
+            transport=options.transport,
+        )
+        parsed = (
+            None
+            if fetched.not_modified
+            else parse_feed(fetched.body, content_type=fetched.content_type)
+        )
+    except (FeedFetchError, FeedParseError) as exc:
+        return _record_failure(sessions, feed_id, str(exc), now, report)
+    with sessions() as session, session.begin():
+        feed = session.get(Feed, feed_id)
+        if feed is None:
+            report.status, report.error = "missing", "no such feed"
+            return report
+        if parsed is None:
+            report.status = "not_modified"
+        else:
+            _store(session, feed, parsed, report)
+            feed.etag, feed.last_modified = fetched.etag, fetched.last_modified
+            if parsed.title and not feed.title:
+                feed.title = parsed.title
+        feed.last_polled_at = now
+        feed.last_status = report.status
+        feed.last_error = parsed.warning if parsed is not None else ""
+        feed.consecutive_failures = 0
+        feed.next_poll_at = now + timedelta(seconds=feed.poll_interval_seconds)
+    return report
+
+
+def _store(session: Session, feed: Feed, parsed: ParsedFeed, report: PollReport) -> None:
+    first_poll = feed.last_polled_at is None
+    rules: dict[str, str] = dict(feed.category_map)
+    default = session.get(Topic, feed.default_topic_id) if feed.default_topic_id else None
+    seen: set[str] = set()
+    for index, entry in enumerate(parsed.entries):
+        guid = entry.guid or (None if entry.link else fallback_guid(entry))
+        key = guid or entry.link
+        if key in seen:  # a duplicate GUID inside one document: the first (newest) wins
+            report.skipped += 1
+            continue
+        seen.add(key)
+        topics, unmapped = _topics(entry, rules, default.slug if default else None)
+        if not topics:
+            report.skipped += 1
+            continue
+        notify = not first_poll or index < feed.send_latest
+        try:
+            with session.begin_nested():
+                info = posts.add_post(
+                    session=session,
+                    title=entry.title,
+                    link=entry.link,
+                    topics=topics,
+                    summary=entry.summary,
+                    author=entry.author,
+                    guid=guid,
+                    published_at=entry.published,
+                    feed_id=feed.id,
+                    held=feed.requires_approval,
+                    notify=notify,
+                    categories=entry.categories,
+                    unmapped_categories=unmapped,
+                )
+        except InvalidInput as exc:
+            log.info("feed %s: skipped an entry: %s", feed.id, exc)
+            report.skipped += 1
+            continue
+        if not info.created:
+            report.updated += 1
+        elif not notify:
+            report.backlog += 1
+        elif feed.requires_approval:
+            report.held += 1
+        else:
+            report.new += 1
+            report.announce.append(info.id)
+
+
+def _topics(
+    entry: Entry, rules: dict[str, str], default: str | None
+) -> tuple[list[str], list[str]]:
+    mapped = {rules[c.casefold()] for c in entry.categories if c.casefold() in rules}
+    unmapped = [c for c in entry.categories if c.casefold() not in rules]
+    if not mapped and default:
+        mapped.add(default)
+    return sorted(mapped), unmapped
+
+
+def _record_failure(
+    sessions: sessionmaker[Session], feed_id: int, error: str, now: datetime, report: PollReport
+) -> PollReport:
+    report.status, report.error = "error", error
+    with sessions() as session, session.begin():
+        feed = session.get(Feed, feed_id)
+        if feed is None:
+            return report
+        feed.consecutive_failures += 1
+        feed.last_status = "error"
+        feed.last_error = error[:2000]
+        feed.next_poll_at = now + backoff(feed.poll_interval_seconds, feed.consecutive_failures)
+        if feed.consecutive_failures >= PAUSE_AFTER_FAILURES:
+            feed.paused_reason = (
+                f"paused after {feed.consecutive_failures} failed polls in a row: {error[:300]}"
+            )
+            report.status = "paused"
+    log.warning("feed %s: %s", feed_id, error)
+    return report
