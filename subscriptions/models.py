@@ -256,6 +256,8 @@ class Post(Base):
     )
     # False for a new feed's backlog: recorded as seen, never mailed.
     notify: Mapped[bool] = mapped_column(Boolean, default=True)
+    # When the post became due for mailing (stored, or approved if held); digests take posts by it.
+    released_at: Mapped[datetime | None] = mapped_column(index=True)
     published_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -303,11 +305,16 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime | None]
     claimed_by: Mapped[str | None] = mapped_column(String(200))
+    # Set (and committed) just before the provider is called: a claim abandoned after this point
+    # has an unknown outcome, so the reaper may not simply send it again.
+    handed_at: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     provider_message_id: Mapped[str | None] = mapped_column(String(400), index=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    posts: Mapped[list[Post]] = relationship(secondary="delivery_posts", viewonly=True)
 
     __table_args__ = (
         UniqueConstraint("digest_id", "subscriber_id"),

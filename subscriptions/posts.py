@@ -104,6 +104,8 @@ def add_post(
             published_at=published_at or utcnow(),
             notify=notify,
         )
+        if notify and not held:
+            post.released_at = utcnow()
         session.add(post)
     elif published_at is not None:
         post.published_at = published_at
@@ -151,5 +153,7 @@ def approve_post(*, session: Session, post_id: int) -> PostInfo:
     if post.status is not PostStatus.HELD:
         raise InvalidInput(f"post {post_id} is not held")
     post.status = PostStatus.PUBLISHED
+    if post.notify:
+        post.released_at = utcnow()
     session.flush()
     return _info(post, created=True)

@@ -15,6 +15,7 @@ SEND_CONFIRMATION = "newsletter.send_confirmation"
 SEND_MANAGE_LINK = "newsletter.send_manage_link"
 SEND_WELCOME = "newsletter.send_welcome"
 PLAN_POST_ALERTS = "newsletter.plan_post_alerts"
+SEND_DIGEST = "newsletter.send_digest"
 POLL_FEED = "newsletter.poll_feed"
 
 

@@ -102,6 +102,22 @@ class Settings(BaseSettings):
         None,
         description="HMAC key of the signed publish hook for CMSs that cannot send bearer tokens.",
     )
+    digest_hour: int = Field(
+        7,
+        ge=0,
+        le=23,
+        description="Local hour (reader's time zone) when daily and weekly digests go out.",
+    )
+    weekly_digest_day: str = Field(
+        "monday", description="Weekday of the weekly digest (monday … sunday), at the digest hour."
+    )
+    list_unsubscribe_mailto: str | None = Field(
+        None,
+        description="An address for mailto: unsubscribes, added to List-Unsubscribe after the https URL.",
+    )
+    max_delivery_attempts: int = Field(
+        5, ge=1, le=20, description="Tries of one email before it is given up as failed."
+    )
     log_level: str = Field("INFO", description="Python logging level name.")
 
     @field_validator("database_url")
@@ -153,6 +169,23 @@ class Settings(BaseSettings):
                 " (expected e.g. 'Institute Updates <news@example.org>')"
             )
         return value
+
+    @field_validator("weekly_digest_day")
+    @classmethod
+    def _check_weekday(cls, value: str) -> str:
+        days = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+        if value.lower() not in days:
+            raise ValueError(
+                f"NEWSLETTER_WEEKLY_DIGEST_DAY: {value!r} is not a weekday (monday … sunday)"
+            )
+        return value.lower()
+
+    @field_validator("list_unsubscribe_mailto")
+    @classmethod
+    def _check_mailto(cls, value: str | None) -> str | None:
+        if value and ("@" not in value or any(c in value for c in "\r\n<>, ")):
+            raise ValueError(f"NEWSLETTER_LIST_UNSUBSCRIBE_MAILTO: {value!r} is not a bare address")
+        return value or None
 
     @field_validator("default_timezone")
     @classmethod

@@ -17,6 +17,8 @@ VISIBILITY_TIMEOUT_SECONDS = 3600
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "sweep-confirmations": {"task": "newsletter.sweep_confirmations", "schedule": 60.0},
     "poll-due-feeds": {"task": "newsletter.poll_due_feeds", "schedule": 30.0},
+    "plan-digests": {"task": "newsletter.plan_digests", "schedule": 60.0},
+    "dispatch": {"task": "newsletter.dispatch", "schedule": 30.0},
 }
 
 

@@ -11,6 +11,8 @@ from subscriptions.db import create_db_engine, session_factory
 from subscriptions.settings import Settings
 from subscriptions.templating import template_environment
 from subscriptions.tokens import TokenSigner
+from worker.digests.render import DigestRenderer
+from worker.digests.sender import Sender
 from worker.providers import Provider, provider_from_url
 from worker.rendering import EmailRenderer
 
@@ -41,12 +43,24 @@ class WorkerRuntime:
     def signer(self) -> TokenSigner:
         return TokenSigner(self.settings.secret_key)
 
+    @cached_property
+    def digest_renderer(self) -> DigestRenderer:
+        return DigestRenderer(template_environment(self.settings, "email"))
+
+    @cached_property
+    def sender(self) -> Sender:
+        return Sender(
+            self.sessions, self.provider, self.digest_renderer, self.settings, self.signer
+        )
+
     def close(self) -> None:
         """Release connections (called when a pool process ends)."""
         if "provider" in self.__dict__:
             self.provider.close()
             del self.__dict__["provider"]
+            self.__dict__.pop("sender", None)
         if "engine" in self.__dict__:
             self.engine.dispose()
             del self.__dict__["engine"]
             self.__dict__.pop("sessions", None)
+            self.__dict__.pop("sender", None)

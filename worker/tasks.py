@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -12,10 +13,13 @@ from subscriptions.queue import (
     PLAN_POST_ALERTS,
     POLL_FEED,
     SEND_CONFIRMATION,
+    SEND_DIGEST,
     SEND_MANAGE_LINK,
     SEND_WELCOME,
 )
-from worker import reader_mail
+from worker import dispatch, reader_mail
+from worker.digests import planner
+from worker.digests.sender import reap
 from worker.feeds.poll import FetchOptions, poll_feed
 
 if TYPE_CHECKING:
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     from worker.runtime import WorkerRuntime
 
 MAX_TRIES = 5
+#: How long one send task works before handing over (well under the broker's visibility timeout).
+SEND_SLICE_SECONDS = 60
 
 
 def _backoff(retries: int) -> float:
@@ -72,6 +78,50 @@ def register(app: NewsletterCelery) -> None:
         for feed_id in due:
             poll_one_feed.delay(feed_id)
         return len(due)
+
+    @app.task(name=SEND_DIGEST)
+    def send_digest(digest_id: int) -> int:
+        """Send batches of one digest for up to a minute, then hand over to a fresh task."""
+        deadline = time.monotonic() + SEND_SLICE_SECONDS
+        sent = 0
+        while time.monotonic() < deadline:
+            report = app.runtime.sender.send_batch(digest_id)
+            if report.claimed == 0:
+                return sent
+            sent += report.claimed
+        send_digest.delay(digest_id)
+        return sent
+
+    def start_senders(work: dict[int, int]) -> None:
+        for digest_id, senders in work.items():
+            for _ in range(senders):
+                send_digest.delay(digest_id)
+
+    @app.task(name=PLAN_POST_ALERTS)
+    def plan_post_alerts(post_id: int) -> int:
+        with transaction(app.runtime.sessions) as session:
+            result = planner.plan_post_alerts(session, post_id)
+        if result is None:
+            return 0
+        start_senders({result.digest_id: 1})
+        return result.planned
+
+    @app.task(name="newsletter.plan_digests")
+    def plan_digests() -> dict[str, int]:
+        runtime = app.runtime
+        with transaction(runtime.sessions) as session:
+            report = dispatch.plan_due(session, runtime.settings)
+        return {str(k): v for k, v in report.planned.items()}
+
+    @app.task(name="newsletter.dispatch")
+    def dispatch_work() -> int:
+        """Reap abandoned claims, then start senders for every digest with work due."""
+        runtime = app.runtime
+        with transaction(runtime.sessions) as session:
+            reap(session, supports_idempotency=runtime.provider.supports_idempotency)
+            work = dispatch.sendable(session, batch_size=runtime.provider.batch_limit)
+        start_senders(work)
+        return sum(work.values())
 
     @app.task(name="newsletter.sweep_confirmations")
     def sweep_confirmations() -> int:

@@ -1,0 +1,1 @@
+"""Digests: when each reader's period ends, who gets what, and rendering once per shared body."""

@@ -1,0 +1,214 @@
+"""Render subscription emails once per shared body, then fill in each reader's own parts.
+
+Readers who get the same posts under the same topics share one body: it is rendered from Jinja2 and
+CSS-inlined once, with placeholders where the reader's links and "why you get this" line go. Per reader
+only those placeholders are replaced, escaped exactly as the HTML serializer of the inliner would
+have escaped them, so the result is byte-identical to a full render (a test holds this).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import css_inline
+from jinja2 import Environment
+from markupsafe import Markup
+
+from subscriptions.content import plain_text
+from subscriptions.markdown import markdown_html, markdown_text
+from worker.rendering import RenderedEmail
+
+#: Placeholders for the per-reader parts; each appears in one HTML context only (attribute or text).
+MANAGE = "@@NL.MANAGE@@"
+UNSUBSCRIBE = "@@NL.UNSUBSCRIBE@@"
+REASONS = "@@NL.REASONS@@"
+_PLACEHOLDER = re.compile(r"@@NL\.(MANAGE|UNSUBSCRIBE|REASONS)@@")
+
+
+@dataclass(frozen=True, slots=True)
+class PostView:
+    title: str
+    link: str
+    summary_html: str
+    summary_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    topic: str
+    posts: tuple[PostView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderParts:
+    """What differs between two readers of the same body."""
+
+    manage_url: str
+    unsubscribe_url: str
+    reasons: str
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A rendered, inlined body with placeholders: shared by every reader of one variant."""
+
+    subject: str
+    text: str
+    html: str
+
+
+def post_view(title: str, link: str, summary: str) -> PostView:
+    """A post as templates show it (the summary is already sanitized when stored)."""
+    return PostView(
+        title=title, link=link, summary_html=summary, summary_text=plain_text(summary, limit=600)
+    )
+
+
+def reasons_line(subscriptions: Iterable[tuple[str, str]]) -> str:
+    """ "You get Border Security daily and Mexico weekly." from (topic name, frequency) pairs."""
+    words = {"immediate": "as it happens", "daily": "daily", "weekly": "weekly"}
+    parts = [f"{name} {words.get(freq, freq)}" for name, freq in sorted(subscriptions)]
+    if not parts:
+        return "You get this email because you subscribed."
+    joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"You get {joined}."
+
+
+def subject_for(
+    kind: str, *, site_name: str, groups: Sequence[Group], editorial_subject: str = ""
+) -> str:
+    """Subjects per kind: "Border Security: {title}", "{Site}: 3 new posts this week"."""
+    if kind == "immediate":
+        return f"{groups[0].topic}: {groups[0].posts[0].title}"
+    if kind == "editorial":
+        return editorial_subject
+    count = len({p.link or p.title for g in groups for p in g.posts})
+    when = "today" if kind == "daily" else "this week"
+    return f"{site_name}: {count} new post{'s' if count != 1 else ''} {when}"
+
+
+class DigestRenderer:
+    """Renders bodies (once per variant) and personalizes them (per reader)."""
+
+    def __init__(self, env: Environment) -> None:
+        self._env = env
+        self._inliner = css_inline.CSSInliner(keep_style_tags=True)
+
+    def _context(
+        self, kind: str, groups: Sequence[Group], intro_markdown: str, subject: str
+    ) -> dict[str, Any]:
+        # Summaries were sanitized with nh3 when their post was stored.
+        views = [
+            {
+                "topic": g.topic,
+                "posts": [
+                    {**asdict(p), "summary_html": Markup(p.summary_html)}  # noqa: S704
+                    for p in g.posts
+                ],
+            }
+            for g in groups
+        ]
+        return {
+            "kind": kind,
+            "subject": subject,
+            "groups": views,
+            "show_topics": kind != "immediate",
+            "post_count": len({p.link or p.title for g in groups for p in g.posts}),
+            "intro_html": Markup(markdown_html(intro_markdown)) if intro_markdown else "",  # noqa: S704 - sanitized
+            "intro_text": markdown_text(intro_markdown) if intro_markdown else "",
+        }
+
+    def _template(self, kind: str) -> str:
+        return {
+            "immediate": "alert",
+            "daily": "digest",
+            "weekly": "digest",
+            "editorial": "editorial",
+        }[kind]
+
+    def body(
+        self,
+        kind: str,
+        groups: Sequence[Group],
+        *,
+        intro_markdown: str = "",
+        editorial_subject: str = "",
+    ) -> Body:
+        """Render the shared body of one variant, CSS inlined, with placeholders."""
+        subject = subject_for(
+            kind,
+            site_name=str(self._env.globals["site_name"]),
+            groups=groups,
+            editorial_subject=editorial_subject,
+        )
+        context = self._context(kind, groups, intro_markdown, subject)
+        placeholders = {"manage_url": MANAGE, "unsubscribe_url": UNSUBSCRIBE, "reasons": REASONS}
+        name = self._template(kind)
+        text = self._env.get_template(f"{name}.txt").render(**context, **placeholders)
+        html = self._inliner.inline(
+            self._env.get_template(f"{name}.html").render(**context, **placeholders)
+        )
+        return Body(subject=subject, text=text, html=html)
+
+    def personalize(self, body: Body, parts: ReaderParts) -> RenderedEmail:
+        """One reader's email from a shared body."""
+        raw = {
+            "MANAGE": parts.manage_url,
+            "UNSUBSCRIBE": parts.unsubscribe_url,
+            "REASONS": parts.reasons,
+        }
+        html_values = {
+            "MANAGE": _attribute(parts.manage_url),
+            "UNSUBSCRIBE": _attribute(parts.unsubscribe_url),
+            "REASONS": _text(parts.reasons),
+        }
+        text = _PLACEHOLDER.sub(lambda m: raw[m.group(1)], body.text)
+        html = _PLACEHOLDER.sub(lambda m: html_values[m.group(1)], body.html)
+        return RenderedEmail(text=text, html=html)
+
+    def full_render(
+        self,
+        kind: str,
+        groups: Sequence[Group],
+        parts: ReaderParts,
+        *,
+        intro_markdown: str = "",
+        editorial_subject: str = "",
+    ) -> tuple[str, RenderedEmail]:
+        """Subject and email rendered from scratch for one reader: the reference the fast path must equal."""
+        subject = subject_for(
+            kind,
+            site_name=str(self._env.globals["site_name"]),
+            groups=groups,
+            editorial_subject=editorial_subject,
+        )
+        context = self._context(kind, groups, intro_markdown, subject)
+        values = {
+            "manage_url": parts.manage_url,
+            "unsubscribe_url": parts.unsubscribe_url,
+            "reasons": parts.reasons,
+        }
+        name = self._template(kind)
+        text = self._env.get_template(f"{name}.txt").render(**context, **values)
+        html = self._inliner.inline(
+            self._env.get_template(f"{name}.html").render(**context, **values)
+        )
+        return subject, RenderedEmail(text=text, html=html)
+
+
+# The inliner re-serializes HTML (html5ever): attribute values escape & " and no-break space; text
+# escapes & < > and no-break space. Escaping the same way keeps personalize() equal to full_render().
+def _attribute(value: str) -> str:
+    return value.replace("&", "&amp;").replace('"', "&quot;").replace("\xa0", "&nbsp;")
+
+
+def _text(value: str) -> str:
+    return (
+        value.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("\xa0", "&nbsp;")
+    )

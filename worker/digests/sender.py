@@ -1,0 +1,265 @@
+"""The ledger's sending side: claim a batch, send it through the provider, record each outcome.
+
+claim → hand over → send → record. The hand-over time is committed before the provider is called, so
+a worker that dies mid-call leaves a delivery the reaper can recognise: resent under the same
+idempotency key where the provider honours one, otherwise recorded as unknown, never sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import make_msgid
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from subscriptions.models import Delivery, DeliveryStatus, utcnow
+from subscriptions.readers import suppress
+from subscriptions.settings import Settings
+from subscriptions.tokens import TokenSigner
+from worker.digests.jobs import DigestInfo, Job, load_jobs
+from worker.digests.planner import refresh_digest_status
+from worker.digests.render import Body, DigestRenderer, ReaderParts, reasons_line
+from worker.links import list_headers, reader_links
+from worker.providers import EmailMessage, Outcome, Provider, SendResult
+
+log = logging.getLogger(__name__)
+
+#: A claim older than this, still unrecorded, was abandoned by a worker that died.
+CLAIM_TIMEOUT = timedelta(minutes=10)
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class BatchReport:
+    digest_id: int
+    claimed: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, status: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+
+
+def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> list[int]:
+    """Up to `limit` due pending deliveries of a digest, marked claimed by this worker.
+
+    On PostgreSQL, FOR UPDATE SKIP LOCKED lets many workers claim from one digest at once; SQLite
+    serializes writers (BEGIN IMMEDIATE), which gives the same guarantee.
+    """
+    ids = list(
+        session.scalars(
+            select(Delivery.id)
+            .where(
+                Delivery.digest_id == digest_id,
+                Delivery.status == DeliveryStatus.PENDING,
+                (Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now),
+            )
+            .order_by(Delivery.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if ids:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(
+                status=DeliveryStatus.CLAIMED,
+                claimed_at=now,
+                claimed_by=WORKER_ID,
+                handed_at=None,
+                attempts=Delivery.attempts + 1,
+            )
+        )
+    return ids
+
+
+class Sender:
+    """Sends the deliveries of digests through one provider, rendering each shared body once."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        provider: Provider,
+        renderer: DigestRenderer,
+        settings: Settings,
+        signer: TokenSigner,
+    ) -> None:
+        self._sessions = sessions
+        self._provider = provider
+        self._renderer = renderer
+        self._settings = settings
+        self._signer = signer
+        self._bodies: dict[tuple[int, tuple[object, ...]], Body] = {}
+        self._domain = urlsplit(settings.base_url).hostname or "localhost"
+
+    def send_batch(self, digest_id: int, *, now: datetime | None = None) -> BatchReport:
+        """Claim, send and record one provider-sized batch of a digest."""
+        now = now or utcnow()
+        report = BatchReport(digest_id)
+        with self._sessions() as session, session.begin():
+            ids = claim(session, digest_id, self._provider.batch_limit, now=now)
+        report.claimed = len(ids)
+        if not ids:
+            return report
+        with self._sessions() as session:
+            info, jobs = load_jobs(session, ids)
+        if info is None:
+            return report
+        unmailable = [j for j in jobs if not j.mailable or not j.groups]
+        jobs = [j for j in jobs if j.mailable and j.groups]
+        messages = [self._message(info, job) for job in jobs]
+        with self._sessions() as session, session.begin():
+            if unmailable:
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_([j.delivery_id for j in unmailable]))
+                    .values(
+                        status=DeliveryStatus.SUPPRESSED,
+                        last_error="reader not mailable at send time",
+                    )
+                )
+                for _ in unmailable:
+                    report.add(DeliveryStatus.SUPPRESSED.value)
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_([j.delivery_id for j in jobs]))
+                .values(handed_at=utcnow())
+            )
+        results = self._provider.send(messages) if messages else []
+        with self._sessions() as session, session.begin():
+            for job, result in zip(jobs, results, strict=True):
+                report.add(self._record(session, job, result, now))
+            refresh_digest_status(session, digest_id)
+        return report
+
+    def _message(self, info: DigestInfo, job: Job) -> EmailMessage:
+        key = (info.id, job.variant)
+        body = self._bodies.get(key)
+        if body is None:
+            if len(self._bodies) > 256:
+                self._bodies.clear()
+            body = self._renderer.body(
+                info.kind,
+                job.groups,
+                intro_markdown=info.intro_markdown,
+                editorial_subject=info.subject,
+            )
+            self._bodies[key] = body
+        links = reader_links(
+            self._settings, self._signer, subscriber_id=job.subscriber_id, version=job.token_version
+        )
+        email = self._renderer.personalize(
+            body, ReaderParts(links.manage, links.unsubscribe, reasons_line(job.subscriptions))
+        )
+        headers = list_headers(self._settings, links)
+        if self._settings.list_unsubscribe_mailto:
+            mailto = f"mailto:{self._settings.list_unsubscribe_mailto}?subject=unsubscribe-{job.subscriber_id}"
+            headers["List-Unsubscribe"] += f", <{mailto}>"
+        return EmailMessage(
+            to=job.email,
+            sender=self._settings.from_address,
+            subject=body.subject,
+            text=email.text,
+            html=email.html,
+            headers=headers,
+            message_id=make_msgid(idstring=f"d{job.delivery_id}", domain=self._domain),
+            metadata={"delivery_id": str(job.delivery_id)},
+            idempotency_key=f"delivery-{job.delivery_id}",
+        )
+
+    def _record(self, session: Session, job: Job, result: SendResult, now: datetime) -> str:
+        values: dict[str, object] = {"last_error": result.detail[:2000], "claimed_by": None}
+        attempts = (
+            session.scalar(select(Delivery.attempts).where(Delivery.id == job.delivery_id)) or 1
+        )
+        outcome = result.outcome
+        if outcome is Outcome.SENT:
+            values.update(
+                status=DeliveryStatus.SENT,
+                sent_at=utcnow(),
+                provider_message_id=result.provider_message_id,
+            )
+        elif (
+            outcome in (Outcome.TEMPORARY, Outcome.ACCOUNT_BLOCKED)
+            and attempts < self._settings.max_delivery_attempts
+        ):
+            values.update(
+                status=DeliveryStatus.PENDING,
+                next_attempt_at=now + retry_delay(attempts, result.retry_after),
+            )
+        elif outcome in (Outcome.TEMPORARY, Outcome.ACCOUNT_BLOCKED):
+            values.update(
+                status=DeliveryStatus.FAILED,
+                last_error=f"gave up after {attempts} tries: {result.detail}"[:2000],
+            )
+        elif outcome is Outcome.RECIPIENT_PERMANENT:
+            values.update(status=DeliveryStatus.FAILED)
+            suppress(session=session, email=job.email, reason="hard_bounce", detail=result.detail)
+        elif outcome is Outcome.UNKNOWN and self._provider.supports_idempotency:
+            values.update(
+                status=DeliveryStatus.PENDING, next_attempt_at=now + retry_delay(attempts, None)
+            )
+        elif outcome is Outcome.UNKNOWN:
+            values.update(status=DeliveryStatus.UNKNOWN)
+        else:
+            values.update(status=DeliveryStatus.FAILED)
+        session.execute(update(Delivery).where(Delivery.id == job.delivery_id).values(**values))
+        return str(getattr(values["status"], "value", values["status"]))
+
+
+def retry_delay(attempts: int, retry_after: float | None) -> timedelta:
+    """Exponential back-off with jitter, never sooner than the provider asked."""
+    base = min(3600.0, 30.0 * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
+    return timedelta(seconds=max(base, retry_after or 0.0))
+
+
+def reap(session: Session, *, supports_idempotency: bool, now: datetime | None = None) -> int:
+    """Release deliveries claimed and abandoned: never handed over → pending; handed over →
+    pending only under an idempotency key, otherwise unknown (never silently resent)."""
+    now = now or utcnow()
+    stale = (Delivery.status == DeliveryStatus.CLAIMED) & (
+        Delivery.claimed_at < now - CLAIM_TIMEOUT
+    )
+    released = _rowcount(
+        session.execute(
+            update(Delivery)
+            .where(stale, Delivery.handed_at.is_(None))
+            .values(status=DeliveryStatus.PENDING, claimed_by=None)
+        )
+    )
+    handed = update(Delivery).where(stale, Delivery.handed_at.is_not(None))
+    if supports_idempotency:
+        released += _rowcount(
+            session.execute(handed.values(status=DeliveryStatus.PENDING, claimed_by=None))
+        )
+    else:
+        session.execute(
+            handed.values(
+                status=DeliveryStatus.UNKNOWN,
+                last_error="worker stopped while the provider was called",
+            )
+        )
+    return released
+
+
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def digest_counts(session: Session, digest_id: int) -> dict[str, int]:
+    """Deliveries of a digest by status: planned (all), sent, failed, unknown, suppressed, pending."""
+    rows = session.execute(
+        select(Delivery.status, func.count())
+        .where(Delivery.digest_id == digest_id)
+        .group_by(Delivery.status)
+    ).all()
+    counts = {status.value: int(n) for status, n in rows}
+    counts["planned"] = sum(counts.values())
+    return counts
