@@ -6,12 +6,15 @@ import logging
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from subscriptions import digests as digest_ops
 from subscriptions import editors as editor_ops
 from subscriptions import feeds as feed_ops
 from subscriptions import posts as post_ops
@@ -19,7 +22,7 @@ from subscriptions import topics as topic_ops
 from subscriptions.db import create_db_engine, session_factory, transaction
 from subscriptions.errors import ConfigurationError, NewsletterError, ServiceUnavailable
 from subscriptions.models import PostStatus
-from subscriptions.queue import PLAN_POST_ALERTS, QUEUE, TaskQueue
+from subscriptions.queue import PLAN_POST_ALERTS, QUEUE, SEND_EDITORIAL, TaskQueue
 from subscriptions.settings import Settings, load_settings
 
 
@@ -421,6 +424,185 @@ def editors_revoke_token(ctx: click.Context, token_id: int) -> None:
     with _transaction(ctx) as session:
         info = editor_ops.revoke_token(session=session, token_id=token_id)
     click.echo(f"{info.id}\trevoked\t{info.name}")
+
+
+@main.group()
+def digest() -> None:
+    """Editors' digests: create, preview, send, schedule, cancel, status."""
+
+
+def _when(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: use ISO 8601, e.g. 2026-12-01T09:00+00:00", param_hint=name
+        ) from None
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{value!r}: give a time zone, e.g. +00:00", param_hint=name)
+    return moment
+
+
+def _print_digest(summary: digest_ops.DigestSummary) -> None:
+    counts = " ".join(f"{k}={v}" for k, v in sorted(summary.counts.items()))
+    click.echo(f"{summary.id}\t{summary.status}\t{summary.subject}\t{summary.audience}\t{counts}")
+
+
+@digest.command("create")
+@click.option("--subject", required=True)
+@click.option("--intro", default="", help="Introduction in Markdown.")
+@click.option(
+    "--intro-file", type=click.File(encoding="utf-8"), help="Read the introduction from a file."
+)
+@click.option("--post", "post_ids", multiple=True, type=int, help="A post id (repeat).")
+@click.option(
+    "--topic", "topic_slugs", multiple=True, help="Take the posts of this topic (repeat)."
+)
+@click.option("--since", help="Start of the window for --topic (ISO 8601 with a zone).")
+@click.option("--until", help="End of the window for --topic (default: now).")
+@click.option(
+    "--audience",
+    "audience",
+    multiple=True,
+    help="Send to readers of this topic (repeat); default: the chosen topics, or everyone.",
+)
+@click.pass_context
+def digest_create(
+    ctx: click.Context,
+    subject: str,
+    intro: str,
+    intro_file: Any,
+    post_ids: tuple[int, ...],
+    topic_slugs: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    audience: tuple[str, ...],
+) -> None:
+    """Compose a draft digest from posts, or from topics and a time window."""
+    with _transaction(ctx) as session:
+        summary = digest_ops.create_editorial(
+            session=session,
+            subject=subject,
+            intro_markdown=intro_file.read() if intro_file else intro,
+            post_ids=list(post_ids),
+            topics=list(topic_slugs),
+            since=_when(since, "--since"),
+            until=_when(until, "--until"),
+            audience_topics=list(audience),
+        )
+    _print_digest(summary)
+
+
+@digest.command("preview")
+@click.argument("digest_id", type=int)
+@click.option("--reader", "reader_email", required=True, help="Render as this reader.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the HTML here.",
+)
+@click.pass_context
+def digest_preview(
+    ctx: click.Context, digest_id: int, reader_email: str, html_file: str | None
+) -> None:
+    """Show the subject and text of a digest as READER gets it (and write the HTML with --html)."""
+    from subscriptions.templating import template_environment
+    from worker.digests.editorial import preview
+    from worker.digests.render import DigestRenderer
+
+    settings = _settings(ctx)
+    renderer = DigestRenderer(template_environment(settings, "email"))
+    with _transaction(ctx) as session:
+        subject, email = preview(
+            session, renderer, settings, digest_id, reader_email.strip().lower()
+        )
+    click.echo(f"Subject: {subject}\n\n{email.text}")
+    if html_file:
+        Path(html_file).write_text(email.html, encoding="utf-8")
+        click.echo(f"HTML written to {html_file}", err=True)
+
+
+@digest.command("send")
+@click.argument("digest_id", type=int)
+@click.option("--test-to", help="Only send a test copy to this editor address.")
+@click.option(
+    "--as-reader", help="For --test-to: render as this reader (default: the first active one)."
+)
+@click.pass_context
+def digest_send(
+    ctx: click.Context, digest_id: int, test_to: str | None, as_reader: str | None
+) -> None:
+    """Send a draft digest now (the worker sends it), or a test copy with --test-to."""
+    settings = _settings(ctx)
+    if test_to:
+        _send_test(ctx, settings, digest_id, test_to, as_reader)
+        return
+    with _transaction(ctx) as session:
+        summary = digest_ops.schedule(session=session, digest_id=digest_id, at=datetime.now(UTC))
+    TaskQueue(settings.broker_url).send(SEND_EDITORIAL, digest_id)
+    _print_digest(summary)
+
+
+def _send_test(
+    ctx: click.Context, settings: Settings, digest_id: int, to: str, as_reader: str | None
+) -> None:
+    from subscriptions.models import Subscriber, SubscriberStatus
+    from subscriptions.readers import normalize_email
+    from subscriptions.templating import template_environment
+    from worker.digests.editorial import send_test
+    from worker.digests.render import DigestRenderer
+    from worker.providers import Outcome, provider_from_url
+
+    address = normalize_email(to)
+    renderer = DigestRenderer(template_environment(settings, "email"))
+    with _transaction(ctx) as session, provider_from_url(settings.email) as provider:
+        reader = as_reader or session.scalar(
+            select(Subscriber.email)
+            .where(Subscriber.status == SubscriberStatus.ACTIVE)
+            .order_by(Subscriber.id)
+            .limit(1)
+        )
+        if reader is None:
+            raise click.UsageError("no active reader to render as; pass --as-reader")
+        result = send_test(
+            session, renderer, settings, provider, digest_id, as_reader=reader, to=address
+        )
+    if result.outcome is not Outcome.SENT:
+        _fail(f"test send failed: {result.outcome.value}: {result.detail}")
+    click.echo(f"test copy sent to {address} (rendered as {reader})")
+
+
+@digest.command("schedule")
+@click.argument("digest_id", type=int)
+@click.option("--at", "at", required=True, help="When (ISO 8601 with a zone).")
+@click.pass_context
+def digest_schedule(ctx: click.Context, digest_id: int, at: str) -> None:
+    """Send a draft digest at a given time."""
+    moment = _when(at, "--at")
+    assert moment is not None
+    with _transaction(ctx) as session:
+        _print_digest(digest_ops.schedule(session=session, digest_id=digest_id, at=moment))
+
+
+@digest.command("cancel")
+@click.argument("digest_id", type=int)
+@click.pass_context
+def digest_cancel(ctx: click.Context, digest_id: int) -> None:
+    """Cancel a draft or scheduled digest before it is sent."""
+    with _transaction(ctx) as session:
+        _print_digest(digest_ops.cancel(session=session, digest_id=digest_id))
+
+
+@digest.command("status")
+@click.argument("digest_id", type=int)
+@click.pass_context
+def digest_status(ctx: click.Context, digest_id: int) -> None:
+    """A digest's state and its deliveries by status."""
+    with _transaction(ctx) as session:
+        _print_digest(digest_ops.summarize(session=session, digest_id=digest_id))
 
 
 @main.command()

@@ -16,6 +16,7 @@ SEND_MANAGE_LINK = "newsletter.send_manage_link"
 SEND_WELCOME = "newsletter.send_welcome"
 PLAN_POST_ALERTS = "newsletter.plan_post_alerts"
 SEND_DIGEST = "newsletter.send_digest"
+SEND_EDITORIAL = "newsletter.send_editorial"
 POLL_FEED = "newsletter.poll_feed"
 
 

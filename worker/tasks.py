@@ -14,6 +14,7 @@ from subscriptions.queue import (
     POLL_FEED,
     SEND_CONFIRMATION,
     SEND_DIGEST,
+    SEND_EDITORIAL,
     SEND_MANAGE_LINK,
     SEND_WELCOME,
 )
@@ -103,6 +104,14 @@ def register(app: NewsletterCelery) -> None:
             result = planner.plan_post_alerts(session, post_id)
         if result is None:
             return 0
+        start_senders({result.digest_id: 1})
+        return result.planned
+
+    @app.task(name=SEND_EDITORIAL)
+    def send_editorial(digest_id: int) -> int:
+        """Plan an editor's digest that is due now and start its senders."""
+        with transaction(app.runtime.sessions) as session:
+            result = planner.plan_editorial(session, digest_id)
         start_senders({result.digest_id: 1})
         return result.planned
 

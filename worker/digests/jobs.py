@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from subscriptions.errors import NotFound
 from subscriptions.models import (
     Delivery,
     Digest,
@@ -113,6 +114,47 @@ def load_jobs(session: Session, delivery_ids: list[int]) -> tuple[DigestInfo | N
             )
         )
     return info, jobs
+
+
+def preview_job(session: Session, digest_id: int, email: str) -> tuple[DigestInfo, Job]:
+    """The job an editorial digest would give reader `email` (who need not be in its audience)."""
+    digest = session.get(Digest, digest_id)
+    if digest is None:
+        raise NotFound(f"no digest {digest_id}")
+    reader = session.scalar(select(Subscriber).where(Subscriber.email == email))
+    if reader is None:
+        raise NotFound(f"no reader {email}")
+    post_ids = [int(p) for p in digest.options.get("post_ids", [])]
+    rows = [
+        tuple(row)
+        for row in session.execute(
+            select(Post.id, Post.title, Post.link, Post.summary, Topic.name)
+            .join(post_topics, post_topics.c.post_id == Post.id)
+            .join(Topic, Topic.id == post_topics.c.topic_id)
+            .where(Post.id.in_(post_ids))
+            .order_by(Post.published_at.desc(), Post.id, Topic.name)
+        )
+    ]
+    subscriptions = [
+        (name, frequency.value)
+        for name, frequency in session.execute(
+            select(Topic.name, Subscription.frequency)
+            .join(Topic, Topic.id == Subscription.topic_id)
+            .where(Subscription.subscriber_id == reader.id)
+        )
+    ]
+    info = DigestInfo(digest.id, digest.kind.value, digest.subject, digest.intro_markdown)
+    job = Job(
+        delivery_id=0,
+        subscriber_id=reader.id,
+        email=reader.email,
+        token_version=reader.token_version,
+        mailable=reader.status is SubscriberStatus.ACTIVE,
+        kind=info.kind,
+        groups=_groups(info.kind, rows, subscriptions),  # type: ignore[arg-type]
+        subscriptions=tuple(sorted(subscriptions)),
+    )
+    return info, job
 
 
 def _groups(

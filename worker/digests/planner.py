@@ -233,6 +233,8 @@ def plan_editorial(session: Session, digest_id: int, *, now: datetime | None = N
     digest = session.get(Digest, digest_id, with_for_update=True)
     if digest is None or digest.kind is not DigestKind.EDITORIAL:
         raise ValueError(f"digest {digest_id} is not an editorial digest")
+    if digest.status in (DigestStatus.DRAFT, DigestStatus.CANCELLED):
+        return PlanResult(digest_id, 0)
     post_ids = [int(p) for p in digest.options.get("post_ids", [])]
     topic_ids = [int(t) for t in digest.options.get("audience_topic_ids", [])]
     readers = select(Subscriber.id).where(_mailable(now))
