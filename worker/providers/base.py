@@ -19,6 +19,7 @@ import idna
 
 from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError, HeaderInjection, InvalidInput
+from worker.providers.webhooks import WebhookConfig, WebhookEvent, WebhookRejected, WebhookRequest
 
 #: Headers build_mime writes itself; `EmailMessage.headers` may not set them.
 RESERVED_HEADERS: frozenset[str] = frozenset(
@@ -108,6 +109,19 @@ class Provider(ABC):
     @abstractmethod
     def _send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
         """Send a batch that is known to be within the limit."""
+
+    #: Whether this provider posts events to /webhooks/{name}.
+    has_webhooks: ClassVar[bool] = False
+
+    @classmethod
+    def verify_webhook(cls, request: WebhookRequest, config: WebhookConfig) -> None:
+        """Check the call is genuine and fresh; raise WebhookRejected otherwise (changes nothing)."""
+        raise WebhookRejected(f"{cls.name} sends no webhooks", status=404)
+
+    @classmethod
+    def parse_events(cls, request: WebhookRequest) -> list[WebhookEvent]:
+        """The normalized events of a verified call; WebhookRejected(status=400) if malformed."""
+        raise WebhookRejected(f"{cls.name} sends no webhooks", status=404)
 
     def close(self) -> None:  # noqa: B027  # optional hook: most providers hold nothing
         """Release connections or other resources; the default has none."""

@@ -1,0 +1,76 @@
+"""The common part of HTTP-API providers: base URL (with `+http` for local stand-ins), one httpx client
+per provider object, and the reading of rate-limit answers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import ClassVar, Self
+
+import httpx
+
+from subscriptions.emailurl import EmailURL
+from worker.providers.base import Outcome, Provider, SendResult
+
+USER_AGENT = "topic-newsletter/0.1"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+class HttpProvider(Provider):
+    """A provider reached over HTTPS (or plain HTTP with `scheme+http://host:port` for tests).
+
+    Subclasses set `default_host`, read their credentials in `from_url`, and implement `_send_batch`
+    with `self.client`, a keep-alive httpx client. `transport` lets unit tests use httpx.MockTransport.
+    """
+
+    default_host: ClassVar[str]
+
+    def __init__(self, *, base_url: str, transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client = httpx.Client(
+            base_url=self.base_url,
+            timeout=DEFAULT_TIMEOUT,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    @classmethod
+    def base_url_from(cls, url: EmailURL) -> str:
+        """`https://host[:port]`, or `http://host:port` when the scheme had `+http`."""
+        host = url.host or cls.default_host
+        port = f":{url.port}" if url.port else ""
+        return f"{'http' if url.plain_http else 'https'}://{host}{port}"
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+
+def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from `Retry-After` (seconds or HTTP date) or a rate-limit reset header."""
+    now = time.time() if now is None else now
+    value = headers.get("retry-after")
+    if value:
+        if value.strip().isdigit():
+            return float(value.strip())
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+        except (TypeError, ValueError):
+            pass
+    for name in ("x-ratelimit-reset", "ratelimit-reset", "x-sib-ratelimit-reset"):
+        value = headers.get(name)
+        if value and value.strip().replace(".", "", 1).isdigit():
+            number = float(value)
+            # A Unix time (SendGrid) or a number of seconds (Resend, Brevo).
+            return max(0.0, number - now) if number > 1_000_000_000 else number
+    return None
+
+
+def temporary(detail: str, headers: Mapping[str, str] | None = None) -> SendResult:
+    """A retry-later result carrying the provider's wait hint."""
+    return SendResult(
+        Outcome.TEMPORARY, detail=detail[:500], retry_after=retry_after_seconds(headers or {})
+    )
