@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from subscriptions import digests as digest_ops
 from subscriptions import editors as editor_ops
 from subscriptions import feeds as feed_ops
+from subscriptions import notices as notice_ops
 from subscriptions import posts as post_ops
 from subscriptions import topics as topic_ops
 from subscriptions.db import create_db_engine, session_factory, transaction
@@ -603,6 +604,42 @@ def digest_status(ctx: click.Context, digest_id: int) -> None:
     """A digest's state and its deliveries by status."""
     with _transaction(ctx) as session:
         _print_digest(digest_ops.summarize(session=session, digest_id=digest_id))
+
+
+@main.command("notices")
+@click.pass_context
+def notices_list(ctx: click.Context) -> None:
+    """What editors must act on: sending paused, requests a provider refused."""
+    with _transaction(ctx) as session:
+        found = notice_ops.open_notices(session=session)
+    for n in found:
+        click.echo(f"{n.id}\t{n.created_at:%Y-%m-%d %H:%M}\t{n.kind}\t{n.message}")
+    if not found:
+        click.echo("no open notices")
+
+
+@main.group()
+def sending() -> None:
+    """Pause or resume all sending (the provider refused the account, or an editor decided)."""
+
+
+@sending.command("pause")
+@click.option("--reason", default="paused by an editor", show_default=True)
+@click.pass_context
+def sending_pause(ctx: click.Context, reason: str) -> None:
+    """Stop all sending now; planned emails wait."""
+    with _transaction(ctx) as session:
+        notice_ops.raise_notice(session=session, kind=notice_ops.SENDING_PAUSED, message=reason)
+    click.echo("sending paused")
+
+
+@sending.command("resume")
+@click.pass_context
+def sending_resume(ctx: click.Context) -> None:
+    """Resume sending; waiting emails go out with the next dispatch."""
+    with _transaction(ctx) as session:
+        closed = notice_ops.resolve(session=session, kind=notice_ops.SENDING_PAUSED)
+    click.echo("sending resumed" if closed else "sending was not paused")
 
 
 @main.command()

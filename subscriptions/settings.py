@@ -118,6 +118,32 @@ class Settings(BaseSettings):
     max_delivery_attempts: int = Field(
         5, ge=1, le=20, description="Tries of one email before it is given up as failed."
     )
+    webhook_postmark: str | None = Field(
+        None,
+        description="Postmark webhooks: the `user:password` of the Basic auth in the webhook URL.",
+    )
+    webhook_sendgrid: str | None = Field(
+        None,
+        description="SendGrid event webhook: the verification public key (base64, as SendGrid shows it).",
+    )
+    webhook_mailgun: str | None = Field(
+        None, description="Mailgun webhooks: the HTTP webhook signing key."
+    )
+    webhook_resend: str | None = Field(
+        None, description="Resend webhooks: the signing secret (`whsec_…`)."
+    )
+    webhook_ses: str | None = Field(
+        None,
+        description="SES through SNS: allowed topic ARNs, comma-separated (signatures are always checked).",
+    )
+    rate_messages_per_second: float | None = Field(
+        None, gt=0, description="Fleet-wide cap on messages a second (default: the provider's)."
+    )
+    rate_requests_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="Fleet-wide cap on provider API requests a second (default: the provider's).",
+    )
     log_level: str = Field("INFO", description="Python logging level name.")
 
     @field_validator("database_url")
@@ -211,6 +237,11 @@ class Settings(BaseSettings):
     def email(self) -> EmailURL:
         """The parsed email URL."""
         return parse_email_url(self.email_url)
+
+    def webhook_secret(self, provider: str) -> str | None:
+        """The webhook secret of `provider` (its meaning is per provider; see the README)."""
+        value = getattr(self, f"webhook_{provider}", None)
+        return value if isinstance(value, str) and value else None
 
     @property
     def is_sqlite(self) -> bool:

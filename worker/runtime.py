@@ -14,6 +14,7 @@ from subscriptions.tokens import TokenSigner
 from worker.digests.render import DigestRenderer
 from worker.digests.sender import Sender
 from worker.providers import Provider, provider_from_url
+from worker.ratelimit import limiter_for
 from worker.rendering import EmailRenderer
 
 
@@ -49,8 +50,14 @@ class WorkerRuntime:
 
     @cached_property
     def sender(self) -> Sender:
+        limiter = limiter_for(
+            self.settings.broker_url,
+            self.provider.name,
+            messages=self.settings.rate_messages_per_second,
+            requests=self.settings.rate_requests_per_second,
+        )
         return Sender(
-            self.sessions, self.provider, self.digest_renderer, self.settings, self.signer
+            self.sessions, self.provider, self.digest_renderer, self.settings, self.signer, limiter
         )
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from subscriptions.ratelimit import RateLimiter
 from subscriptions.settings import Settings, load_settings
 from subscriptions.templating import builtin_templates, template_environment
 from subscriptions.tokens import TokenSigner
-from subscriptions.web import api, health, preferences, reader
+from subscriptions.web import api, health, preferences, reader, webhooks
 from subscriptions.web.forms import FormGuard
 from subscriptions.web.runtime import WebRuntime
 
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reader.router)
     app.include_router(preferences.router)
     app.include_router(api.router)
+    app.include_router(webhooks.router)
     static = StaticFiles(directory=builtin_templates() / "static")
     override = settings.templates_dir / "static" if settings.templates_dir else None
     if override is not None and override.is_dir():

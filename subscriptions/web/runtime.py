@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment
@@ -29,6 +30,8 @@ class WebRuntime:
     queue: TaskQueue
     limiter: RateLimiter
     forms: FormGuard
+    #: Outbound HTTP (SNS certificates and confirmations); tests put an httpx.MockTransport here.
+    http_transport: httpx.BaseTransport | None = None
 
     def page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         """A rendered page without a form."""

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions.models import Delivery, DeliveryStatus, utcnow
+from subscriptions.notices import REQUEST_WRONG, SENDING_PAUSED, raise_notice, sending_paused
 from subscriptions.readers import suppress
 from subscriptions.settings import Settings
 from subscriptions.tokens import TokenSigner
@@ -28,6 +29,7 @@ from worker.digests.planner import refresh_digest_status
 from worker.digests.render import Body, DigestRenderer, ReaderParts, reasons_line
 from worker.links import list_headers, reader_links
 from worker.providers import EmailMessage, Outcome, Provider, SendResult
+from worker.ratelimit import GlobalRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class BatchReport:
     digest_id: int
     claimed: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    paused: str | None = None
 
     def add(self, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -90,7 +93,9 @@ class Sender:
         renderer: DigestRenderer,
         settings: Settings,
         signer: TokenSigner,
+        limiter: GlobalRateLimiter | None = None,
     ) -> None:
+        self._limiter = limiter
         self._sessions = sessions
         self._provider = provider
         self._renderer = renderer
@@ -104,6 +109,9 @@ class Sender:
         now = now or utcnow()
         report = BatchReport(digest_id)
         with self._sessions() as session, session.begin():
+            report.paused = sending_paused(session=session)
+            if report.paused:
+                return report
             ids = claim(session, digest_id, self._provider.batch_limit, now=now)
         report.claimed = len(ids)
         if not ids:
@@ -132,12 +140,31 @@ class Sender:
                 .where(Delivery.id.in_([j.delivery_id for j in jobs]))
                 .values(handed_at=utcnow())
             )
+        if messages and self._limiter is not None:
+            self._limiter.acquire(
+                len(messages), requests=self._provider.requests_for(len(messages))
+            )
         results = self._provider.send(messages) if messages else []
         with self._sessions() as session, session.begin():
             for job, result in zip(jobs, results, strict=True):
                 report.add(self._record(session, job, result, now))
+            self._tell_editors(session, results)
             refresh_digest_status(session, digest_id)
         return report
+
+    def _tell_editors(self, session: Session, results: list[SendResult]) -> None:
+        """Account problems pause all sending; a refused request is a notice. Both are logged."""
+        name = self._provider.name
+        blocked = next((r for r in results if r.outcome is Outcome.ACCOUNT_BLOCKED), None)
+        if blocked is not None:
+            message = f"{name} refused the account: {blocked.detail}. All sending is paused; fix the account, then run `newsletter sending resume`."
+            raise_notice(session=session, kind=SENDING_PAUSED, message=message)
+            log.error("%s", message)
+        wrong = next((r for r in results if r.outcome is Outcome.REQUEST_WRONG), None)
+        if wrong is not None:
+            message = f"{name} refused a request as malformed: {wrong.detail}"
+            raise_notice(session=session, kind=REQUEST_WRONG, message=message)
+            log.error("%s", message)
 
     def _message(self, info: DigestInfo, job: Job) -> EmailMessage:
         key = (info.id, job.variant)
@@ -194,7 +221,7 @@ class Sender:
                 status=DeliveryStatus.PENDING,
                 next_attempt_at=now + retry_delay(attempts, result.retry_after),
             )
-        elif outcome in (Outcome.TEMPORARY, Outcome.ACCOUNT_BLOCKED):
+        elif outcome is Outcome.TEMPORARY:
             values.update(
                 status=DeliveryStatus.FAILED,
                 last_error=f"gave up after {attempts} tries: {result.detail}"[:2000],

@@ -110,6 +110,10 @@ class Provider(ABC):
     def _send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
         """Send a batch that is known to be within the limit."""
 
+    def requests_for(self, messages: int) -> int:
+        """API requests one batch of `messages` costs (for the global requests-per-second limit)."""
+        return 1
+
     #: Whether this provider posts events to /webhooks/{name}.
     has_webhooks: ClassVar[bool] = False
 

@@ -1,0 +1,104 @@
+"""A global rate limit per provider, in Redis: every worker of the fleet draws from one bucket.
+
+GCRA (the generic cell rate algorithm) in one Lua script, so that checking and taking is atomic across
+processes and machines. Two buckets per provider: messages per second and requests per second.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+
+# KEYS[1] bucket; ARGV: emission interval (ms per unit), burst tolerance (ms), cost (units), now (ms).
+# Returns the milliseconds to wait before the cost may be spent (0: taken now).
+_GCRA = """
+local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[4])
+local now = tonumber(ARGV[4])
+if tat < now then tat = now end
+local increment = tonumber(ARGV[1]) * tonumber(ARGV[3])
+local new_tat = tat + increment
+local allow_at = new_tat - tonumber(ARGV[2]) - increment
+if allow_at > now and tat > now then
+  return math.ceil(allow_at - now)
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now) + 1000)
+return 0
+"""
+
+
+#: Defaults per provider (messages/s, requests/s), kept under what each documents or allows by default;
+#: NEWSLETTER_RATE_MESSAGES_PER_SECOND and NEWSLETTER_RATE_REQUESTS_PER_SECOND override them.
+DEFAULT_RATES: dict[str, tuple[float, float]] = {
+    "postmark": (500.0, 10.0),
+    "sendgrid": (1000.0, 10.0),
+    "mailgun": (500.0, 5.0),
+    "resend": (200.0, 2.0),  # 2 requests a second per team by default
+    "ses": (14.0, 14.0),  # a new account's MaxSendRate; raise it with the setting
+    "smtp": (20.0, 20.0),
+    "outbox": (100_000.0, 100_000.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """`per_second` units a second on average, with bursts of up to `burst` units."""
+
+    per_second: float
+    burst: int = 1
+
+
+class GlobalRateLimiter:
+    """Wait until the fleet may send `messages` more messages in one more request."""
+
+    def __init__(
+        self, client: redis.Redis, provider: str, *, messages: Rate, requests: Rate
+    ) -> None:
+        self._client = client
+        self._script = client.register_script(_GCRA)
+        self._buckets = (
+            (f"nl:rate:{provider}:messages", messages),
+            (f"nl:rate:{provider}:requests", requests),
+        )
+
+    def delay(self, bucket: str, rate: Rate, cost: int, now_ms: int) -> float:
+        """Seconds until `cost` units may be taken from `bucket` (0.0 means they were taken)."""
+        interval = 1000.0 / rate.per_second
+        # A cost above the burst could never pass the test; let it through on an empty bucket.
+        burst_ms = interval * max(rate.burst, cost)
+        wait_ms = int(self._script(keys=[bucket], args=[interval, burst_ms, cost, now_ms]))
+        return wait_ms / 1000.0
+
+    def acquire(self, messages: int, *, requests: int = 1, max_wait: float = 300.0) -> float:
+        """Block until `requests` requests carrying `messages` messages are allowed; returns seconds waited."""
+        waited = 0.0
+        for bucket, rate in self._buckets:
+            cost = messages if bucket.endswith(":messages") else requests
+            while True:
+                pause = self.delay(bucket, rate, cost, int(time.time() * 1000))
+                if pause <= 0:
+                    break
+                if waited + pause > max_wait:
+                    raise TimeoutError(f"rate limit: would wait more than {max_wait:.0f} s")
+                time.sleep(pause)
+                waited += pause
+        return waited
+
+
+def limiter_for(
+    settings_url: str | None, provider: str, *, messages: float | None, requests: float | None
+) -> GlobalRateLimiter | None:
+    """The fleet-wide limiter of `provider`, or None without a Redis broker (one process: no fleet)."""
+    if not settings_url or not settings_url.startswith(("redis://", "rediss://")):
+        return None
+    default_messages, default_requests = DEFAULT_RATES.get(provider, (10.0, 10.0))
+    per_message = messages or default_messages
+    per_request = requests or default_requests
+    client = redis.Redis.from_url(settings_url, socket_timeout=5, socket_connect_timeout=5)
+    return GlobalRateLimiter(
+        client,
+        provider,
+        messages=Rate(per_message, burst=max(1, int(per_message))),
+        requests=Rate(per_request, burst=max(1, int(per_request))),
+    )
