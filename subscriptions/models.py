@@ -308,6 +308,9 @@ class Delivery(Base):
     # Set (and committed) just before the provider is called: a claim abandoned after this point
     # has an unknown outcome, so the reaper may not simply send it again.
     handed_at: Mapped[datetime | None]
+    # The claim a delivery was sent in. Kept when the outcome is unknown, so that an idempotent
+    # provider sees the very same batch (and idempotency key) again, never a regrouped one.
+    batch_key: Mapped[str | None] = mapped_column(String(40), index=True)
     next_attempt_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     provider_message_id: Mapped[str | None] = mapped_column(String(400), index=True)

@@ -11,12 +11,13 @@ import logging
 import os
 import random
 import socket
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import make_msgid
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions.models import Delivery, DeliveryStatus, utcnow
@@ -49,25 +50,37 @@ class BatchReport:
         self.counts[status] = self.counts.get(status, 0) + 1
 
 
-def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> list[int]:
-    """Up to `limit` due pending deliveries of a digest, marked claimed by this worker.
+def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> tuple[list[int], bool]:
+    """Claim due pending deliveries of a digest for this worker; returns (ids, is_retry_of_a_batch).
 
-    On PostgreSQL, FOR UPDATE SKIP LOCKED lets many workers claim from one digest at once; SQLite
+    A batch whose outcome was unknown is claimed again whole, under its old key, so that an
+    idempotent provider recognises it. Otherwise up to `limit` fresh deliveries get a new key. On
+    PostgreSQL, FOR UPDATE SKIP LOCKED lets many workers claim from one digest at once; SQLite
     serializes writers (BEGIN IMMEDIATE), which gives the same guarantee.
     """
-    ids = list(
-        session.scalars(
+    due = and_(
+        Delivery.digest_id == digest_id,
+        Delivery.status == DeliveryStatus.PENDING,
+        or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+    )
+    retry_key = session.scalar(
+        select(Delivery.batch_key)
+        .where(due, Delivery.batch_key.is_not(None))
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if retry_key is not None:
+        query = select(Delivery.id).where(due, Delivery.batch_key == retry_key)
+        key = retry_key
+    else:
+        query = (
             select(Delivery.id)
-            .where(
-                Delivery.digest_id == digest_id,
-                Delivery.status == DeliveryStatus.PENDING,
-                (Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now),
-            )
+            .where(due, Delivery.batch_key.is_(None))
             .order_by(Delivery.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
-    )
+        key = uuid.uuid4().hex
+    ids = list(session.scalars(query.with_for_update(skip_locked=True)))
     if ids:
         session.execute(
             update(Delivery)
@@ -77,10 +90,11 @@ def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> lis
                 claimed_at=now,
                 claimed_by=WORKER_ID,
                 handed_at=None,
+                batch_key=key,
                 attempts=Delivery.attempts + 1,
             )
         )
-    return ids
+    return ids, retry_key is not None
 
 
 class Sender:
@@ -112,7 +126,7 @@ class Sender:
             report.paused = sending_paused(session=session)
             if report.paused:
                 return report
-            ids = claim(session, digest_id, self._provider.batch_limit, now=now)
+            ids, retry = claim(session, digest_id, self._provider.batch_limit, now=now)
         report.claimed = len(ids)
         if not ids:
             return report
@@ -120,8 +134,9 @@ class Sender:
             info, jobs = load_jobs(session, ids)
         if info is None:
             return report
-        unmailable = [j for j in jobs if not j.mailable or not j.groups]
-        jobs = [j for j in jobs if j.mailable and j.groups]
+        # A batch resent under its old idempotency key must be the same batch: nobody is dropped.
+        unmailable = [] if retry else [j for j in jobs if not j.mailable or not j.groups]
+        jobs = jobs if retry else [j for j in jobs if j.mailable and j.groups]
         messages = [self._message(info, job) for job in jobs]
         with self._sessions() as session, session.begin():
             if unmailable:
@@ -202,7 +217,12 @@ class Sender:
         )
 
     def _record(self, session: Session, job: Job, result: SendResult, now: datetime) -> str:
-        values: dict[str, object] = {"last_error": result.detail[:2000], "claimed_by": None}
+        # Only an unknown outcome keeps the batch key; anything else may be regrouped freely.
+        values: dict[str, object] = {
+            "last_error": result.detail[:2000],
+            "claimed_by": None,
+            "batch_key": None,
+        }
         attempts = (
             session.scalar(select(Delivery.attempts).where(Delivery.id == job.delivery_id)) or 1
         )
@@ -258,7 +278,7 @@ def reap(session: Session, *, supports_idempotency: bool, now: datetime | None =
         session.execute(
             update(Delivery)
             .where(stale, Delivery.handed_at.is_(None))
-            .values(status=DeliveryStatus.PENDING, claimed_by=None)
+            .values(status=DeliveryStatus.PENDING, claimed_by=None, batch_key=None)
         )
     )
     handed = update(Delivery).where(stale, Delivery.handed_at.is_not(None))
