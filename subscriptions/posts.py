@@ -46,11 +46,18 @@ def post_identity(
 ) -> str:
     """What makes two entries the same post."""
     if guid and guid.strip():
-        return f"guid:{guid.strip()}"
+        return _bounded(f"guid:{guid.strip()}")
     if link and link.strip():
-        return f"link:{normalize_link(link)}"
+        return _bounded(f"link:{normalize_link(link)}")
     stamp = published.isoformat() if published else ""
     return "hash:" + hashlib.sha256(f"{title}\x00{stamp}".encode()).hexdigest()
+
+
+def _bounded(identity: str) -> str:
+    # The column holds 2,000 characters; a longer identity is kept as its digest.
+    if len(identity) <= 2000:
+        return identity
+    return "sha256:" + hashlib.sha256(identity.encode()).hexdigest()
 
 
 def add_post(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -70,6 +71,8 @@ def fetch_feed(
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
+    # `timeout` bounds the whole fetch, not only each read: a server dripping bytes is cut off too.
+    deadline = time.monotonic() + timeout
     with httpx.Client(
         timeout=timeout, follow_redirects=False, transport=transport, headers=headers
     ) as client:
@@ -98,6 +101,8 @@ def fetch_feed(
                         body.extend(chunk)
                         if len(body) > max_bytes:
                             raise FeedFetchError(f"feed is larger than {max_bytes} bytes")
+                        if time.monotonic() > deadline:
+                            raise FeedFetchError(f"timed out after {timeout:.0f} s")
                     return FetchResult(
                         False,
                         body=bytes(body),

@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urljoin
 
 import feedparser
 
@@ -38,6 +39,8 @@ class ParsedFeed:
 def parse_feed(body: bytes, *, content_type: str = "", base_url: str = "") -> ParsedFeed:
     """Entries of the feed in `body`, newest first; malformed feeds that still yield entries are read."""
     headers = {"content-type": content_type} if content_type else {}
+    if base_url:
+        headers["content-location"] = base_url
     parsed = feedparser.parse(
         body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False
     )
@@ -60,6 +63,9 @@ def parse_feed(body: bytes, *, content_type: str = "", base_url: str = "") -> Pa
 def _entry(raw: Any, base_url: str) -> Entry:
     title = plain_text(raw.get("title", ""))
     link = (raw.get("link") or "").strip()
+    if link and base_url:
+        # Atom allows relative links (RFC 4287 section 4.2.7): resolve them against the feed's URL.
+        link = urljoin(base_url, link)
     guid = (raw.get("id") or "").strip() or None
     summary = raw.get("summary") or ""
     if not summary and raw.get("content"):

@@ -84,7 +84,7 @@ def poll_feed(
         parsed = (
             None
             if fetched.not_modified
-            else parse_feed(fetched.body, content_type=fetched.content_type)
+            else parse_feed(fetched.body, content_type=fetched.content_type, base_url=fetched.url)
         )
     except (FeedFetchError, FeedParseError) as exc:
         return _record_failure(sessions, feed_id, str(exc), now, report)
@@ -97,7 +97,13 @@ def poll_feed(
             report.status = "not_modified"
         else:
             _store(session, feed, parsed, report)
-            feed.etag, feed.last_modified = fetched.etag, fetched.last_modified
+            # Validators too long to keep are dropped: the next poll is then unconditional, not broken.
+            feed.etag = fetched.etag if fetched.etag and len(fetched.etag) <= 400 else None
+            feed.last_modified = (
+                fetched.last_modified
+                if fetched.last_modified and len(fetched.last_modified) <= 100
+                else None
+            )
             if parsed.title and not feed.title:
                 feed.title = parsed.title
         feed.last_polled_at = now
