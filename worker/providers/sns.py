@@ -1,0 +1,191 @@
+"""Amazon SNS HTTP(S) messages: parse the JSON envelope and verify its RSA signature.
+
+Follows https://docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message.html : the
+certificate URL must be HTTPS on an `sns.<region>.amazonaws.com` host, the signature covers a
+canonical `Key\\nValue\\n` string, SignatureVersion 1 is SHA1withRSA and 2 is SHA256withRSA.
+Fetching the certificate is the caller's (an injected, caching HTTPS fetcher), so this stays pure.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from subscriptions.errors import ConfigurationError
+from worker.providers.webhooks import WebhookRejected
+
+#: SNS signing certificates and confirmation links live only on these hosts.
+SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+#: How old a message may be. SNS signs once at publish time and keeps `Timestamp` on every
+#: retry, and an endpoint's delivery policy may spread retries over up to an hour; replays
+#: inside the window are stopped by deduplicating on MessageId.
+SNS_MAX_AGE_SECONDS = 3600
+
+NOTIFICATION = "Notification"
+SUBSCRIPTION_CONFIRMATION = "SubscriptionConfirmation"
+UNSUBSCRIBE_CONFIRMATION = "UnsubscribeConfirmation"
+_CONFIRMATIONS = (SUBSCRIPTION_CONFIRMATION, UNSUBSCRIBE_CONFIRMATION)
+#: The signed fields, in the order the canonical string lists them.
+_SIGNED_FIELDS: dict[str, tuple[str, ...]] = {
+    NOTIFICATION: ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
+    SUBSCRIPTION_CONFIRMATION: (
+        "Message",
+        "MessageId",
+        "SubscribeURL",
+        "Timestamp",
+        "Token",
+        "TopicArn",
+        "Type",
+    ),
+}
+_SIGNED_FIELDS[UNSUBSCRIBE_CONFIRMATION] = _SIGNED_FIELDS[SUBSCRIPTION_CONFIRMATION]
+_OPTIONAL_FIELDS = frozenset({"Subject"})
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
+
+
+@dataclass(frozen=True, slots=True)
+class SnsMessage:
+    """A verified SNS message. `subscribe_url` is set on (un)subscribe confirmations."""
+
+    type: str
+    message_id: str
+    topic_arn: str
+    message: str
+    timestamp: datetime
+    subject: str | None
+    subscribe_url: str | None
+    envelope: Mapping[str, Any]
+
+
+def parse_envelope(body: bytes) -> dict[str, Any]:
+    """The SNS JSON envelope, with the fields its type signs; WebhookRejected(400) if malformed."""
+    try:
+        envelope = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookRejected("SNS message is not JSON", status=400) from None
+    if not isinstance(envelope, dict):
+        raise WebhookRejected("SNS message is not a JSON object", status=400)
+    kind = envelope.get("Type")
+    if kind not in _SIGNED_FIELDS:
+        raise WebhookRejected(f"unknown SNS message type {kind!r}", status=400)
+    required = (*_SIGNED_FIELDS[kind], "Signature", "SignatureVersion", "SigningCertURL")
+    for name in required:
+        if name in _OPTIONAL_FIELDS and name not in envelope:
+            continue
+        if not isinstance(envelope.get(name), str):
+            raise WebhookRejected(f"SNS {kind} has no string {name!r}", status=400)
+    return envelope
+
+
+def canonical_string(envelope: Mapping[str, Any]) -> bytes:
+    """The bytes SNS signs: `Name\\nvalue\\n` for each signed field present, in order."""
+    fields = _SIGNED_FIELDS[envelope["Type"]]
+    return "".join(f"{name}\n{envelope[name]}\n" for name in fields if name in envelope).encode()
+
+
+def check_sns_url(url: str, what: str) -> None:
+    """Refuse (403) a URL that is not HTTPS on an SNS host: the certificate could be anyone's."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise WebhookRejected(f"SNS {what} {url!r} is not a URL", status=403) from None
+    host = parts.hostname or ""
+    if parts.scheme != "https" or port not in (None, 443) or parts.username or parts.password:
+        raise WebhookRejected(f"SNS {what} must be a plain https:// URL, got {url!r}", status=403)
+    if not SNS_HOST.fullmatch(host):
+        raise WebhookRejected(f"SNS {what} host {host!r} is not an SNS host", status=403)
+
+
+def verify_sns_message(
+    body: bytes,
+    *,
+    fetch_certificate: Callable[[str], bytes] | None,
+    now: float,
+    tolerance_seconds: int,
+    topic_arns: Collection[str] = (),
+) -> SnsMessage:
+    """Check an SNS message is genuine, fresh and from an allowed topic; raise WebhookRejected.
+
+    `tolerance_seconds` bounds clock skew into the future; the past is allowed the larger of it
+    and SNS_MAX_AGE_SECONDS. An empty `topic_arns` allows every topic.
+    """
+    envelope = parse_envelope(body)
+    kind = envelope["Type"]
+    check_sns_url(envelope["SigningCertURL"], "SigningCertURL")
+    if kind in _CONFIRMATIONS:
+        # The web app GETs this link to confirm: it must not point anywhere but SNS.
+        check_sns_url(envelope["SubscribeURL"], "SubscribeURL")
+    if topic_arns and envelope["TopicArn"] not in topic_arns:
+        raise WebhookRejected(f"SNS topic {envelope['TopicArn']!r} is not allowed", status=403)
+    timestamp = parse_timestamp(envelope["Timestamp"])
+    age = now - timestamp.timestamp()
+    if age > max(tolerance_seconds, SNS_MAX_AGE_SECONDS) or age < -tolerance_seconds:
+        raise WebhookRejected(f"SNS message timestamp {envelope['Timestamp']} is stale")
+    hash_class = _HASHES.get(envelope["SignatureVersion"])
+    if hash_class is None:
+        raise WebhookRejected(
+            f"unknown SNS SignatureVersion {envelope['SignatureVersion']!r}", status=400
+        )
+    try:
+        signature = base64.b64decode(envelope["Signature"], validate=True)
+    except (binascii.Error, ValueError):
+        raise WebhookRejected("SNS Signature is not base64", status=400) from None
+    public_key = _certificate_key(envelope["SigningCertURL"], fetch_certificate, now)
+    try:
+        public_key.verify(signature, canonical_string(envelope), padding.PKCS1v15(), hash_class())
+    except InvalidSignature:
+        raise WebhookRejected("SNS signature does not match") from None
+    return SnsMessage(
+        type=kind,
+        message_id=envelope["MessageId"],
+        topic_arn=envelope["TopicArn"],
+        message=envelope["Message"],
+        timestamp=timestamp,
+        subject=envelope.get("Subject"),
+        subscribe_url=envelope.get("SubscribeURL"),
+        envelope=envelope,
+    )
+
+
+def _certificate_key(
+    url: str, fetch_certificate: Callable[[str], bytes] | None, now: float
+) -> rsa.RSAPublicKey:
+    """The RSA key of the certificate at `url`, if the certificate is valid now."""
+    if fetch_certificate is None:
+        # A deployment error, not a bad request: the web app must pass its HTTPS fetcher.
+        raise ConfigurationError(
+            "SNS verification needs WebhookConfig.fetch_certificate (a caching HTTPS fetcher)"
+        )
+    try:
+        certificate = x509.load_pem_x509_certificate(fetch_certificate(url))
+    except ValueError:
+        raise WebhookRejected(f"no PEM certificate at {url}", status=403) from None
+    at = datetime.fromtimestamp(now, UTC)
+    if not certificate.not_valid_before_utc <= at <= certificate.not_valid_after_utc:
+        raise WebhookRejected(f"SNS signing certificate at {url} is not valid now", status=403)
+    public_key = certificate.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise WebhookRejected(f"SNS signing certificate at {url} has no RSA key", status=403)
+    return public_key
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An SNS ISO 8601 UTC timestamp (`2012-05-02T00:54:06.655Z`)."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise WebhookRejected(f"SNS Timestamp {value!r} is not ISO 8601", status=400) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
