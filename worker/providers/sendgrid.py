@@ -1,0 +1,335 @@
+"""SendGrid v3: `POST /v3/mail/send` with one content and many `personalizations`, signed event webhook.
+
+A request carries one subject and body and up to 1000 personalizations, each with its own `to`,
+`headers` (the reader's List-Unsubscribe…) and `custom_args` (`delivery_id`). So the messages of a
+batch are grouped by content (sender, subject, text, html, tag): each distinct content is sent once,
+with the personalizations of every message that has it, and a group is split only where an address
+would repeat (SendGrid wants each address once per request). No diffing of bodies into
+`substitutions`: newsletter bodies carry each reader's own links, so in practice most groups hold
+one message and a batch costs about one request per reader; identical mail shares one request.
+
+SendGrid answers 202 with one `X-Message-Id` for the whole request, used for every message in it
+(`EmailMessage.message_id` is not sent; `categories` is the message's `kind` metadata or the URL's `tag`).
+After a request that says "slow down", "account refused" or got no answer, the rest of the batch is
+not sent. There is no idempotency key: a request that may have arrived unanswered is UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from typing import Any, Self
+
+import httpx
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from subscriptions.emailurl import EmailURL
+from subscriptions.errors import ConfigurationError, InvalidInput
+from worker.providers.base import (
+    RESERVED_HEADERS,
+    EmailMessage,
+    Outcome,
+    SendResult,
+    check_url_options,
+    metadata_header_name,
+    parse_address,
+    refuse_line_breaks,
+)
+from worker.providers.http import HttpProvider, temporary
+from worker.providers.webhooks import (
+    EventType,
+    WebhookConfig,
+    WebhookEvent,
+    WebhookRejected,
+    WebhookRequest,
+)
+
+SIGNATURE_HEADER = "x-twilio-email-event-webhook-signature"
+TIMESTAMP_HEADER = "x-twilio-email-event-webhook-timestamp"
+
+#: Event `event` -> normalized type; `bounce` and `dropped` look further (see _type).
+EVENT_TYPES: dict[str, EventType] = {
+    "delivered": EventType.DELIVERED,
+    "deferred": EventType.DEFERRED,
+    "bounce": EventType.BOUNCED,
+    "dropped": EventType.DROPPED,
+    "spamreport": EventType.COMPLAINED,
+    "unsubscribe": EventType.UNSUBSCRIBED,
+    "group_unsubscribe": EventType.UNSUBSCRIBED,
+}
+#: A `dropped` event's reason when SendGrid refused because of its own suppression lists.
+DROP_REASONS: dict[str, EventType] = {
+    "Bounced Address": EventType.BOUNCED,
+    "Spam Reporting Address": EventType.COMPLAINED,
+    "Unsubscribed Address": EventType.UNSUBSCRIBED,
+}
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+    httpx.LocalProtocolError,
+    httpx.UnsupportedProtocol,
+    httpx.ProxyError,
+)
+_STOP = (Outcome.TEMPORARY, Outcome.ACCOUNT_BLOCKED, Outcome.UNKNOWN)
+
+
+class SendgridProvider(HttpProvider):
+    """`sendgrid://API_KEY@api.sendgrid.com?tag=newsletter` (EU subusers: `api.eu.sendgrid.com`)."""
+
+    name = "sendgrid"
+    batch_limit = 1000
+    supports_idempotency = False
+    default_host = "api.sendgrid.com"
+    has_webhooks = True
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str | None = None,
+        tag: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url=base_url or f"https://{self.default_host}", transport=transport)
+        self.client.headers["Authorization"] = f"Bearer {api_key}"
+        self.tag = tag
+
+    def __repr__(self) -> str:
+        return f"SendgridProvider({self.base_url!r})"
+
+    @classmethod
+    def from_url(cls, url: EmailURL) -> Self:
+        """Read the API key (the URL's user part), the host and `tag`."""
+        check_url_options(url, "tag")
+        api_key = url.password or url.username
+        if not api_key:
+            raise ConfigurationError(
+                "NEWSLETTER_EMAIL_URL: sendgrid needs the API key as the user part,"
+                " e.g. sendgrid://API_KEY@api.sendgrid.com"
+            )
+        return cls(api_key, base_url=cls.base_url_from(url), tag=url.params.get("tag") or None)
+
+    def requests_for(self, messages: int) -> int:
+        """At most one request per message: readers' bodies usually differ (their own links)."""
+        return messages
+
+    def _send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+        results: list[SendResult | None] = [None] * len(messages)
+        addresses: dict[int, tuple[Address, Address]] = {}
+        # content -> requests, each a list of message indexes and the addresses already in it
+        groups: dict[tuple[object, ...], list[tuple[list[int], set[str]]]] = {}
+        for index, message in enumerate(messages):
+            try:
+                addresses[index] = _check_message(message)
+            except (InvalidInput, ValueError) as exc:
+                results[index] = SendResult(Outcome.REQUEST_WRONG, detail=str(exc))
+                continue
+            tag = message.metadata.get("kind") or self.tag
+            key = (message.sender, message.subject, message.text, message.html, tag)
+            email = addresses[index][0].addr_spec.lower()
+            requests = groups.setdefault(key, [])
+            request = next((r for r in requests if email not in r[1]), None)
+            if request is None:
+                request = ([], set())
+                requests.append(request)
+            request[0].append(index)
+            request[1].add(email)
+        stopped: SendResult | None = None
+        for indexes, _ in (r for requests in groups.values() for r in requests):
+            if stopped is None:
+                body = self._body([messages[i] for i in indexes], indexes, addresses)
+                result = self._post(body)
+                stopped = result if result.outcome in _STOP else None
+            else:
+                result = _not_tried(stopped)
+            for index in indexes:
+                results[index] = result
+        return [r for r in results if r is not None]
+
+    def _body(
+        self,
+        group: list[EmailMessage],
+        indexes: list[int],
+        addresses: Mapping[int, tuple[Address, Address]],
+    ) -> dict[str, Any]:
+        """One request: the group's shared content once, one personalization per reader."""
+        first = group[0]
+        personalizations = []
+        for message, index in zip(group, indexes, strict=True):
+            personalization: dict[str, Any] = {"to": [_mailbox(addresses[index][0])]}
+            if message.headers:
+                personalization["headers"] = dict(message.headers)
+            if message.metadata:
+                personalization["custom_args"] = dict(message.metadata)
+            personalizations.append(personalization)
+        content = [{"type": "text/plain", "value": first.text}]
+        if first.html is not None:
+            content.append({"type": "text/html", "value": first.html})
+        body: dict[str, Any] = {
+            "personalizations": personalizations,
+            "from": _mailbox(addresses[indexes[0]][1]),
+            "subject": first.subject,
+            "content": content,
+        }
+        tag = first.metadata.get("kind") or self.tag
+        if tag:
+            body["categories"] = [tag]
+        return body
+
+    def _post(self, body: dict[str, Any]) -> SendResult:
+        """Send one request; its one result stands for every message in it."""
+        try:
+            response = self.client.post("/v3/mail/send", json=body)
+        except httpx.HTTPError as exc:
+            return _transport_failure(exc)
+        if response.is_success:
+            return SendResult(Outcome.SENT, response.headers.get("x-message-id"))
+        return _refusal(response)
+
+    @classmethod
+    def verify_webhook(cls, request: WebhookRequest, config: WebhookConfig) -> None:
+        """Check the ECDSA P-256 signature over timestamp + raw body, then the timestamp's age."""
+        if not config.secret:
+            raise WebhookRejected("sendgrid webhooks are not configured", status=403)
+        key = load_verification_key(config.secret)
+        signature_b64 = request.headers.get(SIGNATURE_HEADER, "")
+        timestamp = request.headers.get(TIMESTAMP_HEADER, "")
+        if not signature_b64 or not timestamp:
+            raise WebhookRejected("sendgrid webhook without signature headers", status=401)
+        try:
+            signature = base64.b64decode(signature_b64, validate=True)
+            key.verify(signature, timestamp.encode() + request.body, ec.ECDSA(hashes.SHA256()))
+        except (binascii.Error, ValueError, InvalidSignature):
+            raise WebhookRejected("sendgrid webhook signature does not match", status=401) from None
+        if not timestamp.isdigit() or abs(config.now - int(timestamp)) > config.tolerance_seconds:
+            raise WebhookRejected("sendgrid webhook timestamp is stale", status=403)
+
+    @classmethod
+    def parse_events(cls, request: WebhookRequest) -> list[WebhookEvent]:
+        """The JSON array of events, normalized; `event_id` is SendGrid's `sg_event_id`."""
+        try:
+            events = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise WebhookRejected("sendgrid webhook body is not JSON", status=400) from None
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise WebhookRejected("sendgrid webhook body is not an array of events", status=400)
+        try:
+            return [_event(e) for e in events]
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise WebhookRejected(
+                f"sendgrid webhook event is malformed: {exc}", status=400
+            ) from None
+
+
+def load_verification_key(secret: str) -> ec.EllipticCurvePublicKey:
+    """The webhook verification key: base64 DER as SendGrid shows it (PEM also accepted)."""
+    try:
+        if secret.lstrip().startswith("-----BEGIN"):
+            key = serialization.load_pem_public_key(secret.encode())
+        else:
+            key = serialization.load_der_public_key(base64.b64decode(secret, validate=True))
+    except (binascii.Error, ValueError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ConfigurationError(
+            "NEWSLETTER_WEBHOOK_SENDGRID: not SendGrid's verification key (expected the base64"
+            " P-256 public key shown under Mail Settings > Signed Event Webhook)"
+        )
+    return key
+
+
+def _check_message(message: EmailMessage) -> tuple[Address, Address]:
+    """The checks build_mime makes, without building MIME: (to, sender)."""
+    to = parse_address(message.to, "to")
+    sender = parse_address(message.sender, "sender")
+    refuse_line_breaks(message.subject, "subject")
+    for name, value in message.headers.items():
+        refuse_line_breaks(name, "header name")
+        refuse_line_breaks(value, f"header {name}")
+        if not _HEADER_NAME.fullmatch(name) or name.lower() in RESERVED_HEADERS:
+            raise InvalidInput(f"{name!r} may not be set as an extra header", field="headers")
+    for key, value in message.metadata.items():
+        metadata_header_name(key)  # refuses a malformed key
+        refuse_line_breaks(value, f"metadata {key}")
+    return to, sender
+
+
+def _mailbox(address: Address) -> dict[str, str]:
+    mailbox = {"email": address.addr_spec}
+    if address.display_name:
+        mailbox["name"] = address.display_name
+    return mailbox
+
+
+def _transport_failure(exc: httpx.HTTPError) -> SendResult:
+    """No answer: TEMPORARY if the request cannot have been whole at SendGrid, else UNKNOWN."""
+    what = f"{type(exc).__name__}: {exc}"
+    # A failed connect or write leaves the server without a complete request to act on.
+    if isinstance(exc, _NOT_SENT):
+        return SendResult(Outcome.TEMPORARY, detail=f"request not sent: {what}")
+    return SendResult(
+        Outcome.UNKNOWN, detail=f"no answer, the request may have been accepted: {what}"
+    )
+
+
+def _not_tried(cause: SendResult) -> SendResult:
+    """The result of a request left unsent because an earlier one said stop."""
+    detail = f"not sent, an earlier request of the batch failed: {cause.detail}"[:500]
+    if cause.outcome is Outcome.UNKNOWN:
+        return SendResult(Outcome.TEMPORARY, detail=detail)
+    return SendResult(cause.outcome, detail=detail, retry_after=cause.retry_after)
+
+
+def _refusal(response: httpx.Response) -> SendResult:
+    status = response.status_code
+    try:
+        errors = response.json().get("errors") or []
+        message = "; ".join(str(e.get("message")) for e in errors if isinstance(e, dict))
+    except (ValueError, AttributeError):
+        message = response.text[:300]
+    detail = f"SendGrid HTTP {status}" + (f": {message}" if message else "")
+    if status == 429 or status >= 500:
+        return temporary(detail, response.headers)  # 429: wait until X-RateLimit-Reset
+    if status in (401, 403):
+        return SendResult(Outcome.ACCOUNT_BLOCKED, detail=detail[:500])
+    return SendResult(Outcome.REQUEST_WRONG, detail=detail[:500])  # 400, 413, 404…
+
+
+def _event(event: Mapping[str, Any]) -> WebhookEvent:
+    kind = str(event["event"])
+    type_ = EVENT_TYPES.get(kind, EventType.OTHER)
+    reason = str(event.get("reason") or event.get("response") or "")
+    if kind == "bounce" and event.get("type") == "blocked":
+        type_ = EventType.SOFT_BOUNCED
+    elif kind == "dropped":
+        type_ = DROP_REASONS.get(reason, EventType.DROPPED)
+    event_id = event.get("sg_event_id")
+    if not event_id:  # old or odd events: a digest of the event is stable across retries
+        canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        event_id = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    message_id = str(event.get("sg_message_id") or "")
+    delivery_id = event.get("delivery_id")  # custom_args come back as top-level fields
+    return WebhookEvent(
+        provider="sendgrid",
+        event_id=str(event_id),
+        type=type_,
+        email=str(event.get("email") or ""),
+        occurred_at=datetime.fromtimestamp(int(event["timestamp"]), UTC),
+        # sg_message_id is the request's X-Message-Id followed by ".filter…".
+        provider_message_id=message_id.split(".", 1)[0] or None,
+        delivery_id=int(str(delivery_id)) if str(delivery_id).isdigit() else None,
+        detail=" ".join(p for p in (kind, str(event.get("type") or ""), reason) if p)[:500],
+        raw=dict(event),
+    )
