@@ -11,8 +11,16 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from subscriptions.errors import ConfigurationError
 
 #: Every scheme the worker has a provider for; `+http` may follow any HTTP-API scheme.
-KNOWN_EMAIL_SCHEMES: tuple[str, ...] = ("outbox", "smtp")
-HTTP_API_SCHEMES: frozenset[str] = frozenset()
+KNOWN_EMAIL_SCHEMES: tuple[str, ...] = (
+    "outbox",
+    "smtp",
+    "postmark",
+    "sendgrid",
+    "mailgun",
+    "resend",
+    "ses",
+)
+HTTP_API_SCHEMES: frozenset[str] = frozenset({"postmark", "sendgrid", "mailgun", "resend", "ses"})
 
 
 @dataclass(frozen=True, slots=True)

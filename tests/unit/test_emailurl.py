@@ -49,7 +49,7 @@ def test_unknown_scheme_lists_known_schemes() -> None:
     with pytest.raises(ConfigurationError) as caught:
         parse_email_url("postmak://token@api")
     assert str(caught.value) == (
-        "NEWSLETTER_EMAIL_URL: unknown scheme 'postmak' (known: outbox, smtp)"
+        "NEWSLETTER_EMAIL_URL: unknown scheme 'postmak' (known: outbox, smtp, postmark, sendgrid, mailgun, resend, ses)"
     )
 
 

@@ -11,13 +11,23 @@ from worker.providers.base import (
     SendResult,
     build_mime,
 )
+from worker.providers.mailgun import MailgunProvider
 from worker.providers.outbox import OutboxProvider, read_outbox
+from worker.providers.postmark import PostmarkProvider
+from worker.providers.resend import ResendProvider
+from worker.providers.sendgrid import SendgridProvider
+from worker.providers.ses import SesProvider
 from worker.providers.smtp import SmtpProvider
 
 #: One row per provider; the keys are the URL schemes.
 PROVIDERS: dict[str, type[Provider]] = {
     "outbox": OutboxProvider,
     "smtp": SmtpProvider,
+    "postmark": PostmarkProvider,
+    "sendgrid": SendgridProvider,
+    "mailgun": MailgunProvider,
+    "resend": ResendProvider,
+    "ses": SesProvider,
 }
 
 
@@ -37,6 +47,11 @@ def provider_from_url(url: str | EmailURL) -> Provider:
 __all__ = [
     "PROVIDERS",
     "EmailMessage",
+    "MailgunProvider",
+    "PostmarkProvider",
+    "ResendProvider",
+    "SendgridProvider",
+    "SesProvider",
     "OutboxProvider",
     "Outcome",
     "Provider",
