@@ -252,7 +252,7 @@ def test_non_json_error_pages(status: int, expected: Outcome) -> None:
         (httpx.PoolTimeout("no connection free"), Outcome.TEMPORARY),
         (httpx.ReadTimeout("timed out"), Outcome.UNKNOWN),
         (httpx.ReadError("connection reset"), Outcome.UNKNOWN),
-        (httpx.WriteTimeout("timed out"), Outcome.UNKNOWN),
+        (httpx.WriteTimeout("timed out"), Outcome.TEMPORARY),  # the request never left whole
         (httpx.RemoteProtocolError("server disconnected"), Outcome.UNKNOWN),
     ],
 )

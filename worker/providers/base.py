@@ -183,12 +183,15 @@ def parse_address(value: str, what: str) -> Address:
         raise InvalidInput(f"{what} {value!r} is not a valid address: {exc}", field=what) from None
 
 
-def build_mime(message: EmailMessage) -> MIMEMessage:
-    """Build the RFC 5322 message: headers, metadata headers, text then html alternatives."""
+def check_message(message: EmailMessage) -> tuple[Address, Address]:
+    """The checks every provider makes before sending, without building MIME: (to, sender).
+
+    Raises HeaderInjection for a line break in any header value, InvalidInput for a malformed
+    address, header name or metadata key, or an extra header that would override a reserved one.
+    """
     to = parse_address(message.to, "to")
     sender = parse_address(message.sender, "sender")
     refuse_line_breaks(message.subject, "subject")
-    extra: list[tuple[str, str]] = []
     for name, value in message.headers.items():
         refuse_line_breaks(name, "header name")
         refuse_line_breaks(value, f"header {name}")
@@ -199,12 +202,19 @@ def build_mime(message: EmailMessage) -> MIMEMessage:
                 f"header {name!r} is set from the message's own fields, not from headers",
                 field="headers",
             )
-        extra.append((name, value))
     for key, value in message.metadata.items():
+        metadata_header_name(key)  # refuses a malformed key
         refuse_line_breaks(value, f"metadata {key}")
-        extra.append((metadata_header_name(key), value))
     if message.message_id is not None:
         refuse_line_breaks(message.message_id, "message_id")
+    return to, sender
+
+
+def build_mime(message: EmailMessage) -> MIMEMessage:
+    """Build the RFC 5322 message: headers, metadata headers, text then html alternatives."""
+    to, sender = check_message(message)
+    extra = list(message.headers.items())
+    extra += [(metadata_header_name(key), value) for key, value in message.metadata.items()]
     international = not (to.username.isascii() and sender.username.isascii())
     mime = MIMEMessage(policy=_POLICY_UTF8 if international else _POLICY)
     mime["From"] = sender

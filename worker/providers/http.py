@@ -74,3 +74,34 @@ def temporary(detail: str, headers: Mapping[str, str] | None = None) -> SendResu
     return SendResult(
         Outcome.TEMPORARY, detail=detail[:500], retry_after=retry_after_seconds(headers or {})
     )
+
+
+#: Failures that leave the provider without a whole request to act on: safe to send again.
+NOT_SENT: tuple[type[httpx.HTTPError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+    httpx.LocalProtocolError,
+    httpx.UnsupportedProtocol,
+    httpx.ProxyError,
+)
+
+
+def transport_failure(exc: httpx.HTTPError) -> SendResult:
+    """No answer: TEMPORARY if the request cannot have reached the provider whole, else UNKNOWN."""
+    what = f"{type(exc).__name__}: {exc}"[:500]
+    if isinstance(exc, NOT_SENT):
+        return SendResult(Outcome.TEMPORARY, detail=f"request not sent: {what}")
+    return SendResult(
+        Outcome.UNKNOWN, detail=f"no answer, the request may have been accepted: {what}"
+    )
+
+
+def not_tried(cause: SendResult) -> SendResult:
+    """The result of a request left unsent because an earlier one of the batch said stop."""
+    detail = f"not sent, an earlier request of the batch failed: {cause.detail}"[:500]
+    if cause.outcome is Outcome.UNKNOWN:
+        return SendResult(Outcome.TEMPORARY, detail=detail)
+    return SendResult(cause.outcome, detail=detail, retry_after=cause.retry_after)

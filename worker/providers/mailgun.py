@@ -34,16 +34,13 @@ import httpx
 from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError, InvalidInput
 from worker.providers.base import (
-    RESERVED_HEADERS,
     EmailMessage,
     Outcome,
     SendResult,
+    check_message,
     check_url_options,
-    metadata_header_name,
-    parse_address,
-    refuse_line_breaks,
 )
-from worker.providers.http import HttpProvider, temporary
+from worker.providers.http import HttpProvider, not_tried, temporary, transport_failure
 from worker.providers.webhooks import (
     EventType,
     WebhookConfig,
@@ -65,17 +62,6 @@ PERMANENT_REASONS: dict[str, EventType] = {
     "old": EventType.SOFT_BOUNCED,  # gave up after retrying temporary failures for hours
 }
 _TRY_AGAIN = re.compile(r"try again after (\d+) seconds?", re.IGNORECASE)
-_HEADER_NAME = re.compile(r"[!-9;-~]+")
-_NOT_SENT = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.WriteError,
-    httpx.WriteTimeout,
-    httpx.LocalProtocolError,
-    httpx.UnsupportedProtocol,
-    httpx.ProxyError,
-)
 _STOP = (Outcome.TEMPORARY, Outcome.ACCOUNT_BLOCKED, Outcome.UNKNOWN)
 
 
@@ -136,7 +122,7 @@ class MailgunProvider(HttpProvider):
         groups: dict[tuple[object, ...], list[tuple[list[int], set[str]]]] = {}
         for index, message in enumerate(messages):
             try:
-                addresses[index] = _check_message(message)
+                addresses[index] = check_message(message)
             except (InvalidInput, ValueError) as exc:
                 results[index] = SendResult(Outcome.REQUEST_WRONG, detail=str(exc))
                 continue
@@ -161,7 +147,7 @@ class MailgunProvider(HttpProvider):
                 result = self._post(self._form(group, addresses[indexes[0]][1]))
                 stopped = result if result.outcome in _STOP else None
             else:
-                result = _not_tried(stopped)
+                result = not_tried(stopped)
             for index in indexes:
                 results[index] = result
         return [r for r in results if r is not None]
@@ -206,7 +192,7 @@ class MailgunProvider(HttpProvider):
                 files={"recipient-variables": (None, variables)},
             )
         except httpx.HTTPError as exc:
-            return _transport_failure(exc)
+            return transport_failure(exc)
         if response.is_success:
             try:
                 message_id = str(response.json().get("id") or "").strip("<>") or None
@@ -258,41 +244,6 @@ def _body(request: WebhookRequest) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise WebhookRejected("mailgun webhook body is not an object", status=400)
     return body
-
-
-def _check_message(message: EmailMessage) -> tuple[Address, Address]:
-    """The checks build_mime makes, without building MIME: (to, sender)."""
-    to = parse_address(message.to, "to")
-    sender = parse_address(message.sender, "sender")
-    refuse_line_breaks(message.subject, "subject")
-    for name, value in message.headers.items():
-        refuse_line_breaks(name, "header name")
-        refuse_line_breaks(value, f"header {name}")
-        if not _HEADER_NAME.fullmatch(name) or name.lower() in RESERVED_HEADERS:
-            raise InvalidInput(f"{name!r} may not be set as an extra header", field="headers")
-    for key, value in message.metadata.items():
-        metadata_header_name(key)  # refuses a malformed key
-        refuse_line_breaks(value, f"metadata {key}")
-    return to, sender
-
-
-def _transport_failure(exc: httpx.HTTPError) -> SendResult:
-    """No answer: TEMPORARY if the request cannot have been whole at Mailgun, else UNKNOWN."""
-    what = f"{type(exc).__name__}: {exc}"
-    # A failed connect or write leaves the server without a complete request to act on.
-    if isinstance(exc, _NOT_SENT):
-        return SendResult(Outcome.TEMPORARY, detail=f"request not sent: {what}")
-    return SendResult(
-        Outcome.UNKNOWN, detail=f"no answer, the request may have been accepted: {what}"
-    )
-
-
-def _not_tried(cause: SendResult) -> SendResult:
-    """The result of a request left unsent because an earlier one said stop."""
-    detail = f"not sent, an earlier request of the batch failed: {cause.detail}"[:500]
-    if cause.outcome is Outcome.UNKNOWN:
-        return SendResult(Outcome.TEMPORARY, detail=detail)
-    return SendResult(cause.outcome, detail=detail, retry_after=cause.retry_after)
 
 
 def _refusal(response: httpx.Response) -> SendResult:

@@ -21,7 +21,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self
@@ -31,16 +30,13 @@ import httpx
 from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError, InvalidInput
 from worker.providers.base import (
-    RESERVED_HEADERS,
     EmailMessage,
     Outcome,
     SendResult,
+    check_message,
     check_url_options,
-    metadata_header_name,
-    parse_address,
-    refuse_line_breaks,
 )
-from worker.providers.http import HttpProvider, temporary
+from worker.providers.http import HttpProvider, temporary, transport_failure
 from worker.providers.webhooks import (
     EventType,
     WebhookConfig,
@@ -48,8 +44,6 @@ from worker.providers.webhooks import (
     WebhookRejected,
     WebhookRequest,
 )
-
-_HEADER_NAME = re.compile(r"[!-9;-~]+")
 
 #: Postmark API ErrorCodes (developer/api/overview#error-codes) and what they mean for us.
 #: 300 is looked at apart: about the address it is the reader's, otherwise the request's.
@@ -89,16 +83,6 @@ _RECORD_TIMES = {
     "Click": "ReceivedAt",
     "SubscriptionChange": "ChangedAt",
 }
-_NOT_SENT = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.WriteError,
-    httpx.WriteTimeout,
-    httpx.LocalProtocolError,
-    httpx.UnsupportedProtocol,
-    httpx.ProxyError,
-)
 
 
 class PostmarkProvider(HttpProvider):
@@ -162,7 +146,7 @@ class PostmarkProvider(HttpProvider):
 
     def _element(self, message: EmailMessage) -> dict[str, Any]:
         """One message of the batch, complete with the reader's own headers and metadata."""
-        to, sender = _check_message(message)
+        to, sender = map(str, check_message(message))
         element: dict[str, Any] = {
             "From": sender,
             "To": to,
@@ -185,7 +169,7 @@ class PostmarkProvider(HttpProvider):
         try:
             response = self.client.post("/email/batch", json=payload)
         except httpx.HTTPError as exc:
-            return [_transport_failure(exc)] * count
+            return [transport_failure(exc)] * count
         if response.status_code != 200:
             return [_refusal(response, count)] * count
         try:
@@ -227,33 +211,6 @@ class PostmarkProvider(HttpProvider):
             raise WebhookRejected(
                 f"postmark webhook record is malformed: {exc}", status=400
             ) from None
-
-
-def _check_message(message: EmailMessage) -> tuple[str, str]:
-    """The checks build_mime makes, without building MIME: (to, sender) as mailbox strings."""
-    to = parse_address(message.to, "to")
-    sender = parse_address(message.sender, "sender")
-    refuse_line_breaks(message.subject, "subject")
-    for name, value in message.headers.items():
-        refuse_line_breaks(name, "header name")
-        refuse_line_breaks(value, f"header {name}")
-        if not _HEADER_NAME.fullmatch(name) or name.lower() in RESERVED_HEADERS:
-            raise InvalidInput(f"{name!r} may not be set as an extra header", field="headers")
-    for key, value in message.metadata.items():
-        metadata_header_name(key)  # refuses a malformed key
-        refuse_line_breaks(value, f"metadata {key}")
-    return str(to), str(sender)
-
-
-def _transport_failure(exc: httpx.HTTPError) -> SendResult:
-    """No answer: TEMPORARY if the request cannot have been whole at Postmark, else UNKNOWN."""
-    what = f"{type(exc).__name__}: {exc}"
-    # A failed connect or write leaves the server without a complete request to act on.
-    if isinstance(exc, _NOT_SENT):
-        return SendResult(Outcome.TEMPORARY, detail=f"request not sent: {what}")
-    return SendResult(
-        Outcome.UNKNOWN, detail=f"no answer, the request may have been accepted: {what}"
-    )
 
 
 def _answer(answer: object) -> SendResult:

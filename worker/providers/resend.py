@@ -31,7 +31,7 @@ from worker.providers.base import (
     metadata_header_name,
     parse_address,
 )
-from worker.providers.http import HttpProvider, temporary
+from worker.providers.http import HttpProvider, temporary, transport_failure
 from worker.providers.webhooks import (
     EventType,
     WebhookConfig,
@@ -45,7 +45,6 @@ BATCH_PATH = "/emails/batch"
 #: Tag names and values: ASCII letters, digits, '_' and '-', at most 256 characters.
 _TAG = re.compile(r"[A-Za-z0-9_-]{1,256}")
 #: Transport errors raised before the request left: retrying cannot send twice.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
 _QUOTA_ERRORS = frozenset({"daily_quota_exceeded", "monthly_quota_exceeded"})
 _EVENT_TYPES: dict[str, EventType] = {
     "email.delivered": EventType.DELIVERED,
@@ -123,7 +122,7 @@ class ResendProvider(HttpProvider):
         try:
             response = self.client.post(BATCH_PATH, content=body, headers=headers)
         except httpx.TransportError as exc:
-            return [_transport_failure(exc)] * len(emails)
+            return [transport_failure(exc)] * len(emails)
         if response.is_success:
             return _batch_results(response, len(emails))
         return [_error_result(response)] * len(emails)
@@ -269,14 +268,6 @@ def _error_result(response: httpx.Response) -> SendResult:
         return temporary(detail, response.headers)
     # 400, 404, 405, 413, 422 and 409 invalid_idempotent_request (same key, another body).
     return SendResult(Outcome.REQUEST_WRONG, detail=detail)
-
-
-def _transport_failure(exc: httpx.TransportError) -> SendResult:
-    """No answer: retry if the request never left, otherwise the outcome is unknown."""
-    detail = f"{type(exc).__name__}: {exc}"[:500]
-    if isinstance(exc, _NOT_SENT):
-        return SendResult(Outcome.TEMPORARY, detail=f"cannot connect: {detail}")
-    return SendResult(Outcome.UNKNOWN, detail=f"no answer after sending: {detail}")
 
 
 def _svix_key(secret: str | None) -> bytes:

@@ -20,7 +20,6 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.headerregistry import Address
@@ -34,16 +33,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError, InvalidInput
 from worker.providers.base import (
-    RESERVED_HEADERS,
     EmailMessage,
     Outcome,
     SendResult,
+    check_message,
     check_url_options,
-    metadata_header_name,
-    parse_address,
-    refuse_line_breaks,
 )
-from worker.providers.http import HttpProvider, temporary
+from worker.providers.http import HttpProvider, not_tried, temporary, transport_failure
 from worker.providers.webhooks import (
     EventType,
     WebhookConfig,
@@ -71,17 +67,6 @@ DROP_REASONS: dict[str, EventType] = {
     "Spam Reporting Address": EventType.COMPLAINED,
     "Unsubscribed Address": EventType.UNSUBSCRIBED,
 }
-_HEADER_NAME = re.compile(r"[!-9;-~]+")
-_NOT_SENT = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.WriteError,
-    httpx.WriteTimeout,
-    httpx.LocalProtocolError,
-    httpx.UnsupportedProtocol,
-    httpx.ProxyError,
-)
 _STOP = (Outcome.TEMPORARY, Outcome.ACCOUNT_BLOCKED, Outcome.UNKNOWN)
 
 
@@ -132,7 +117,7 @@ class SendgridProvider(HttpProvider):
         groups: dict[tuple[object, ...], list[tuple[list[int], set[str]]]] = {}
         for index, message in enumerate(messages):
             try:
-                addresses[index] = _check_message(message)
+                addresses[index] = check_message(message)
             except (InvalidInput, ValueError) as exc:
                 results[index] = SendResult(Outcome.REQUEST_WRONG, detail=str(exc))
                 continue
@@ -153,7 +138,7 @@ class SendgridProvider(HttpProvider):
                 result = self._post(body)
                 stopped = result if result.outcome in _STOP else None
             else:
-                result = _not_tried(stopped)
+                result = not_tried(stopped)
             for index in indexes:
                 results[index] = result
         return [r for r in results if r is not None]
@@ -193,7 +178,7 @@ class SendgridProvider(HttpProvider):
         try:
             response = self.client.post("/v3/mail/send", json=body)
         except httpx.HTTPError as exc:
-            return _transport_failure(exc)
+            return transport_failure(exc)
         if response.is_success:
             return SendResult(Outcome.SENT, response.headers.get("x-message-id"))
         return _refusal(response)
@@ -250,46 +235,11 @@ def load_verification_key(secret: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def _check_message(message: EmailMessage) -> tuple[Address, Address]:
-    """The checks build_mime makes, without building MIME: (to, sender)."""
-    to = parse_address(message.to, "to")
-    sender = parse_address(message.sender, "sender")
-    refuse_line_breaks(message.subject, "subject")
-    for name, value in message.headers.items():
-        refuse_line_breaks(name, "header name")
-        refuse_line_breaks(value, f"header {name}")
-        if not _HEADER_NAME.fullmatch(name) or name.lower() in RESERVED_HEADERS:
-            raise InvalidInput(f"{name!r} may not be set as an extra header", field="headers")
-    for key, value in message.metadata.items():
-        metadata_header_name(key)  # refuses a malformed key
-        refuse_line_breaks(value, f"metadata {key}")
-    return to, sender
-
-
 def _mailbox(address: Address) -> dict[str, str]:
     mailbox = {"email": address.addr_spec}
     if address.display_name:
         mailbox["name"] = address.display_name
     return mailbox
-
-
-def _transport_failure(exc: httpx.HTTPError) -> SendResult:
-    """No answer: TEMPORARY if the request cannot have been whole at SendGrid, else UNKNOWN."""
-    what = f"{type(exc).__name__}: {exc}"
-    # A failed connect or write leaves the server without a complete request to act on.
-    if isinstance(exc, _NOT_SENT):
-        return SendResult(Outcome.TEMPORARY, detail=f"request not sent: {what}")
-    return SendResult(
-        Outcome.UNKNOWN, detail=f"no answer, the request may have been accepted: {what}"
-    )
-
-
-def _not_tried(cause: SendResult) -> SendResult:
-    """The result of a request left unsent because an earlier one said stop."""
-    detail = f"not sent, an earlier request of the batch failed: {cause.detail}"[:500]
-    if cause.outcome is Outcome.UNKNOWN:
-        return SendResult(Outcome.TEMPORARY, detail=detail)
-    return SendResult(cause.outcome, detail=detail, retry_after=cause.retry_after)
 
 
 def _refusal(response: httpx.Response) -> SendResult:

@@ -30,7 +30,7 @@ from worker.providers.base import (
     check_url_options,
     parse_address,
 )
-from worker.providers.http import HttpProvider, temporary
+from worker.providers.http import HttpProvider, temporary, transport_failure
 from worker.providers.webhooks import (
     EventType,
     WebhookConfig,
@@ -64,7 +64,6 @@ _ACCOUNT_ERRORS = frozenset(
 )
 #: After one of these, the rest of the batch is not tried: it would fail the same way.
 _STOP_BATCH = frozenset({Outcome.TEMPORARY, Outcome.ACCOUNT_BLOCKED, Outcome.UNKNOWN})
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
 
 
 class SesProvider(HttpProvider):
@@ -155,10 +154,7 @@ class SesProvider(HttpProvider):
         try:
             response = self.client.post(SEND_PATH, content=body, headers=signed.headers)
         except httpx.TransportError as exc:
-            detail = f"{type(exc).__name__}: {exc}"[:500]
-            if isinstance(exc, _NOT_SENT):
-                return SendResult(Outcome.TEMPORARY, detail=f"cannot connect: {detail}")
-            return SendResult(Outcome.UNKNOWN, detail=f"no answer after sending: {detail}")
+            return transport_failure(exc)
         if response.is_success:
             try:
                 message_id = response.json().get("MessageId")
