@@ -144,6 +144,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Fleet-wide cap on provider API requests a second (default: the provider's).",
     )
+    claim_timeout_seconds: int = Field(
+        600,
+        ge=5,
+        description="A batch claimed this long ago and not recorded was abandoned by a dead worker.",
+    )
     log_level: str = Field("INFO", description="Python logging level name.")
 
     @field_validator("database_url")

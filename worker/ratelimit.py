@@ -19,8 +19,8 @@ local now = tonumber(ARGV[4])
 if tat < now then tat = now end
 local increment = tonumber(ARGV[1]) * tonumber(ARGV[3])
 local new_tat = tat + increment
-local allow_at = new_tat - tonumber(ARGV[2]) - increment
-if allow_at > now and tat > now then
+local allow_at = tat - tonumber(ARGV[2])
+if allow_at > now then
   return math.ceil(allow_at - now)
 end
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now) + 1000)
@@ -43,10 +43,14 @@ DEFAULT_RATES: dict[str, tuple[float, float]] = {
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """`per_second` units a second on average, with bursts of up to `burst` units."""
+    """`per_second` units a second, spaced evenly; `burst` extra units may go early (0: strict).
+
+    With burst 0, a request of c units is allowed only c/per_second seconds after the previous one,
+    so no one-second window ever holds more than per_second units when c divides per_second.
+    """
 
     per_second: float
-    burst: int = 1
+    burst: int = 0
 
 
 class GlobalRateLimiter:
@@ -55,6 +59,8 @@ class GlobalRateLimiter:
     def __init__(
         self, client: redis.Redis, provider: str, *, messages: Rate, requests: Rate
     ) -> None:
+        #: The largest batch that keeps every one-second window within the message rate.
+        self.max_batch = max(1, int(messages.per_second))
         self._client = client
         self._script = client.register_script(_GCRA)
         self._buckets = (
@@ -65,8 +71,7 @@ class GlobalRateLimiter:
     def delay(self, bucket: str, rate: Rate, cost: int, now_ms: int) -> float:
         """Seconds until `cost` units may be taken from `bucket` (0.0 means they were taken)."""
         interval = 1000.0 / rate.per_second
-        # A cost above the burst could never pass the test; let it through on an empty bucket.
-        burst_ms = interval * max(rate.burst, cost)
+        burst_ms = interval * rate.burst
         wait_ms = int(self._script(keys=[bucket], args=[interval, burst_ms, cost, now_ms]))
         return wait_ms / 1000.0
 
@@ -97,8 +102,5 @@ def limiter_for(
     per_request = requests or default_requests
     client = redis.Redis.from_url(settings_url, socket_timeout=5, socket_connect_timeout=5)
     return GlobalRateLimiter(
-        client,
-        provider,
-        messages=Rate(per_message, burst=max(1, int(per_message))),
-        requests=Rate(per_request, burst=max(1, int(per_request))),
+        client, provider, messages=Rate(per_message), requests=Rate(per_request)
     )

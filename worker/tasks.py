@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from subscriptions.db import transaction
@@ -127,8 +128,12 @@ def register(app: NewsletterCelery) -> None:
         """Reap abandoned claims, then start senders for every digest with work due."""
         runtime = app.runtime
         with transaction(runtime.sessions) as session:
-            reap(session, supports_idempotency=runtime.provider.supports_idempotency)
-            work = dispatch.sendable(session, batch_size=runtime.provider.batch_limit)
+            reap(
+                session,
+                supports_idempotency=runtime.provider.supports_idempotency,
+                claim_timeout=timedelta(seconds=runtime.settings.claim_timeout_seconds),
+            )
+            work = dispatch.sendable(session, batch_size=runtime.sender.batch_size)
         start_senders(work)
         return sum(work.values())
 

@@ -34,7 +34,8 @@ from worker.ratelimit import GlobalRateLimiter
 
 log = logging.getLogger(__name__)
 
-#: A claim older than this, still unrecorded, was abandoned by a worker that died.
+#: A claim older than this, still unrecorded, was abandoned by a worker that died (the default of
+#: NEWSLETTER_CLAIM_TIMEOUT_SECONDS; far longer than one batch takes).
 CLAIM_TIMEOUT = timedelta(minutes=10)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -118,6 +119,12 @@ class Sender:
         self._bodies: dict[tuple[int, tuple[object, ...]], Body] = {}
         self._domain = urlsplit(settings.base_url).hostname or "localhost"
 
+    @property
+    def batch_size(self) -> int:
+        """The provider's batch limit, or less when the global rate limit is lower."""
+        limit = self._provider.batch_limit
+        return min(limit, self._limiter.max_batch) if self._limiter is not None else limit
+
     def send_batch(self, digest_id: int, *, now: datetime | None = None) -> BatchReport:
         """Claim, send and record one provider-sized batch of a digest."""
         now = now or utcnow()
@@ -126,7 +133,7 @@ class Sender:
             report.paused = sending_paused(session=session)
             if report.paused:
                 return report
-            ids, retry = claim(session, digest_id, self._provider.batch_limit, now=now)
+            ids, retry = claim(session, digest_id, self.batch_size, now=now)
         report.claimed = len(ids)
         if not ids:
             return report
@@ -267,12 +274,18 @@ def retry_delay(attempts: int, retry_after: float | None) -> timedelta:
     return timedelta(seconds=max(base, retry_after or 0.0))
 
 
-def reap(session: Session, *, supports_idempotency: bool, now: datetime | None = None) -> int:
+def reap(
+    session: Session,
+    *,
+    supports_idempotency: bool,
+    now: datetime | None = None,
+    claim_timeout: timedelta = CLAIM_TIMEOUT,
+) -> int:
     """Release deliveries claimed and abandoned: never handed over → pending; handed over →
     pending only under an idempotency key, otherwise unknown (never silently resent)."""
     now = now or utcnow()
     stale = (Delivery.status == DeliveryStatus.CLAIMED) & (
-        Delivery.claimed_at < now - CLAIM_TIMEOUT
+        Delivery.claimed_at < now - claim_timeout
     )
     released = _rowcount(
         session.execute(
