@@ -9,6 +9,7 @@ the time it arrived, so tests can count deliveries per reader and measure the se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -28,6 +29,10 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     #: Accept the messages, then close the connection without answering.
     drop_after_accepting: bool = False
+    #: Close the connection at once, before reading anything (a reset connection; nothing accepted).
+    reset: bool = False
+    #: Seconds to wait before answering anything (longer than the client's timeout: a timeout).
+    delay: float = 0.0
     #: Postmark only: index in the batch -> (ErrorCode, Message) for that message.
     message_errors: dict[int, tuple[int, str]] = field(default_factory=dict)
 
@@ -98,6 +103,14 @@ class ProviderServer:
                 self.wfile.write(data)
 
             def do_POST(self) -> None:
+                with server._lock:
+                    upcoming = server.faults[0] if server.faults else None
+                if upcoming is not None and (upcoming.reset or upcoming.delay):
+                    server._next_fault()
+                    if upcoming.delay:
+                        time.sleep(upcoming.delay)
+                    self._drop()
+                    return
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.path == "/email/batch":
                     self._postmark(raw)
@@ -108,7 +121,8 @@ class ProviderServer:
 
             def _drop(self) -> None:
                 self.close_connection = True
-                self.connection.shutdown(2)
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(2)
 
             def _record(
                 self, messages: list[tuple[str, str, dict[str, str], dict[str, str]]]

@@ -71,7 +71,12 @@ def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> tup
         .with_for_update(skip_locked=True)
     )
     if retry_key is not None:
-        query = select(Delivery.id).where(due, Delivery.batch_key == retry_key)
+        # The whole group, even rows whose jittered retry time is a moment later.
+        query = select(Delivery.id).where(
+            Delivery.digest_id == digest_id,
+            Delivery.status == DeliveryStatus.PENDING,
+            Delivery.batch_key == retry_key,
+        )
         key = retry_key
     else:
         query = (
@@ -240,10 +245,10 @@ class Sender:
                 sent_at=utcnow(),
                 provider_message_id=result.provider_message_id,
             )
-        elif (
-            outcome in (Outcome.TEMPORARY, Outcome.ACCOUNT_BLOCKED)
-            and attempts < self._settings.max_delivery_attempts
-        ):
+        elif outcome is Outcome.ACCOUNT_BLOCKED:
+            # Neither the reader's fault nor this email's: it waits, untried, for sending to resume.
+            values.update(status=DeliveryStatus.PENDING, attempts=max(0, attempts - 1))
+        elif outcome is Outcome.TEMPORARY and attempts < self._settings.max_delivery_attempts:
             values.update(
                 status=DeliveryStatus.PENDING,
                 next_attempt_at=now + retry_delay(attempts, result.retry_after),
@@ -257,8 +262,13 @@ class Sender:
             values.update(status=DeliveryStatus.FAILED)
             suppress(session=session, email=job.email, reason="hard_bounce", detail=result.detail)
         elif outcome is Outcome.UNKNOWN and self._provider.supports_idempotency:
+            # Resent later as the very same batch, under the same idempotency key.
             values.update(
-                status=DeliveryStatus.PENDING, next_attempt_at=now + retry_delay(attempts, None)
+                status=DeliveryStatus.PENDING,
+                next_attempt_at=now + retry_delay(attempts, None),
+                batch_key=session.scalar(
+                    select(Delivery.batch_key).where(Delivery.id == job.delivery_id)
+                ),
             )
         elif outcome is Outcome.UNKNOWN:
             values.update(status=DeliveryStatus.UNKNOWN)
