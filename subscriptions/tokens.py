@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 from subscriptions.errors import TokenExpired, TokenInvalid
 
@@ -31,12 +31,19 @@ class TokenClaims:
     consent_id: int | None = None
 
 
+#: Purposes whose links expire carry a timestamp; the others are deterministic, so the same email
+#: renders to the same bytes every time (an idempotent provider may then see a retry as the same request).
+TIMED = frozenset({Purpose.CONFIRM})
+
+
 class TokenSigner:
     """Makes and checks reader tokens with one secret key."""
 
     def __init__(self, secret_key: str) -> None:
-        self._serializers = {
-            purpose: URLSafeTimedSerializer(secret_key, salt=f"newsletter.{purpose.value}")
+        self._serializers: dict[Purpose, URLSafeSerializer | URLSafeTimedSerializer] = {
+            purpose: (URLSafeTimedSerializer if purpose in TIMED else URLSafeSerializer)(
+                secret_key, salt=f"newsletter.{purpose.value}"
+            )
             for purpose in Purpose
         }
 
@@ -55,7 +62,10 @@ class TokenSigner:
             raise TokenInvalid("this link is not valid")
         serializer = self._serializers[purpose]
         try:
-            payload = serializer.loads(token, max_age=max_age_seconds)
+            if isinstance(serializer, URLSafeTimedSerializer):
+                payload = serializer.loads(token, max_age=max_age_seconds)
+            else:
+                payload = serializer.loads(token)
         except SignatureExpired as exc:
             claims = _claims(purpose, exc.payload and serializer.load_payload(exc.payload))
             raise TokenExpired("this link has expired", claims) from None

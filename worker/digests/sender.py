@@ -14,7 +14,6 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import make_msgid
 from urllib.parse import urlsplit
 
 from sqlalchemy import and_, func, or_, select, update
@@ -223,7 +222,8 @@ class Sender:
             text=email.text,
             html=email.html,
             headers=headers,
-            message_id=make_msgid(idstring=f"d{job.delivery_id}", domain=self._domain),
+            # Derived from the delivery: unique per email, and the same on every retry of it.
+            message_id=f"<nl.{info.id}.{job.delivery_id}@{self._domain}>",
             metadata={"delivery_id": str(job.delivery_id)},
             idempotency_key=f"delivery-{job.delivery_id}",
         )
