@@ -1,7 +1,7 @@
 """A real HTTP server on 127.0.0.1 for feed tests, and small builders of RSS 2.0, RSS 1.0 and Atom documents.
 
 Each path is scripted with a `Route`: the body, status and headers, gzip, a delay before answering (for
-timeouts), a slow body (bytes dripped out), a redirect, and an ETag / Last-Modified pair that makes it
+timeouts), a slow body or slow headers (bytes dripped out), a redirect, and an ETag / Last-Modified pair that makes it
 answer 304 to a matching conditional GET. The server records every request it gets (path and headers), so
 tests can check what the fetcher sent: the User-Agent, If-None-Match, If-Modified-Since, Accept-Encoding.
 
@@ -42,6 +42,8 @@ class Route:
     delay: float = 0.0
     #: Seconds to wait between chunks of the body (a server that answers, but slowly).
     drip: float = 0.0
+    #: Seconds to wait between header lines (a server that dribbles out even its headers).
+    header_drip: float = 0.0
     chunk_size: int = 16 * 1024
     #: Send Content-Length; without it the body ends when the connection closes (HTTP/1.0).
     send_length: bool = True
@@ -110,8 +112,13 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         try:
             self.send_response(status)
+            slow_headers = route is not None and route.header_drip > 0
             for name, value in headers.items():
                 self.send_header(name, value)
+                if slow_headers:
+                    assert route is not None
+                    self.flush_headers()
+                    time.sleep(route.header_drip)
             if route is None or route.send_length:
                 self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -125,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout, a size cap): that is what some tests want
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: the tests read `FeedServer.requests` instead."""
 
 
@@ -134,7 +141,9 @@ def _not_modified(route: Route, headers: dict[str, str]) -> bool:
     if "if-none-match" in headers:
         tags = [t.strip() for t in headers["if-none-match"].split(",")]
         return route.etag is not None and (route.etag in tags or "*" in tags)
-    return route.last_modified is not None and headers.get("if-modified-since") == route.last_modified
+    return (
+        route.last_modified is not None and headers.get("if-modified-since") == route.last_modified
+    )
 
 
 class _Server(ThreadingHTTPServer):
