@@ -53,12 +53,20 @@ class Rate:
     burst: int = 0
 
 
+#: The limiter paces at this share of the configured rate: between a worker taking its turn and the
+#: provider receiving the request lie rendering, scheduling and the network, and that jitter must
+#: never push a one-second window, as the provider counts it, over the limit.
+SAFETY = 0.8
+
+
 class GlobalRateLimiter:
     """Wait until the fleet may send `messages` more messages in one more request."""
 
     def __init__(
         self, client: redis.Redis, provider: str, *, messages: Rate, requests: Rate
     ) -> None:
+        messages = Rate(messages.per_second * SAFETY, messages.burst)
+        requests = Rate(requests.per_second * SAFETY, requests.burst)
         #: The largest batch that keeps every one-second window within the message rate.
         self.max_batch = max(1, int(messages.per_second))
         self._client = client
