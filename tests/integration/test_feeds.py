@@ -543,11 +543,6 @@ def test_a_server_that_drips_its_body_is_stopped_by_the_time_limit(
     assert elapsed < 1.2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the whole-fetch deadline is checked only between body chunks (worker/feeds/fetch.py); "
-    "headers dripped one line at a time hold the fetch past the time limit",
-)
 def test_a_server_that_drips_its_headers_is_stopped_by_the_time_limit(
     server: FeedServer, sessions: sessionmaker[Session]
 ) -> None:
