@@ -53,10 +53,12 @@ class Rate:
     burst: int = 0
 
 
-#: The limiter paces at this share of the configured rate: between a worker taking its turn and the
-#: provider receiving the request lie rendering, scheduling and the network, and that jitter must
-#: never push a one-second window, as the provider counts it, over the limit.
-SAFETY = 0.8
+#: The limiter paces at this share of the configured rate, in requests of at most a tenth of it:
+#: between a worker taking its turn and the provider receiving the request lie rendering, scheduling
+#: and the network. A one-second window, as the provider counts it, then holds at most
+#: SAFETY * (1 + jitter) + 0.1 of the limit: within it for up to half a second of jitter.
+SAFETY = 0.6
+BATCH_SHARE = 0.1
 
 
 class GlobalRateLimiter:
@@ -67,8 +69,8 @@ class GlobalRateLimiter:
     ) -> None:
         messages = Rate(messages.per_second * SAFETY, messages.burst)
         requests = Rate(requests.per_second * SAFETY, requests.burst)
-        #: The largest batch that keeps every one-second window within the message rate.
-        self.max_batch = max(1, int(messages.per_second))
+        #: The largest batch: a tenth of the configured rate (see SAFETY).
+        self.max_batch = max(1, int(messages.per_second / SAFETY * BATCH_SHARE))
         self._client = client
         self._script = client.register_script(_GCRA)
         self._buckets = (

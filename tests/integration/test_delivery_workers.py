@@ -161,7 +161,7 @@ def test_three_workers_never_exceed_the_rate_limit(
     tmp_path: Path, database_url: str, own_redis: OwnRedis, start: Any
 ) -> None:
     limit = 200
-    readers = 2_400
+    readers = 1_200
     sessions = migrated_sessions(database_url)
     with sessions.begin() as session:
         add_demo_topics(session)
