@@ -36,8 +36,10 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
             raise ConfigurationError(
                 "NEWSLETTER_DATABASE_URL: use the psycopg 3 driver (postgresql+psycopg://...)"
             )
-        url = str(parsed.set(drivername="postgresql+psycopg"))
-        return create_engine(url, pool_pre_ping=True, **kwargs)
+        # Keep the URL object: str() of a URL masks its password as "***".
+        return create_engine(
+            parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True, **kwargs
+        )
     raise ConfigurationError(f"NEWSLETTER_DATABASE_URL: unsupported database {url!r}")
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from subscriptions.errors import InvalidInput
-from subscriptions.models import Delivery, Event, utcnow
+from subscriptions.models import Delivery, Event, Subscriber, utcnow
 from subscriptions.readers import email_hash, normalize_email, suppress
 
 #: Soft bounces within SOFT_BOUNCE_WINDOW that suppress an address.
@@ -57,7 +57,7 @@ def record_event(
         select(Event.id).where(Event.provider == provider, Event.provider_event_id == event_id)
     ):
         return EventOutcome(False, False)
-    linked = _delivery(session, delivery_id, provider_message_id)
+    linked = _delivery(session, delivery_id, provider_message_id, address)
     try:
         with session.begin_nested():
             session.add(
@@ -98,12 +98,16 @@ def record_event(
 
 
 def _delivery(
-    session: Session, delivery_id: int | None, provider_message_id: str | None
+    session: Session, delivery_id: int | None, provider_message_id: str | None, address: str
 ) -> int | None:
     if delivery_id is not None and session.get(Delivery, delivery_id) is not None:
         return delivery_id
     if provider_message_id:
+        # Some providers give one message id to a whole request: match the reader too.
         return session.scalar(
-            select(Delivery.id).where(Delivery.provider_message_id == provider_message_id).limit(1)
+            select(Delivery.id)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.provider_message_id == provider_message_id, Subscriber.email == address)
+            .limit(1)
         )
     return None

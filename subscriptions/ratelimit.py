@@ -25,6 +25,9 @@ class RateLimiter:
             else None
         )
         self._prefix = prefix
+        # Without Redis (one process, e.g. tests), single-use markers are kept in memory.
+        self._local: dict[str, float] = {}
+        self._local_values: dict[str, tuple[str, float]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -51,6 +54,13 @@ class RateLimiter:
     def first_use(self, scope: str, key: str, *, ttl_seconds: int) -> bool:
         """True the first time `key` is seen within `ttl_seconds`, False on every repeat."""
         if self._client is None:
+            now = time.monotonic()
+            if len(self._local) > 10_000:
+                self._local = {k: t for k, t in self._local.items() if t > now}
+            name = f"{scope}:{_digest(key)}"
+            if self._local.get(name, 0.0) > now:
+                return False
+            self._local[name] = now + ttl_seconds
             return True
         try:
             return bool(
@@ -61,6 +71,31 @@ class RateLimiter:
         except redis.RedisError as exc:
             log.warning("replay check unavailable: %s", type(exc).__name__)
             return True
+
+    def bind_once(self, scope: str, key: str, value: str, *, ttl_seconds: int) -> bool:
+        """Bind `key` to `value` for `ttl_seconds`: True when new or bound to the same value.
+
+        A provider may retry the identical call (same key, same value); the same key with another
+        value is a signature lifted onto a different message.
+        """
+        digest = hashlib.sha256(value.encode()).hexdigest()
+        if self._client is None:
+            now = time.monotonic()
+            name = f"bind:{scope}:{_digest(key)}"
+            held = self._local_values.get(name)
+            if held is not None and held[1] > now:
+                return held[0] == digest
+            self._local_values[name] = (digest, now + ttl_seconds)
+            return True
+        name = f"{self._prefix}:bind:{scope}:{_digest(key)}"
+        try:
+            if self._client.set(name, digest, nx=True, ex=ttl_seconds):
+                return True
+            held_value = self._client.get(name)
+        except redis.RedisError as exc:
+            log.warning("replay check unavailable: %s", type(exc).__name__)
+            return True
+        return held_value is None or held_value.decode() == digest
 
 
 def _digest(key: str) -> str:

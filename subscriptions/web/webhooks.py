@@ -45,13 +45,22 @@ async def receive(provider: str, request: Request, runtime: RuntimeDep) -> JSONR
         now=time.time(),
         fetch_certificate=certificate_fetcher(runtime),
     )
-    if config.secret is None and provider != "ses":
+    # SES too: without a topic allowlist, any AWS account's genuinely signed topic would be let in.
+    if config.secret is None:
         return JSONResponse(
             {"detail": f"webhooks for {provider} are not configured"}, status_code=403
         )
     try:
         provider_class.verify_webhook(call, config)
         events = provider_class.parse_events(call)
+        replay = provider_class.replay_key(call)
+        if replay is not None and not runtime.limiter.bind_once(
+            f"webhook:{provider}",
+            replay,
+            body.decode("utf-8", "replace"),
+            ttl_seconds=2 * config.tolerance_seconds,
+        ):
+            raise WebhookRejected("this signature was already used", status=401)
     except WebhookRejected as exc:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
     stored = await run_in_threadpool(_apply, runtime, provider, events)
@@ -119,7 +128,9 @@ def _fetch(url: str, transport: httpx.BaseTransport | None) -> bytes:
             return response.content
     except httpx.HTTPError as exc:
         raise WebhookRejected(
-            f"cannot fetch the signing certificate: {type(exc).__name__}", status=400
+            # Our side failed, not the caller: 503 makes SNS retry (it never retries a 4xx).
+            f"cannot fetch the signing certificate: {type(exc).__name__}",
+            status=503,
         ) from None
 
 

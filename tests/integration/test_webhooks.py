@@ -7,7 +7,7 @@ A reader, a digest and a delivery are stored first, so every test can check the 
 Event row with its normalized type and its delivery, the reader's status, the Suppression row by
 the address's hash; and that a forged, stale, malformed or unconfigured call changes nothing.
 The database (SQLite, or PostgreSQL when NEWSLETTER_TEST_DATABASE_URL is set) is migrated once
-per module and emptied before each test. Tests marked xfail(strict) pin bugs found in product code.
+per module and emptied before each test.
 """
 
 from __future__ import annotations
@@ -1020,15 +1020,6 @@ def test_providers_without_their_secret_get_403(make_site: Callable[..., Site], 
     assert site.snapshot() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: subscriptions/web/webhooks.py receive() exempts ses from the 'not configured' 403 and "
-        "SesProvider.verify_webhook allows every topic when NEWSLETTER_WEBHOOK_SES is unset, so "
-        "any AWS account's SNS topic (validly signed by AWS) can subscribe the endpoint (the "
-        "route confirms it) and post SES bounces that suppress arbitrary readers"
-    ),
-)
 def test_ses_without_a_topic_allowlist_gets_403(make_site: Callable[..., Site], keys: Keys) -> None:
     """Unset NEWSLETTER_WEBHOOK_SES should refuse like every other provider's unset secret."""
     site = make_site(webhook_ses=None)
@@ -1159,14 +1150,6 @@ def test_ses_messages_only_from_allowed_topics(make_site: Callable[..., Site], k
     assert site.status(READER) is SubscriberStatus.SUPPRESSED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: subscriptions/web/webhooks.py _fetch() answers 400 when the SNS signing certificate "
-        "cannot be fetched (httpx.HTTPError); SNS never retries a 4xx, so a network blip on our "
-        "side loses the bounce for good. A failure on our side should be 503 so SNS retries"
-    ),
-)
 def test_an_unreachable_signing_certificate_is_a_503_so_sns_retries(site: Site, keys: Keys) -> None:
     """Our failure to reach AWS is not the caller's fault: answer 5xx, change nothing."""
     reader = site.add_reader(READER, message_id("ses"))
@@ -1183,14 +1166,6 @@ def test_an_unreachable_signing_certificate_is_a_503_so_sns_retries(site: Site, 
 # --- linking and replays, where the provider's design makes them harder ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: subscriptions/events.py _delivery() links by provider_message_id alone (LIMIT 1, no "
-        "address check); SendGrid and Mailgun answer one message id for a whole request, so an "
-        "event without delivery_id is linked to whichever reader of that request comes first"
-    ),
-)
 def test_a_message_id_shared_by_a_batch_links_the_event_to_the_right_reader(
     site: Site, keys: Keys
 ) -> None:
@@ -1207,14 +1182,6 @@ def test_a_message_id_shared_by_a_batch_links_the_event_to_the_right_reader(
     assert event.delivery_id == reader.delivery_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: worker/providers/mailgun.py verify_webhook() accepts a signature token again; "
-        "Mailgun signs only timestamp+token, not the event, so within the 300 s tolerance a seen "
-        "signature can carry any event-data (Mailgun's docs say to cache tokens and refuse reuse)"
-    ),
-)
 def test_a_mailgun_signature_cannot_be_reused_for_another_event(site: Site, keys: Keys) -> None:
     """A genuine Mailgun signature block, lifted onto an event about another reader: 401."""
     reader = site.add_reader(READER, message_id("mailgun"))
@@ -1235,14 +1202,6 @@ def test_a_mailgun_signature_cannot_be_reused_for_another_event(site: Site, keys
 # --- found on the way ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: subscriptions/db.py create_db_engine() rebuilds a PostgreSQL URL with str(), which "
-        "SQLAlchemy 2 renders with the password masked as '***'; a database that needs a "
-        "password (every real deployment; the tests use trust auth) can never be reached"
-    ),
-)
 def test_a_postgresql_password_reaches_the_engine() -> None:
     """The engine the web app (and so the webhook route) uses must keep the URL's password."""
     engine = create_db_engine("postgresql+psycopg://newsletter:s3cret@db.example.org/newsletter")

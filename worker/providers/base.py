@@ -123,6 +123,11 @@ class Provider(ABC):
         raise WebhookRejected(f"{cls.name} sends no webhooks", status=404)
 
     @classmethod
+    def replay_key(cls, request: WebhookRequest) -> str | None:
+        """A value that must never be accepted twice (for signatures that do not cover the body)."""
+        return None
+
+    @classmethod
     def parse_events(cls, request: WebhookRequest) -> list[WebhookEvent]:
         """The normalized events of a verified call; WebhookRejected(status=400) if malformed."""
         raise WebhookRejected(f"{cls.name} sends no webhooks", status=404)

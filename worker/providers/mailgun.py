@@ -223,6 +223,13 @@ class MailgunProvider(HttpProvider):
             raise WebhookRejected("mailgun webhook timestamp is stale", status=403)
 
     @classmethod
+    def replay_key(cls, request: WebhookRequest) -> str | None:
+        """Mailgun signs only timestamp and token, not the event: a token must never come twice."""
+        signature = _body(request).get("signature")
+        token = signature.get("token") if isinstance(signature, dict) else None
+        return token if isinstance(token, str) else None
+
+    @classmethod
     def parse_events(cls, request: WebhookRequest) -> list[WebhookEvent]:
         """The one event of a call, normalized; `event_id` is event-data `id` and `timestamp`."""
         data = _body(request).get("event-data")
