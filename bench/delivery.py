@@ -1,0 +1,1333 @@
+"""Benchmark: one digest to 100,000 and to 1,000,000 readers on PostgreSQL, sent by real workers.
+
+    .venv/bin/python bench/delivery.py                       # 100,000 then 1,000,000 readers
+    .venv/bin/python bench/delivery.py --quick               # a smoke run: 20,000 readers
+    .venv/bin/python bench/delivery.py --readers 100000 --workers 1 --concurrency 2 --pool prefork
+    .venv/bin/python bench/delivery.py --database-url postgresql+psycopg://postgres@127.0.0.1:5433/x \
+                                       --redis-url redis://127.0.0.1:6390/5    # services you run
+    .venv/bin/python bench/delivery.py --profile              # also py-spy every pool process
+
+For each reader count N it starts from an empty database: PostgreSQL 15 and Redis are started through
+scripts/services.sh (as bench/subscribe.py does) unless both URLs are given; a database of its own is
+created for N and migrated; N active readers with an immediate subscription to one topic are
+bulk-loaded in SQL (INSERT … SELECT generate_series); one post is added and its alerts are planned with
+worker.digests.planner.plan_post_alerts in one transaction (timed apart: "planning").
+
+The floor, in the same run: one plain loop in this process renders the same N messages as the Sender
+does (DigestRenderer.body once, personalize per reader, through Sender._message on jobs made in
+memory from the planned digest), and hands batches of 500 to PostmarkProvider.send(), which builds
+the Postmark JSON with the provider's own code and POSTs it to a stand-in: no database, no queue. A
+sample (--full-sample) is also rendered the naive way (DigestRenderer.full_render per reader).
+
+The send: `newsletter worker` processes (--workers, each `--concurrency` pool processes of --pool)
+against a Postmark stand-in that runs in its own process (an asyncio HTTP/1.1 server in this file,
+`--stand-in`, that parses each JSON batch, counts the messages and answers Postmark's per-message
+results, nothing more), with NEWSLETTER_EMAIL_URL=postmark+http://TOKEN@127.0.0.1:PORT and the global
+rate limit raised out of the way. The clock starts when the first `newsletter.send_digest` is put on
+the broker (--senders per pool process) and stops at the last `sent_at` in the ledger;
+`newsletter.dispatch` is enqueued every second, as beat would (more often than beat's 30 s).
+
+It prints, per N: load and planning time, send time, emails/s, the ratio to the floor, the CPU time of
+each process group per email, the peak RSS (VmHWM, sampled from /proc every second) of every process
+(workers and their pool processes, the stand-in, PostgreSQL's processes, Redis, this process), and for
+the smallest and largest N the time ratio (linear: the reader ratio). It checks that the stand-in
+counted exactly N messages, with the delivery ids of the digest each once (sum and sum of squares
+compared with the ledger's), and that the ledger holds N sent. Targets (2 cores): ≥ 5,000 emails/s at
+1,000,000 readers, ≥ half the floor's rate, every process under 300 MB, time linear in N. Exit status
+0 when the checks pass, 1 when one fails (targets are printed, not enforced). Everything it started is
+stopped by process id, also on Ctrl-C or SIGTERM; --keep leaves the databases (and the services it
+started) running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # product modules are imported where used: the stand-in process needs none
+    from sqlalchemy import Engine
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "bench-postmark-token"
+TOPIC_SLUG = "mexico"
+TOPIC_NAME = "Mexico"
+POST_TITLE = "Mexico & the border: what changed at the crossings this week"
+POST_LINK = "https://example.org/posts/2026/11/mexico-border-crossings"
+POST_SUMMARY = (
+    "<p>Crossings at the southern border fell for the third month in a row, while asylum requests at "
+    "ports of entry rose. We look at what changed in the rules, what the numbers say and do not say, "
+    "and what the <a href='https://example.org/data'>new data</a> means for the policy debate in "
+    "both capitals.</p><p>Also: how appointments through the app are allotted, and why waiting times "
+    "differ so much from one crossing to the next.</p>"
+)
+BATCH = 500  # Postmark's batch limit: what the Sender claims at once with the rate limit raised
+TARGET_RATE = 5_000.0
+TARGET_FLOOR_SHARE = 0.5
+TARGET_RSS_MIB = 300.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------------------------ the stand-in
+
+
+class _Tally:
+    """What the stand-in counted; answers Postmark's batch endpoint and GET /stats."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.requests = 0
+        self.messages = 0
+        self.id_sum = 0
+        self.id_square_sum = 0
+        self.refused = 0
+        self.first = 0.0
+        self.last = 0.0
+
+    def answer(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        if method == "GET" and path == "/stats":
+            return 200, json.dumps(self.__dict__).encode()
+        if method != "POST" or path != "/email/batch":
+            return 404, b'{"ErrorCode":404,"Message":"not found"}'
+        if headers.get("x-postmark-server-token") != self.token:
+            self.refused += 1
+            return (
+                401,
+                b'{"ErrorCode":10,"Message":"No Account or Server API tokens were supplied."}',
+            )
+        try:
+            batch = json.loads(body)
+            ids = [int(m["Metadata"]["delivery_id"]) for m in batch]
+            recipients = [m["To"] for m in batch]
+        except (ValueError, KeyError, TypeError):
+            self.refused += 1
+            return 422, b'{"ErrorCode":402,"Message":"Invalid JSON"}'
+        now = time.time()
+        self.first = self.first or now
+        self.last = now
+        self.requests += 1
+        first = self.messages
+        self.messages += len(ids)
+        self.id_sum += sum(ids)
+        self.id_square_sum += sum(i * i for i in ids)
+        submitted = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
+        results = [
+            {
+                "ErrorCode": 0,
+                "Message": "OK",
+                "MessageID": f"bench-{first + n}",
+                "SubmittedAt": submitted,
+                "To": to,
+            }
+            for n, to in enumerate(recipients)
+        ]
+        return 200, json.dumps(results, separators=(",", ":")).encode()
+
+
+class _Connection(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive and Content-Length bodies: all httpx sends here."""
+
+    def __init__(self, tally: _Tally) -> None:
+        self.tally = tally
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.request: tuple[str, str, dict[str, str]] | None = None
+        self.length = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while self._next():
+            pass
+
+    def _next(self) -> bool:
+        if self.request is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return False
+            lines = self.buffer[:end].decode("latin-1").split("\r\n")
+            del self.buffer[: end + 4]
+            method, path, _ = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            self.request = (method, path, headers)
+            self.length = int(headers.get("content-length", "0"))
+        if len(self.buffer) < self.length:
+            return False
+        body = bytes(self.buffer[: self.length])
+        del self.buffer[: self.length]
+        method, path, headers = self.request
+        self.request = None
+        status, payload = self.tally.answer(method, path, headers, body)
+        head = (
+            f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        )
+        assert self.transport is not None
+        self.transport.write(head.encode() + payload)
+        return True
+
+
+async def _serve(token: str) -> None:
+    tally = _Tally(token)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Connection(tally), "127.0.0.1", 0, backlog=256)
+    port = server.sockets[0].getsockname()[1]
+    print(port, flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def stand_in_main() -> None:
+    """`delivery.py --stand-in`: serve until SIGTERM; the first line printed is the port."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the bench stops it by pid
+    asyncio.run(_serve(TOKEN))
+
+
+class StandIn:
+    """The stand-in in its own process (started from this file, without the product's modules)."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.name = name
+        self.log = folder / f"{name}.log"
+        self._err = self.log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--stand-in"],
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line.isdigit():
+            self.stop()
+            raise SystemExit(f"bench: the stand-in did not start:\n{self.log.read_text()}")
+        self.port = int(line)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stats(self) -> dict[str, Any]:
+        import httpx
+
+        answer = httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=30).json()
+        assert isinstance(answer, dict)
+        return answer
+
+    def stop(self) -> None:
+        stop_pid(self.process.pid, signal.SIGTERM, 10, self.name)
+        with suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._err.close()
+
+
+# ------------------------------------------------------------------------------------ processes
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def stop_pid(pid: int, sig: signal.Signals, seconds: float, name: str) -> None:
+    """Send `sig` to `pid`, wait up to `seconds` for it to go, then SIGKILL it."""
+    if not alive(pid):
+        return
+    with suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + seconds
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(pid):
+        print(f"  {name} (pid {pid}) did not stop after {sig.name} in {seconds:.0f} s: SIGKILL")
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def parents() -> dict[int, int]:
+    """pid -> parent pid of every process, from /proc."""
+    found: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
+
+
+def descendants(root: int, tree: dict[int, int] | None = None) -> list[int]:
+    """Every process below `root`."""
+    tree = parents() if tree is None else tree
+    below: dict[int, list[int]] = {}
+    for pid, ppid in tree.items():
+        below.setdefault(ppid, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        for child in below.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return sorted(found)
+
+
+def status_kib(pid: int, key: str) -> int | None:
+    """A `kB` line of /proc/PID/status (VmHWM, VmRSS)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of the processes in `pids` that still run."""
+    total = 0
+    for pid in pids:
+        with suppress(OSError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+@dataclass
+class Peak:
+    group: str
+    label: str
+    hwm_kib: int = 0
+
+
+class Sampler:
+    """Reads VmHWM (the kernel's own peak RSS) of every process of each group once a second, so
+    that processes that end before the report are still counted."""
+
+    def __init__(
+        self, groups: dict[str, Callable[[dict[int, int]], list[int]]], mains: set[int]
+    ) -> None:
+        self.groups = groups
+        self.mains = mains  # the worker processes themselves (their pool processes fork from them)
+        self.peaks: dict[int, Peak] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def pids(self, group: str) -> list[int]:
+        return self.groups[group](parents())
+
+    def sample(self) -> None:
+        tree = parents()
+        for group, find in self.groups.items():
+            for pid in find(tree):
+                hwm = status_kib(pid, "VmHWM")
+                if hwm is None:
+                    continue
+                peak = self.peaks.get(pid)
+                if peak is None:
+                    peak = self.peaks[pid] = Peak(group, _label(group, pid, pid in self.mains))
+                peak.hwm_kib = max(peak.hwm_kib, hwm)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.sample()
+
+
+def _label(group: str, pid: int, main: bool) -> str:
+    line = cmdline(pid)
+    if line.startswith("postgres:"):
+        return line
+    if group.startswith("worker"):
+        return "celery worker (main process)" if main else "pool process"
+    return line.split(" ", 1)[0].rsplit("/", 1)[-1] if line else "?"
+
+
+# ------------------------------------------------------------------------------------ services
+
+
+@dataclass
+class Services:
+    """PostgreSQL and Redis started through scripts/services.sh (pids empty when given by URL)."""
+
+    database_url: str
+    redis_url: str
+    pg_pid: int | None = None
+    redis_pid: int | None = None
+    folder: Path | None = None
+    versions: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """PostgreSQL by a fast shutdown (SIGINT to the postmaster), then Redis, then the folder."""
+        if self.pg_pid:
+            stop_pid(self.pg_pid, signal.SIGINT, 30, "PostgreSQL")
+            self.pg_pid = None
+        if self.redis_pid:
+            stop_pid(self.redis_pid, signal.SIGTERM, 10, "Redis")
+            self.redis_pid = None
+        if self.folder and self.folder.is_dir():
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+START_SERVICES = r"""
+set -u
+source scripts/services.sh
+svc_init
+echo "SVC_DIR=$SVC_DIR"
+if svc_start_redis; then
+    echo "REDIS_PID=$REDIS_PID"; echo "REDIS_URL=$REDIS_URL"
+else
+    echo "FAILED=Redis: $SVC_WHY"; exit 1
+fi
+if svc_start_postgres; then
+    echo "PG_PID=$PG_PID"; echo "PG_URL=$PG_URL"
+else
+    [[ -n $PG_PID ]] && echo "PG_PID=$PG_PID"
+    echo "FAILED=PostgreSQL: $SVC_WHY (apt-get install -y postgresql, or pass --database-url)"; exit 1
+fi
+"""
+
+
+def start_services(services: Services) -> None:
+    """Start Redis and PostgreSQL with scripts/services.sh; fill in `services` as they come up."""
+    script = subprocess.Popen(
+        ["bash", "-c", START_SERVICES],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = script.communicate(timeout=180)
+    except BaseException:
+        output, _ = script.communicate()  # let it finish, so that what it started can be stopped
+        _read_services(output, services)
+        raise
+    failed = _read_services(output, services)
+    if failed or script.returncode != 0:
+        raise SystemExit(f"bench: could not start {failed or 'the services'}\n{output}")
+
+
+def _read_services(output: str, services: Services) -> str:
+    values = dict(
+        line.split("=", 1) for line in output.splitlines() if line.split("=", 1)[0].isupper()
+    )
+    for line in output.splitlines():
+        if line.startswith(("Redis:", "PostgreSQL:")):
+            services.versions.append(line.split(", pid", 1)[0])
+    if "SVC_DIR" in values:
+        services.folder = Path(values["SVC_DIR"])
+    if "REDIS_PID" in values:
+        services.redis_pid = int(values["REDIS_PID"])
+        services.redis_url = values["REDIS_URL"]
+    if values.get("PG_PID", "").isdigit():
+        services.pg_pid = int(values["PG_PID"])
+    if "PG_URL" in values:
+        services.database_url = values["PG_URL"]
+    return values.get("FAILED", "")
+
+
+def _libpq(url: str) -> str:
+    """A SQLAlchemy postgresql+psycopg URL as a libpq one."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def create_database(server_url: str, name: str) -> str:
+    """A new, empty database `name` on the server of `server_url`; its SQLAlchemy URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    with psycopg.connect(_libpq(server_url), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_libpq(server_url), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def clear_broker(redis_url: str, *, whole_db: bool) -> None:
+    """Leave no task of an earlier round on the broker, and no rate-limit state."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        if whole_db:
+            client.flushdb()
+        else:
+            from subscriptions.queue import QUEUE
+
+            keys = [QUEUE, "unacked", "unacked_index", "unacked_mutex"]
+            keys += [k.decode() for k in client.scan_iter("nl:rate:*")]
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+# ------------------------------------------------------------------------------------ the data
+
+
+def load_readers(database_url: str, readers: int) -> float:
+    """N active readers, each with an immediate subscription to the topic; seconds taken."""
+    import psycopg
+
+    started = time.perf_counter()
+    with psycopg.connect(_libpq(database_url)) as connection:
+        topic_id = connection.execute(
+            "SELECT id FROM topics WHERE slug = %s", [TOPIC_SLUG]
+        ).fetchone()
+        assert topic_id is not None
+        connection.execute(
+            "INSERT INTO subscribers (email, status, timezone, token_version, created_at,"
+            " confirmed_at) SELECT 'reader' || g || '@example.org', 'active', 'UTC', 1, now(), now()"
+            " FROM generate_series(1, %s) AS g ORDER BY g",
+            [readers],
+        )
+        connection.execute(
+            "INSERT INTO subscriptions (subscriber_id, topic_id, frequency, created_at, updated_at)"
+            " SELECT id, %s, 'immediate', now(), now() FROM subscribers ORDER BY id",
+            [topic_id[0]],
+        )
+        connection.commit()
+        connection.autocommit = True
+        connection.execute("ANALYZE subscribers")  # as after any bulk load
+        connection.execute("ANALYZE subscriptions")
+    return time.perf_counter() - started
+
+
+def add_topic(database_url: str) -> None:
+    """The readers' topic, added with the product's own function."""
+    from subscriptions import topics
+    from subscriptions.db import create_db_engine, session_factory
+
+    engine = create_db_engine(database_url)
+    try:
+        with session_factory(engine).begin() as session:
+            topics.add_topic(
+                session=session, slug=TOPIC_SLUG, name=TOPIC_NAME, description="Relations."
+            )
+    finally:
+        engine.dispose()
+
+
+def add_post_and_plan(database_url: str) -> tuple[int, int, float]:
+    """One post in the topic, then its alerts planned in one transaction: (digest id, planned,
+    planning seconds)."""
+    from subscriptions import posts
+    from subscriptions.db import create_db_engine, session_factory
+    from worker.digests import planner
+
+    engine = create_db_engine(database_url)
+    try:
+        sessions = session_factory(engine)
+        with sessions.begin() as session:
+            post = posts.add_post(
+                session=session,
+                title=POST_TITLE,
+                link=POST_LINK,
+                topics=[TOPIC_SLUG],
+                summary=POST_SUMMARY,
+            )
+        started = time.perf_counter()
+        with sessions.begin() as session:
+            result = planner.plan_post_alerts(session, post.id)
+        seconds = time.perf_counter() - started
+    finally:
+        engine.dispose()
+    assert result is not None
+    return result.digest_id, result.planned, seconds
+
+
+def ledger(engine: Engine, digest_id: int) -> tuple[dict[str, int], int, int, float | None]:
+    """(deliveries by status, sum of sent ids, sum of their squares, last sent_at as Unix time)."""
+    from sqlalchemy import func, select
+
+    from subscriptions.models import Delivery, DeliveryStatus
+
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(Delivery.status, func.count())
+            .where(Delivery.digest_id == digest_id)
+            .group_by(Delivery.status)
+        ).all()
+        sent = Delivery.status == DeliveryStatus.SENT
+        sums = connection.execute(
+            select(
+                func.coalesce(func.sum(Delivery.id), 0),
+                func.coalesce(func.sum(Delivery.id * Delivery.id), 0),
+                func.max(Delivery.sent_at),
+            ).where(Delivery.digest_id == digest_id, sent)
+        ).one()
+    counts = {getattr(s, "value", str(s)): int(n) for s, n in rows}
+    last = sums[2].timestamp() if sums[2] is not None else None
+    return counts, int(sums[0]), int(sums[1]), last
+
+
+# ------------------------------------------------------------------------------------ the floor
+
+
+@dataclass
+class Floor:
+    messages: int = 0
+    seconds: float = 0.0
+    render_seconds: float = 0.0
+    send_seconds: float = 0.0
+    serialize_us: float = 0.0
+    full_messages: int = 0
+    full_seconds: float = 0.0
+    not_sent: int = 0
+    counted: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds else 0.0
+
+    @property
+    def full_rate(self) -> float:
+        return self.full_messages / self.full_seconds if self.full_seconds else 0.0
+
+
+def run_floor(
+    database_url: str, digest_id: int, readers: int, full_sample: int, folder: Path
+) -> Floor:
+    """Render, serialize and POST the digest's messages in one plain loop: no database, no queue.
+
+    The digest and one planned job are read once from the database, before the clock starts; the
+    N jobs are then made in memory (reader n: id n, reader{n}@example.org, as loaded) and rendered
+    with Sender._message, the Sender's own rendering, and sent with PostmarkProvider.send().
+    """
+    import json as stdjson
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import sessionmaker
+
+    from subscriptions.db import create_db_engine, session_factory
+    from subscriptions.models import Delivery
+    from subscriptions.settings import load_settings
+    from subscriptions.templating import template_environment
+    from subscriptions.tokens import TokenSigner
+    from worker.digests.jobs import Job, load_jobs
+    from worker.digests.render import DigestRenderer, ReaderParts, reasons_line
+    from worker.digests.sender import Sender
+    from worker.links import list_headers, reader_links
+    from worker.providers import EmailMessage, Outcome, provider_from_url
+
+    settings = load_settings(_env_file=None)  # the workers' settings: os.environ was set for them
+    engine = create_db_engine(database_url)
+    try:
+        with session_factory(engine)() as session:
+            first = session.scalar(
+                select(Delivery.id).where(Delivery.digest_id == digest_id).order_by(Delivery.id)
+            )
+            assert first is not None
+            info, jobs = load_jobs(session, [first])
+    finally:
+        engine.dispose()
+    assert info is not None and jobs
+    model = jobs[0]
+    stand_in = StandIn(folder, "floor-stand-in")
+    floor = Floor()
+    try:
+        provider = provider_from_url(f"postmark+http://{TOKEN}@127.0.0.1:{stand_in.port}")
+        renderer = DigestRenderer(template_environment(settings, "email"))
+        signer = TokenSigner(settings.secret_key)
+        sender = Sender(sessionmaker(), provider, renderer, settings, signer)
+
+        def job(n: int) -> Job:
+            return Job(
+                delivery_id=n,
+                subscriber_id=n,
+                email=f"reader{n}@example.org",
+                token_version=model.token_version,
+                mailable=True,
+                kind=model.kind,
+                groups=model.groups,
+                subscriptions=model.subscriptions,
+            )
+
+        started = time.perf_counter()
+        messages = []
+        for low in range(1, readers + 1, BATCH):
+            batch = [job(n) for n in range(low, min(low + BATCH, readers + 1))]
+            t0 = time.perf_counter()
+            messages = [sender._message(info, j) for j in batch]
+            t1 = time.perf_counter()
+            results = provider.send(messages)
+            floor.send_seconds += time.perf_counter() - t1
+            floor.render_seconds += t1 - t0
+            floor.not_sent += sum(r.outcome is not Outcome.SENT for r in results)
+        floor.seconds = time.perf_counter() - started
+        floor.messages = readers
+        # What serializing alone costs (the provider's elements, encoded as httpx encodes them).
+        timings = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            elements = [provider._element(m) for m in messages]  # type: ignore[attr-defined]
+            stdjson.dumps(elements, ensure_ascii=False, separators=(",", ":")).encode()
+            timings.append((time.perf_counter() - t0) / len(messages))
+        floor.serialize_us = min(timings) * 1e6
+
+        # The naive way, on a sample: the whole template rendered and CSS-inlined per reader.
+        sample = min(full_sample, readers)
+        started = time.perf_counter()
+        for low in range(1, sample + 1, BATCH):
+            full = []
+            for j in (job(n) for n in range(low, min(low + BATCH, sample + 1))):
+                links = reader_links(
+                    settings, signer, subscriber_id=j.subscriber_id, version=j.token_version
+                )
+                parts = ReaderParts(links.manage, links.unsubscribe, reasons_line(j.subscriptions))
+                subject, email = renderer.full_render(
+                    info.kind,
+                    j.groups,
+                    parts,
+                    intro_markdown=info.intro_markdown,
+                    editorial_subject=info.subject,
+                )
+                full.append(
+                    EmailMessage(
+                        to=j.email,
+                        sender=settings.from_address,
+                        subject=subject,
+                        text=email.text,
+                        html=email.html,
+                        headers=list_headers(settings, links),
+                        message_id=f"<nl.{info.id}.{j.delivery_id}@example.org>",
+                        metadata={"delivery_id": str(j.delivery_id)},
+                        idempotency_key=f"delivery-{j.delivery_id}",
+                    )
+                )
+            results = provider.send(full)
+            floor.not_sent += sum(r.outcome is not Outcome.SENT for r in results)
+        floor.full_seconds = time.perf_counter() - started
+        floor.full_messages = sample
+        provider.close()
+        floor.counted = int(stand_in.stats()["messages"])
+    finally:
+        stand_in.stop()
+    return floor
+
+
+# ------------------------------------------------------------------------------------ the workers
+
+
+class Worker:
+    """`newsletter worker` in its own session, its pool processes found through /proc."""
+
+    def __init__(
+        self, index: int, env: dict[str, str], folder: Path, concurrency: int, pool: str
+    ) -> None:
+        self.name = f"worker {index}"
+        self.log = folder / f"worker-{index}.log"
+        self._out = self.log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "subscriptions.cli", "worker", "--concurrency",
+             str(concurrency), "--pool", pool],
+            env=env,
+            cwd=folder,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def pids(self, tree: dict[int, int] | None = None) -> list[int]:
+        return [self.process.pid, *descendants(self.process.pid, tree)]
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise SystemExit(f"bench: {self.name} exited:\n{self.log.read_text(errors='replace')}")
+        return " ready." in self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM), then SIGKILL for the worker and any pool process left."""
+        pool = descendants(self.process.pid)
+        stop_pid(self.process.pid, signal.SIGTERM, 15, self.name)
+        with suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        for pid in pool:
+            stop_pid(pid, signal.SIGKILL, 5, f"{self.name} pool process")
+        self._out.close()
+
+
+class Profiler:
+    """py-spy recording one process (wall-clock, idle included, raw collapsed stacks)."""
+
+    def __init__(self, binary: str, pid: int, output: Path, rate: int) -> None:
+        self.output = output
+        self._log = output.with_suffix(".log").open("wb")
+        self.process = subprocess.Popen(
+            [binary, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
+             "--idle", "--nolineno", "--nonblocking", "--output", str(output)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        stop_pid(self.process.pid, signal.SIGINT, 30, "py-spy")  # SIGINT: it writes its file
+        with suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        self._log.close()
+
+
+def summarize_profile(paths: Sequence[Path], top: int = 28) -> list[str]:
+    """Inclusive wall-clock share of the functions in the product's code and the libraries it calls,
+    and the leaf functions where the samples were taken (self time), over every profile given."""
+    inclusive: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    total = 0
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            n = int(count)
+            frames = [
+                _frame(f)
+                for f in stack.split(";")
+                if f and not f.startswith(("process ", "thread "))
+            ]
+            if not frames:
+                continue
+            total += n
+            leaf[frames[-1]] += n
+            for name in set(frames):
+                inclusive[name] += n
+    if not total:
+        return ["  (no samples: is py-spy allowed to ptrace here?)"]
+    lines = [f"  {total} samples (pool processes, wall clock, waiting included); inclusive share:"]
+    wanted = [
+        (name, n)
+        for name, n in inclusive.most_common()
+        if ("/worker/" in name or "/subscriptions/" in name) and "tasks.py" not in name
+    ]
+    for name, n in wanted[:top]:
+        lines.append(f"    {100 * n / total:5.1f} %  {name}")
+    lines.append("  where the samples landed (self, top 15):")
+    for name, n in leaf.most_common(15):
+        lines.append(f"    {100 * n / total:5.1f} %  {name}")
+    return lines
+
+
+def _frame(frame: str) -> str:
+    """`send_batch (/work/main/worker/digests/sender.py)` -> `send_batch (worker/digests/sender.py)`."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    for marker in ("/site-packages/", "/lib/python3"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+            break
+    else:
+        with suppress(ValueError):
+            where = "/" + str(Path(where).resolve().relative_to(REPO))
+    return f"{name} ({where})"
+
+
+# ------------------------------------------------------------------------------------ one round
+
+
+@dataclass
+class Round:
+    readers: int
+    load_seconds: float = 0.0
+    plan_seconds: float = 0.0
+    planned: int = 0
+    planner_said: int = 0  # PlanResult.planned, the planner's own count
+    floor: Floor = field(default_factory=Floor)
+    send_seconds: float = 0.0
+    arrivals: tuple[float, float] = (0.0, 0.0)
+    stand_in: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    checksum_ok: bool = False
+    cpu: dict[str, float] = field(default_factory=dict)
+    peaks: dict[int, Peak] = field(default_factory=dict)
+    tasks: int = 0
+    load: tuple[str, str] = ("", "")  # load averages when the send started and ended
+    profile: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.readers / self.send_seconds if self.send_seconds else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def run_round(
+    readers: int, args: argparse.Namespace, services: Services, run: str, folder: Path
+) -> Round:
+    """One reader count, from an empty database to a verified ledger."""
+    from subscriptions.db import create_db_engine
+    from subscriptions.migrate import upgrade
+    from subscriptions.queue import SEND_DIGEST, TaskQueue
+
+    result = Round(readers)
+    name = f"bench_delivery_{run}_{readers}"
+    database_url = create_database(services.database_url, name)
+    print(f"\n== {readers:,} readers (database {name})", flush=True)
+    workers: list[Worker] = []
+    stand_in: StandIn | None = None
+    profilers: list[Profiler] = []
+    engine = create_db_engine(database_url)
+    try:
+        upgrade(database_url)
+        add_topic(database_url)
+        result.load_seconds = load_readers(database_url, readers)
+        print(f"  loaded {readers:,} readers in {result.load_seconds:.1f} s", flush=True)
+        digest_id, result.planner_said, result.plan_seconds = add_post_and_plan(database_url)
+        result.planned = sum(ledger(engine, digest_id)[0].values())
+        print(f"  planned {result.planned:,} deliveries in {result.plan_seconds:.1f} s", flush=True)
+        if result.planned != readers:
+            result.problems.append(f"planned {result.planned} deliveries for {readers} readers")
+
+        env = worker_env(args, services, database_url, port=0)
+        os.environ.update({k: v for k, v in env.items() if k.startswith("NEWSLETTER_")})
+        if not args.no_floor:
+            print(f"  floor: one loop over {readers:,} messages...", flush=True)
+            result.floor = run_floor(database_url, digest_id, readers, args.full_sample, folder)
+            floor = result.floor
+            if floor.not_sent or floor.counted != floor.messages + floor.full_messages:
+                result.problems.append(
+                    f"floor: {floor.not_sent} not sent, stand-in counted {floor.counted} of "
+                    f"{floor.messages + floor.full_messages}"
+                )
+            print(f"  floor: {floor.rate:,.0f} emails/s ({floor.seconds:.1f} s)", flush=True)
+
+        clear_broker(services.redis_url, whole_db=services.redis_pid is not None)
+        stand_in = StandIn(folder, "stand-in")
+        env = worker_env(args, services, database_url, port=stand_in.port)
+        workers = [
+            Worker(i + 1, env, folder, args.concurrency, args.pool) for i in range(args.workers)
+        ]
+        deadline = time.monotonic() + 90
+        while not all(w.ready() for w in workers):
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: the workers did not get ready in 90 s")
+            time.sleep(0.2)
+        time.sleep(1.0)  # the pool processes fork after "ready" is logged on some pools
+
+        groups = process_groups(workers, stand_in, services)
+        queue = TaskQueue(services.redis_url)
+        with Sampler(groups, {w.process.pid for w in workers}) as sampler:
+            slots = args.workers * (args.concurrency if args.pool == "prefork" else 1)
+            if args.profile:
+                tree = parents()
+                pool = (
+                    [p for w in workers for p in w.pids(tree)[1:]]
+                    if args.pool == "prefork"
+                    else [w.process.pid for w in workers]
+                )
+                profilers = [
+                    Profiler(
+                        args.py_spy, pid, folder / f"profile-{readers}-{pid}.txt", args.profile_rate
+                    )
+                    for pid in pool
+                ]
+            pids = {g: sampler.pids(g) for g in groups}
+            cpu_before = {g: cpu_seconds(p) for g, p in pids.items()}
+            bench_before = time.process_time()
+            result.load = (_loadavg(), "")
+            started = time.time()
+            for _ in range(slots * args.senders):
+                queue.send(SEND_DIGEST, digest_id)
+            result.tasks = slots * args.senders
+            result.counts = wait_until_sent(
+                result, queue, engine, stand_in, digest_id, started, args
+            )
+            result.load = (result.load[0], _loadavg())
+            pids = {g: sorted(set(pids[g]) | set(sampler.pids(g))) for g in groups}
+            result.cpu = {g: cpu_seconds(p) - cpu_before[g] for g, p in pids.items()}
+            result.cpu["bench (this process)"] = time.process_time() - bench_before
+            for profiler in profilers:
+                profiler.stop()
+        result.peaks = sampler.peaks
+        counts, id_sum, id_squares, last = ledger(engine, digest_id)
+        result.counts = counts
+        result.stand_in = stand_in.stats()
+        result.send_seconds = (last or time.time()) - started
+        result.arrivals = (result.stand_in["first"] - started, result.stand_in["last"] - started)
+        result.checksum_ok = (
+            result.stand_in["id_sum"] == id_sum and result.stand_in["id_square_sum"] == id_squares
+        )
+        if result.stand_in["messages"] != readers:
+            result.problems.append(
+                f"the stand-in counted {result.stand_in['messages']} of {readers}"
+            )
+        if counts.get("sent", 0) != readers or sum(counts.values()) != readers:
+            result.problems.append(f"the ledger says {counts}, not {readers} sent")
+        if not result.checksum_ok:
+            result.problems.append("the delivery ids the stand-in saw differ from the ledger's")
+        if profilers:
+            result.profile = summarize_profile([p.output for p in profilers])
+    finally:
+        for profiler in profilers:
+            profiler.stop()
+        for worker in workers:
+            worker.stop()
+        if stand_in is not None:
+            stand_in.stop()
+        engine.dispose()
+        if not args.keep:
+            drop_database(services.database_url, name)
+    return result
+
+
+def worker_env(
+    args: argparse.Namespace, services: Services, database_url: str, *, port: int
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_ENVIRONMENT="production",
+        NEWSLETTER_DATABASE_URL=database_url,
+        NEWSLETTER_BROKER_URL=services.redis_url,
+        NEWSLETTER_EMAIL_URL=f"postmark+http://{TOKEN}@127.0.0.1:{port}",
+        NEWSLETTER_SECRET_KEY=args.secret,
+        NEWSLETTER_BASE_URL="https://news.example.org",
+        NEWSLETTER_FROM="Institute Updates <news@example.org>",
+        NEWSLETTER_SITE_NAME="Institute Updates",
+        # Far above what 2 cores can send: the limiter still takes its turn in Redis per batch.
+        NEWSLETTER_RATE_MESSAGES_PER_SECOND="10000000",
+        NEWSLETTER_RATE_REQUESTS_PER_SECOND="1000000",
+        NEWSLETTER_LOG_LEVEL="INFO",
+        C_FORCE_ROOT="1",
+    )
+    return env
+
+
+def process_groups(
+    workers: list[Worker], stand_in: StandIn, services: Services
+) -> dict[str, Callable[[dict[int, int]], list[int]]]:
+    groups: dict[str, Callable[[dict[int, int]], list[int]]] = {}
+    for worker in workers:
+        groups[worker.name] = worker.pids
+    groups["stand-in"] = lambda _tree: [stand_in.pid]
+    if services.pg_pid:
+        pg = services.pg_pid
+        groups["PostgreSQL"] = lambda tree: [pg, *descendants(pg, tree)]
+    if services.redis_pid:
+        rd = services.redis_pid
+        groups["Redis"] = lambda _tree: [rd]
+    me = os.getpid()
+    groups["bench (this process)"] = lambda _tree: [me]
+    return groups
+
+
+def wait_until_sent(
+    result: Round,
+    queue: Any,
+    engine: Engine,
+    stand_in: StandIn,
+    digest_id: int,
+    started: float,
+    args: argparse.Namespace,
+) -> dict[str, int]:
+    """Enqueue `newsletter.dispatch` every second until the ledger has no open work; progress
+    every 10 s. The ledger is read only when the stand-in has them all (or every 15 s), so that
+    watching costs PostgreSQL little."""
+    last_report, last_count, last_change = started, 0, time.time()
+    last_ledger = started
+    while True:
+        time.sleep(1.0)
+        queue.send("newsletter.dispatch")
+        result.tasks += 1
+        now = time.time()
+        count = int(stand_in.stats()["messages"])
+        if count != last_count:
+            last_change = now
+        if now - last_report >= 10:
+            rate = (count - last_count) / (now - last_report) if now > last_report else 0.0
+            print(
+                f"  {now - started:6.0f} s  {count:>9,} received  ({rate:,.0f}/s lately)",
+                flush=True,
+            )
+            last_report, last_count = now, count
+        if count >= result.readers or now - last_ledger >= 15:
+            last_ledger = now
+            counts = ledger(engine, digest_id)[0]
+            if counts.get("pending", 0) + counts.get("claimed", 0) == 0:
+                return counts
+        if now - last_change > args.stall:
+            raise SystemExit(f"bench: nothing received for {args.stall:.0f} s; see the worker logs")
+        if now - started > args.timeout:
+            raise SystemExit(f"bench: not done after {args.timeout:.0f} s (--timeout)")
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def report_round(r: Round, args: argparse.Namespace) -> None:
+    print()
+    print(f"  -- {r.readers:,} readers")
+    print(f"  load          {r.load_seconds:8.1f} s   readers and subscriptions, INSERT … SELECT")
+    said = f"; PlanResult.planned says {r.planner_said:,}" if r.planner_said != r.planned else ""
+    print(
+        f"  planning      {r.plan_seconds:8.1f} s   plan_post_alerts, one transaction "
+        f"({r.planned:,} deliveries in the ledger{said})"
+    )
+    print(
+        f"  send          {r.send_seconds:8.1f} s   first send_digest enqueued -> last sent_at "
+        f"(stand-in: first request at +{r.arrivals[0]:.1f} s, last at +{r.arrivals[1]:.1f} s)"
+    )
+    verdict = "meets" if r.rate >= TARGET_RATE else "BELOW"
+    print(f"  rate          {r.rate:8,.0f} emails/s   ({verdict} the {TARGET_RATE:,.0f}/s target)")
+    f = r.floor
+    if f.messages:
+        share = r.rate / f.rate if f.rate else 0.0
+        verdict = "meets" if share >= TARGET_FLOOR_SHARE else "BELOW"
+        render_us = f.render_seconds / f.messages * 1e6
+        send_us = f.send_seconds / f.messages * 1e6
+        print(
+            f"  floor         {f.rate:8,.0f} emails/s   one loop, body once + personalize "
+            f"({f.seconds:.1f} s): render {render_us:.0f} µs, provider.send {send_us:.0f} µs "
+            f"(of which serialize ≈ {f.serialize_us:.0f} µs) per email"
+        )
+        print(
+            f"  naive floor   {f.full_rate:8,.0f} emails/s   full_render per reader, "
+            f"{f.full_messages:,} sampled"
+        )
+        print(
+            f"  ratio         {share:8.2f}   to the floor ({verdict} the target of {TARGET_FLOOR_SHARE})"
+        )
+    print(
+        f"  checks        stand-in counted {r.stand_in.get('messages', 0):,} in "
+        f"{r.stand_in.get('requests', 0):,} requests; ledger {r.counts}; ids "
+        f"{'match' if r.checksum_ok else 'DIFFER'}; {r.tasks:,} tasks enqueued"
+    )
+    busy = sum(r.cpu.values())
+    cores = os.cpu_count() or 1
+    share = busy / r.send_seconds / cores * 100 if r.send_seconds else 0.0
+    ceiling = cores * r.readers / busy if busy else 0.0
+    print(
+        f"  CPU           {busy:.1f} s in {r.send_seconds:.1f} s on {cores} cores ({share:.0f} % of "
+        f"them; the rest idle or taken by other work: load average {r.load[0]} before, {r.load[1]} "
+        f"after). At this CPU per email, {cores} cores of its own would send at most "
+        f"{ceiling:,.0f}/s. Per email:"
+    )
+    for group, seconds in sorted(r.cpu.items(), key=lambda kv: -kv[1]):
+        print(f"    {group:<22}{seconds:8.1f} s  {seconds / r.readers * 1e6:7.0f} µs")
+    print("  peak RSS (VmHWM; PostgreSQL's include the shared buffers each touched):")
+    for pid, peak in sorted(r.peaks.items(), key=lambda kv: (kv[1].group, kv[0])):
+        flag = "  OVER" if peak.hwm_kib / 1024 >= TARGET_RSS_MIB else ""
+        print(
+            f"    {peak.group:<22}{pid:>8}  {peak.hwm_kib / 1024:7.0f} MiB  {peak.label[:60]}{flag}"
+        )
+    if r.profile:
+        print("  profile (py-spy):")
+        for line in r.profile:
+            print(line)
+    for problem in r.problems:
+        print(f"  PROBLEM {problem}")
+
+
+def report_summary(rounds: list[Round]) -> None:
+    print("\n== summary")
+    print(f"  {'readers':>10}{'load s':>9}{'plan s':>9}{'send s':>9}{'emails/s':>10}{'floor/s':>10}"
+          f"{'ratio':>7}{'max RSS MiB':>13}  checks")  # fmt: skip
+    for r in rounds:
+        biggest = max((p.hwm_kib for p in r.peaks.values()), default=0) / 1024
+        share = r.rate / r.floor.rate if r.floor.rate else math.nan
+        print(
+            f"  {r.readers:>10,}{r.load_seconds:>9.1f}{r.plan_seconds:>9.1f}{r.send_seconds:>9.1f}"
+            f"{r.rate:>10,.0f}{r.floor.rate:>10,.0f}{share:>7.2f}{biggest:>13.0f}  "
+            f"{'OK' if r.ok else 'FAILED'}"
+        )
+    if len(rounds) >= 2:
+        small, large = min(rounds, key=lambda r: r.readers), max(rounds, key=lambda r: r.readers)
+        factor = large.readers / small.readers
+        send = large.send_seconds / small.send_seconds if small.send_seconds else math.nan
+        plan = large.plan_seconds / small.plan_seconds if small.plan_seconds else math.nan
+        verdict = "linear" if send <= factor * 1.15 else "SUPERLINEAR"
+        print(
+            f"  {large.readers:,} vs {small.readers:,} readers ({factor:g}x): send time "
+            f"{send:.1f}x ({verdict}), planning {plan:.1f}x"
+        )
+    largest = max(rounds, key=lambda r: r.readers)
+    biggest = max((p.hwm_kib for r in rounds for p in r.peaks.values()), default=0) / 1024
+    print(
+        f"  targets: {largest.rate:,.0f} emails/s at {largest.readers:,} readers (≥ {TARGET_RATE:,.0f}); "
+        f"largest peak RSS {biggest:.0f} MiB (< {TARGET_RSS_MIB:.0f})"
+    )
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/delivery.py",
+        description="One digest to N readers on PostgreSQL with real workers, against the floor.",
+    )
+    parser.add_argument(
+        "--readers",
+        default="100000,1000000",
+        help="comma-separated counts (default 100000,1000000)",
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run: --readers 20000")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--concurrency", type=int, default=2, help="pool processes per worker (default 2)"
+    )
+    parser.add_argument("--pool", choices=("prefork", "solo"), default="prefork")
+    parser.add_argument(
+        "--senders", type=int, default=2, help="send_digest tasks per pool process at the start"
+    )
+    parser.add_argument(
+        "--full-sample", type=int, default=10000, help="readers rendered naively (default 10000)"
+    )
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor loop")
+    parser.add_argument("--profile", action="store_true", help="py-spy every pool process")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "", help="py-spy binary")
+    parser.add_argument("--profile-rate", type=int, default=50, help="samples a second")
+    parser.add_argument(
+        "--database-url", help="an existing PostgreSQL server (postgresql+psycopg://…)"
+    )
+    parser.add_argument("--redis-url", help="an existing Redis (redis://host:port/db)")
+    parser.add_argument("--keep", action="store_true", help="leave the databases (and services)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per send at most")
+    parser.add_argument("--stall", type=float, default=120, help="give up after this long idle")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.readers = "20000"
+    try:
+        args.counts = sorted(
+            {int(n.replace("_", "")) for n in args.readers.split(",") if n.strip()}
+        )
+    except ValueError:
+        parser.error("--readers takes whole numbers, comma-separated")
+    if not args.counts or min(args.counts) < 1:
+        parser.error("--readers needs at least one count above 0")
+    if bool(args.database_url) != bool(args.redis_url):
+        parser.error("give both --database-url and --redis-url, or neither")
+    if min(args.workers, args.concurrency, args.senders) < 1:
+        parser.error("--workers, --concurrency and --senders must be at least 1")
+    if args.profile and not args.py_spy:
+        parser.error("--profile needs py-spy (pip install py-spy, or --py-spy PATH)")
+    return args
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
+    run = secrets.token_hex(3)
+    args.secret = secrets.token_urlsafe(32)
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"newsletter-delivery-{run}"
+    folder.mkdir(parents=True)
+    for key in [k for k in os.environ if k.startswith("NEWSLETTER_")]:
+        del os.environ[key]
+    services = Services(args.database_url or "", args.redis_url or "")
+    rounds: list[Round] = []
+    finished = False
+    try:
+        if not args.database_url:
+            print("starting PostgreSQL and Redis (scripts/services.sh)...", flush=True)
+            start_services(services)
+        print(
+            f"topic-newsletter delivery benchmark: {', '.join(f'{n:,}' for n in args.counts)} "
+            f"readers; {args.workers} x `newsletter worker --concurrency {args.concurrency} "
+            f"--pool {args.pool}`, {args.senders} send_digest per pool process, "
+            f"{os.cpu_count()} cores, load average {_loadavg()}"
+        )
+        for line in services.versions or [f"given: {services.database_url}, {services.redis_url}"]:
+            print(f"  service  {line}")
+        for readers in args.counts:
+            rounds.append(run_round(readers, args, services, run, folder))
+            report_round(rounds[-1], args)
+        report_summary(rounds)
+        finished = all(r.ok for r in rounds)
+        return 0 if finished else 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping what was started...", file=sys.stderr)
+        return 130
+    finally:
+        if args.keep and services.pg_pid:
+            print(
+                f"--keep: PostgreSQL (pid {services.pg_pid}, {services.database_url}) and Redis "
+                f"(pid {services.redis_pid}) left running; their folder is {services.folder}"
+            )
+        else:
+            services.stop()
+        if finished and not args.profile:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            print(f"logs{' and profiles' if args.profile else ''} kept in {folder}")
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--stand-in"]:
+        stand_in_main()
+    else:
+        sys.exit(main())
