@@ -40,8 +40,10 @@ _HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII excep
 _METADATA_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # cte_type 7bit makes bodies quoted-printable or base64 when they are not ASCII, because smtplib
 # does not ask for 8BITMIME unless the message is internationalized.
-_POLICY = email.policy.default.clone(cte_type="7bit")
-_POLICY_UTF8 = email.policy.default.clone(utf8=True)
+# Long header values (a reader's List-Unsubscribe URL) stay on one line up to RFC 5322's hard limit of
+# 998 characters: folding them before the URL makes some readers of the header see a leading space.
+_POLICY = email.policy.default.clone(cte_type="7bit", max_line_length=998)
+_POLICY_UTF8 = email.policy.default.clone(utf8=True, max_line_length=998)
 
 
 class Outcome(StrEnum):
