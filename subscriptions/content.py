@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 import nh3
 
@@ -39,8 +40,12 @@ def sanitize_summary(value: str) -> str:
     return cleaned.strip()
 
 
+#: Tags that end a block of text: each becomes a space, so "a</p><p>b" reads "a b", not "ab".
+_BLOCK_END = re.compile(r"<(?:/(?:p|li|div|h[1-6]|tr|td|blockquote|pre|ul|ol)|br\s*/?)\s*>", re.I)
+
+
 def plain_text(value: str, *, limit: int = 1000) -> str:
     """Markup and entities removed, whitespace collapsed: a title as a reader should see it."""
-    stripped = nh3.clean(value, tags=set(), strip_comments=True)
+    stripped = nh3.clean(_BLOCK_END.sub(" ", value), tags=set(), strip_comments=True)
     text = html.unescape(stripped)
     return " ".join(text.split())[:limit]

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,3 +67,15 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+#: Taken by every digest planner and by every transaction that releases posts, on PostgreSQL
+#: (SQLite serializes writers anyway): a planner then sees every post released before it started,
+#: and a post released after it has a release time after everything that planner covered.
+PLANNING_LOCK = 7_260_001
+
+
+def lock_planning(session: Session) -> None:
+    """Take the planning lock until the end of this transaction (PostgreSQL; a no-op on SQLite)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLANNING_LOCK})

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from subscriptions.content import plain_text, sanitize_summary
+from subscriptions.db import lock_planning
 from subscriptions.errors import InvalidInput, NotFound
 from subscriptions.models import Post, PostStatus, Topic, utcnow
 from subscriptions.topics import topic_ids_for_slugs
@@ -34,9 +35,15 @@ class PostInfo:
         return self.created and self.status == PostStatus.PUBLISHED.value and self.notify
 
 
+#: What may stay literal in a stored link; anything else (spaces, quotes, angle brackets) is
+#: percent-encoded, so a link can never break out of an href, whatever serializes it later.
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~-._"
+
+
 def normalize_link(link: str) -> str:
-    """A link without its fragment, with lower-case scheme and host and no trailing slash."""
-    parts = urlsplit(link.strip())
+    """A link without its fragment, with lower-case scheme and host, no trailing slash, and every
+    character that is not plainly part of a URL percent-encoded."""
+    parts = urlsplit(quote(link.strip(), safe=_URL_SAFE))
     path = parts.path.rstrip("/") or "/"
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))
 
@@ -112,6 +119,7 @@ def add_post(
             notify=notify,
         )
         if notify and not held:
+            lock_planning(session)  # released_at must come after everything a planner covered
             post.released_at = utcnow()
         session.add(post)
     elif published_at is not None:
@@ -161,6 +169,7 @@ def approve_post(*, session: Session, post_id: int) -> PostInfo:
         raise InvalidInput(f"post {post_id} is not held")
     post.status = PostStatus.PUBLISHED
     if post.notify:
+        lock_planning(session)
         post.released_at = utcnow()
     session.flush()
     return _info(post, created=True)

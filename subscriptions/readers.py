@@ -225,6 +225,14 @@ def update_preferences(
             current.frequency = frequency
     if timezone is not None:
         subscriber.timezone = timezone
+    now = utcnow()
+    if (
+        paused_until is None
+        and subscriber.paused_until is not None
+        and subscriber.paused_until > now
+    ):
+        # Resuming early: keep when the pause ended, so what was released during it stays unsent.
+        paused_until = now
     subscriber.paused_until = paused_until
     session.flush()
 

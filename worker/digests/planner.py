@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
+from subscriptions.db import lock_planning
 from subscriptions.models import (
     Delivery,
     DeliveryStatus,
@@ -111,11 +112,25 @@ def _released(start: datetime | None, end: datetime) -> ColumnElement[bool]:
     return and_(Post.status == PostStatus.PUBLISHED, Post.notify.is_(True), window)
 
 
+def _serialize(session: Session) -> None:
+    # "Does the reader have this post yet?" must see every other planner's finished work, and
+    # every post released before this planner started.
+    lock_planning(session)
+
+
+def _count(session: Session, digest_id: int) -> int:
+    return int(
+        session.scalar(select(func.count(Delivery.id)).where(Delivery.digest_id == digest_id)) or 0
+    )
+
+
 def _fill(session: Session, digest_id: int, now: datetime, pairs: Any) -> int:
     """Insert one delivery per reader in `pairs` (reader id, post id), then the posts of each new
     delivery; readers already planned for this digest are left alone. Returns deliveries added."""
     readers = pairs.with_only_columns(pairs.selected_columns[0]).distinct()
-    result = session.execute(
+    # Counted, not read off rowcount: psycopg reports -1 for INSERT … SELECT … ON CONFLICT.
+    before = _count(session, digest_id)
+    session.execute(
         _insert(session, Delivery.__table__)
         .from_select(
             ["digest_id", "subscriber_id", "status", "attempts", "last_error", "created_at"],
@@ -130,7 +145,7 @@ def _fill(session: Session, digest_id: int, now: datetime, pairs: Any) -> int:
         )
         .on_conflict_do_nothing()
     )
-    added = int(getattr(result, "rowcount", 0) or 0)
+    added = _count(session, digest_id) - before
     fresh = select(Delivery.id, Delivery.subscriber_id).where(
         Delivery.digest_id == digest_id,
         ~exists(select(literal(1)).where(delivery_posts.c.delivery_id == Delivery.id)),
@@ -156,6 +171,7 @@ def plan_post_alerts(
     """Immediate alerts for one post: every reader with an immediate subscription to any of its
     topics, once each, unless they have the post already. None when the post is not mailable."""
     now = now or utcnow()
+    _serialize(session)
     post = session.get(Post, post_id)
     if (
         post is None
@@ -193,6 +209,7 @@ def plan_periodic(
     """Daily or weekly digests for every time zone whose period has ended: one email per reader
     per period, with the new posts in all their topics of that frequency."""
     now = now or utcnow()
+    _serialize(session)
     frequency = Frequency(kind.value)
     zones = session.scalars(
         select(Subscriber.timezone)
@@ -230,6 +247,7 @@ def plan_periodic(
 def plan_editorial(session: Session, digest_id: int, *, now: datetime | None = None) -> PlanResult:
     """An editor's digest: the chosen posts to the chosen audience, as they were chosen."""
     now = now or utcnow()
+    _serialize(session)
     digest = session.get(Digest, digest_id, with_for_update=True)
     if digest is None or digest.kind is not DigestKind.EDITORIAL:
         raise ValueError(f"digest {digest_id} is not an editorial digest")

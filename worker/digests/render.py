@@ -9,6 +9,7 @@ have escaped them, so the result is byte-identical to a full render (a test hold
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,11 +22,11 @@ from subscriptions.content import plain_text
 from subscriptions.markdown import markdown_html, markdown_text
 from worker.rendering import RenderedEmail
 
-#: Placeholders for the per-reader parts; each appears in one HTML context only (attribute or text).
-MANAGE = "@@NL.MANAGE@@"
-UNSUBSCRIBE = "@@NL.UNSUBSCRIBE@@"
-REASONS = "@@NL.REASONS@@"
-_PLACEHOLDER = re.compile(r"@@NL\.(MANAGE|UNSUBSCRIBE|REASONS)@@")
+#: The per-reader parts; each appears in one HTML context only (attribute or text). While a body is
+#: rendered they are marked with a random nonce (feed text cannot forge it), then the body is cut at
+#: the marks: personalizing joins the pieces, so text in a post that merely looks like a placeholder
+#: is never replaced.
+SLOTS = ("MANAGE", "UNSUBSCRIBE", "REASONS")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +54,39 @@ class ReaderParts:
 
 @dataclass(frozen=True, slots=True)
 class Body:
-    """A rendered, inlined body with placeholders: shared by every reader of one variant."""
+    """A rendered, inlined body cut at its per-reader slots: shared by every reader of one variant.
+
+    `text_pieces` has one more item than `text_slots` (and the same for HTML): piece, slot, piece, ….
+    """
 
     subject: str
-    text: str
-    html: str
+    text_pieces: tuple[str, ...]
+    text_slots: tuple[str, ...]
+    html_pieces: tuple[str, ...]
+    html_slots: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """The text with each slot shown as `@@NL.NAME@@`."""
+        return _join(self.text_pieces, [f"@@NL.{s}@@" for s in self.text_slots])
+
+    @property
+    def html(self) -> str:
+        """The HTML with each slot shown as `@@NL.NAME@@`."""
+        return _join(self.html_pieces, [f"@@NL.{s}@@" for s in self.html_slots])
+
+
+def _join(pieces: Sequence[str], values: Sequence[str]) -> str:
+    out = [pieces[0]]
+    for value, piece in zip(values, pieces[1:], strict=True):
+        out.append(value)
+        out.append(piece)
+    return "".join(out)
+
+
+def _cut(rendered: str, nonce: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    parts = re.split(rf"@@NL{nonce}\.({'|'.join(SLOTS)})@@", rendered)
+    return tuple(parts[0::2]), tuple(parts[1::2])
 
 
 def post_view(title: str, link: str, summary: str) -> PostView:
@@ -145,13 +174,20 @@ class DigestRenderer:
             editorial_subject=editorial_subject,
         )
         context = self._context(kind, groups, intro_markdown, subject)
-        placeholders = {"manage_url": MANAGE, "unsubscribe_url": UNSUBSCRIBE, "reasons": REASONS}
+        nonce = secrets.token_hex(8)
+        placeholders = {
+            "manage_url": f"@@NL{nonce}.MANAGE@@",
+            "unsubscribe_url": f"@@NL{nonce}.UNSUBSCRIBE@@",
+            "reasons": f"@@NL{nonce}.REASONS@@",
+        }
         name = self._template(kind)
         text = self._env.get_template(f"{name}.txt").render(**context, **placeholders)
         html = self._inliner.inline(
             self._env.get_template(f"{name}.html").render(**context, **placeholders)
         )
-        return Body(subject=subject, text=text, html=html)
+        text_pieces, text_slots = _cut(text, nonce)
+        html_pieces, html_slots = _cut(html, nonce)
+        return Body(subject, text_pieces, text_slots, html_pieces, html_slots)
 
     def personalize(self, body: Body, parts: ReaderParts) -> RenderedEmail:
         """One reader's email from a shared body."""
@@ -165,8 +201,8 @@ class DigestRenderer:
             "UNSUBSCRIBE": _attribute(parts.unsubscribe_url),
             "REASONS": _text(parts.reasons),
         }
-        text = _PLACEHOLDER.sub(lambda m: raw[m.group(1)], body.text)
-        html = _PLACEHOLDER.sub(lambda m: html_values[m.group(1)], body.html)
+        text = _join(body.text_pieces, [raw[s] for s in body.text_slots])
+        html = _join(body.html_pieces, [html_values[s] for s in body.html_slots])
         return RenderedEmail(text=text, html=html)
 
     def full_render(

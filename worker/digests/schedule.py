@@ -25,13 +25,13 @@ class Period:
 
 
 def _at(local_day: date, hour: int, zone: ZoneInfo) -> datetime:
-    # fold=0 picks the first of a repeated hour; a missing hour (spring forward) moves forward.
-    naive = datetime.combine(local_day, time(hour))
-    aware = naive.replace(tzinfo=zone)
-    utc = aware.astimezone(UTC)
-    if utc.astimezone(zone).replace(tzinfo=None) != naive:  # the hour does not exist that day
-        utc = (naive + timedelta(hours=1)).replace(tzinfo=zone).astimezone(UTC)
-    return utc
+    """The instant of `hour` o'clock on `local_day` in `zone`, in UTC.
+
+    A repeated hour (autumn) is taken the first time (fold=0). A skipped one (spring) resolves to the
+    first instant after the gap, however long the gap: zoneinfo reads a missing local time with the
+    offset in force before the change, which lands exactly there.
+    """
+    return datetime.combine(local_day, time(hour), tzinfo=zone).astimezone(UTC)
 
 
 def latest_daily(now: datetime, zone_name: str, *, hour: int) -> Period:

@@ -297,6 +297,7 @@ def reap(
     stale = (Delivery.status == DeliveryStatus.CLAIMED) & (
         Delivery.claimed_at < now - claim_timeout
     )
+    touched = session.scalars(select(Delivery.digest_id).where(stale).distinct()).all()
     released = _rowcount(
         session.execute(
             update(Delivery)
@@ -316,6 +317,8 @@ def reap(
                 last_error="worker stopped while the provider was called",
             )
         )
+    for digest_id in touched:  # a digest whose last open work became unknown has finished
+        refresh_digest_status(session, digest_id)
     return released
 
 
