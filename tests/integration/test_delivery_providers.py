@@ -245,7 +245,7 @@ BLOCKED: dict[str, list[Fault]] = {
                     }
                 ]
             },
-        ),  # fmt: skip
+        ),
         Fault(status=403, body={"errors": [{"field": None, "message": "access forbidden"}]}),
     ],
     "mailgun": [
@@ -258,12 +258,12 @@ BLOCKED: dict[str, list[Fault]] = {
             status=400,
             headers={"x-amzn-ErrorType": "AccountSuspendedException:"},
             body={"message": "Account suspended."},
-        ),  # fmt: skip
+        ),
         Fault(
             status=400,
             headers={"x-amzn-ErrorType": "SendingPausedException:"},
             body={"message": "Sending is paused for this account."},
-        ),  # fmt: skip
+        ),
     ],
 }
 
