@@ -385,3 +385,20 @@ def test_a_request_the_provider_calls_malformed_fails_loudly(
     with rig.sessions() as session:
         errors = session.scalars(select(Delivery.last_error)).all()
     assert all("400" in (e or "") for e in errors)
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_a_reset_on_a_reused_connection_mid_batch(
+    name: str, tmp_path: Path, database_url: str, server: ProviderStandIns
+) -> None:
+    """Two requests answered on the keep-alive connection, the third cut: two sent, one unknown,
+    the rest sent later, and nobody twice."""
+    rig = rig_for(name, tmp_path, database_url, server, readers=6, timeout=0.4)
+    server.faults.extend([Fault(), Fault(), Fault(reset=True)])
+    rig.sender.send_batch(rig.digest_id)
+    assert rig.statuses() == {"sent": 2, "unknown": 1, "pending": 3}
+    [unknown] = emails_with(rig, DeliveryStatus.UNKNOWN)
+    rig.send_all(later=timedelta(hours=2))
+    assert rig.statuses() == {"sent": 5, "unknown": 1}
+    assert server.delivered_to(unknown) == 0
+    assert each_once(rig, server, set(rig.emails) - {unknown})
