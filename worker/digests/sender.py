@@ -78,9 +78,16 @@ def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> tup
         )
         key = retry_key
     else:
+        # Bounded below by the first pending id (answered from the partial index): without it,
+        # PostgreSQL may walk past every row already sent while its statistics are stale.
+        first = (
+            select(func.min(Delivery.id))
+            .where(Delivery.digest_id == digest_id, Delivery.status == DeliveryStatus.PENDING)
+            .scalar_subquery()
+        )
         query = (
             select(Delivery.id)
-            .where(due, Delivery.batch_key.is_(None))
+            .where(due, Delivery.batch_key.is_(None), Delivery.id >= first)
             .order_by(Delivery.id)
             .limit(limit)
         )
@@ -172,8 +179,35 @@ class Sender:
             )
         results = self._provider.send(messages) if messages else []
         with self._sessions() as session, session.begin():
-            for job, result in zip(jobs, results, strict=True):
-                report.add(self._record(session, job, result, now))
+            # The common case, sent, is written for the whole batch in one executemany; the rest
+            # (rare) one by one with their own rules.
+            sent_at = utcnow()
+            sent = [
+                {"id": job.delivery_id, "status": DeliveryStatus.SENT, "sent_at": sent_at,
+                 "provider_message_id": result.provider_message_id, "last_error": "",
+                 "claimed_by": None, "batch_key": None}
+                for job, result in zip(jobs, results, strict=True)
+                if result.outcome is Outcome.SENT
+            ]  # fmt: skip
+            if sent:
+                session.execute(update(Delivery), sent)
+                for _ in sent:
+                    report.add(DeliveryStatus.SENT.value)
+            others = [
+                (j, r) for j, r in zip(jobs, results, strict=True) if r.outcome is not Outcome.SENT
+            ]
+            if others:
+                attempts = dict(
+                    session.execute(
+                        select(Delivery.id, Delivery.attempts).where(
+                            Delivery.id.in_([j.delivery_id for j, _ in others])
+                        )
+                    ).all()
+                )
+                for job, result in others:
+                    report.add(
+                        self._record(session, job, result, now, attempts.get(job.delivery_id, 1))
+                    )
             self._tell_editors(session, results)
             refresh_digest_status(session, digest_id)
         return report
@@ -228,16 +262,16 @@ class Sender:
             idempotency_key=f"delivery-{job.delivery_id}",
         )
 
-    def _record(self, session: Session, job: Job, result: SendResult, now: datetime) -> str:
+    def _record(
+        self, session: Session, job: Job, result: SendResult, now: datetime, attempts: int
+    ) -> str:
         # Only an unknown outcome keeps the batch key; anything else may be regrouped freely.
         values: dict[str, object] = {
             "last_error": result.detail[:2000],
             "claimed_by": None,
             "batch_key": None,
         }
-        attempts = (
-            session.scalar(select(Delivery.attempts).where(Delivery.id == job.delivery_id)) or 1
-        )
+        attempts = attempts or 1
         outcome = result.outcome
         if outcome is Outcome.SENT:
             values.update(
