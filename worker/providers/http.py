@@ -4,14 +4,16 @@ per provider object, and the reading of rate-limit answers."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from email.headerregistry import Address
 from email.utils import parsedate_to_datetime
 from typing import ClassVar, Self
 
 import httpx
 
 from subscriptions.emailurl import EmailURL
-from worker.providers.base import Outcome, Provider, SendResult
+from subscriptions.errors import InvalidInput
+from worker.providers.base import EmailMessage, Outcome, Provider, SendResult, check_message
 
 USER_AGENT = "topic-newsletter/0.1"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -105,3 +107,48 @@ def not_tried(cause: SendResult) -> SendResult:
     if cause.outcome is Outcome.UNKNOWN:
         return SendResult(Outcome.TEMPORARY, detail=detail)
     return SendResult(cause.outcome, detail=detail, retry_after=cause.retry_after)
+
+
+#: After one of these, the rest of a batch's requests are not tried (they get not_tried()).
+STOP_BATCH = (Outcome.TEMPORARY, Outcome.ACCOUNT_BLOCKED, Outcome.UNKNOWN)
+
+
+def send_by_content(
+    messages: Sequence[EmailMessage],
+    content_key: Callable[[EmailMessage], Hashable],
+    post: Callable[[list[int], Mapping[int, tuple[Address, Address]]], SendResult],
+) -> list[SendResult]:
+    """Send a batch as one request per distinct content (never one address twice in a request).
+
+    `post(indexes, addresses)` sends the messages at `indexes`, whose checked (to, sender) are in
+    `addresses`, and answers for all of them. A malformed message fails alone; after a result in
+    STOP_BATCH the remaining requests are not tried.
+    """
+    results: list[SendResult | None] = [None] * len(messages)
+    addresses: dict[int, tuple[Address, Address]] = {}
+    # content -> requests, each a list of message indexes and the addresses already in it
+    groups: dict[Hashable, list[tuple[list[int], set[str]]]] = {}
+    for index, message in enumerate(messages):
+        try:
+            addresses[index] = check_message(message)
+        except (InvalidInput, ValueError) as exc:
+            results[index] = SendResult(Outcome.REQUEST_WRONG, detail=str(exc))
+            continue
+        email = addresses[index][0].addr_spec.lower()
+        requests = groups.setdefault(content_key(message), [])
+        request = next((r for r in requests if email not in r[1]), None)
+        if request is None:
+            request = ([], set())
+            requests.append(request)
+        request[0].append(index)
+        request[1].add(email)
+    stopped: SendResult | None = None
+    for indexes, _ in (r for requests in groups.values() for r in requests):
+        if stopped is None:
+            result = post(indexes, addresses)
+            stopped = result if result.outcome in STOP_BATCH else None
+        else:
+            result = not_tried(stopped)
+        for index in indexes:
+            results[index] = result
+    return [r for r in results if r is not None]

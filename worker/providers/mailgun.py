@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from typing import Any, Self
@@ -32,15 +32,14 @@ from typing import Any, Self
 import httpx
 
 from subscriptions.emailurl import EmailURL
-from subscriptions.errors import ConfigurationError, InvalidInput
+from subscriptions.errors import ConfigurationError
 from worker.providers.base import (
     EmailMessage,
     Outcome,
     SendResult,
-    check_message,
     check_url_options,
 )
-from worker.providers.http import HttpProvider, not_tried, temporary, transport_failure
+from worker.providers.http import HttpProvider, send_by_content, temporary, transport_failure
 from worker.providers.webhooks import (
     EventType,
     WebhookConfig,
@@ -62,7 +61,6 @@ PERMANENT_REASONS: dict[str, EventType] = {
     "old": EventType.SOFT_BOUNCED,  # gave up after retrying temporary failures for hours
 }
 _TRY_AGAIN = re.compile(r"try again after (\d+) seconds?", re.IGNORECASE)
-_STOP = (Outcome.TEMPORARY, Outcome.ACCOUNT_BLOCKED, Outcome.UNKNOWN)
 
 
 class MailgunProvider(HttpProvider):
@@ -116,41 +114,21 @@ class MailgunProvider(HttpProvider):
         return messages
 
     def _send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
-        results: list[SendResult | None] = [None] * len(messages)
-        addresses: dict[int, tuple[Address, Address]] = {}
-        # content -> requests, each a list of message indexes and the addresses already in it
-        groups: dict[tuple[object, ...], list[tuple[list[int], set[str]]]] = {}
-        for index, message in enumerate(messages):
-            try:
-                addresses[index] = check_message(message)
-            except (InvalidInput, ValueError) as exc:
-                results[index] = SendResult(Outcome.REQUEST_WRONG, detail=str(exc))
-                continue
+        def content(message: EmailMessage) -> Hashable:
             tag = message.metadata.get("kind") or self.tag
-            key = (
+            return (
                 *(message.sender, message.subject, message.text, message.html, tag),
                 frozenset(message.headers),
                 frozenset(message.metadata),
             )
-            email = addresses[index][0].addr_spec.lower()
-            requests = groups.setdefault(key, [])
-            request = next((r for r in requests if email not in r[1]), None)
-            if request is None:
-                request = ([], set())
-                requests.append(request)
-            request[0].append(index)
-            request[1].add(email)
-        stopped: SendResult | None = None
-        for indexes, _ in (r for requests in groups.values() for r in requests):
-            if stopped is None:
-                group = [(messages[i], addresses[i][0]) for i in indexes]
-                result = self._post(self._form(group, addresses[indexes[0]][1]))
-                stopped = result if result.outcome in _STOP else None
-            else:
-                result = not_tried(stopped)
-            for index in indexes:
-                results[index] = result
-        return [r for r in results if r is not None]
+
+        def post(
+            indexes: list[int], addresses: Mapping[int, tuple[Address, Address]]
+        ) -> SendResult:
+            group = [(messages[i], addresses[i][0]) for i in indexes]
+            return self._post(self._form(group, addresses[indexes[0]][1]))
+
+        return send_by_content(messages, content, post)
 
     def _form(self, group: list[tuple[EmailMessage, Address]], sender: Address) -> dict[str, Any]:
         """The form fields of one request: shared content once, per-reader values as variables."""

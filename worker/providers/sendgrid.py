@@ -20,7 +20,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from typing import Any, Self
@@ -31,15 +31,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from subscriptions.emailurl import EmailURL
-from subscriptions.errors import ConfigurationError, InvalidInput
+from subscriptions.errors import ConfigurationError
 from worker.providers.base import (
     EmailMessage,
     Outcome,
     SendResult,
-    check_message,
     check_url_options,
 )
-from worker.providers.http import HttpProvider, not_tried, temporary, transport_failure
+from worker.providers.http import HttpProvider, send_by_content, temporary, transport_failure
 from worker.providers.webhooks import (
     EventType,
     WebhookConfig,
@@ -67,7 +66,6 @@ DROP_REASONS: dict[str, EventType] = {
     "Spam Reporting Address": EventType.COMPLAINED,
     "Unsubscribed Address": EventType.UNSUBSCRIBED,
 }
-_STOP = (Outcome.TEMPORARY, Outcome.ACCOUNT_BLOCKED, Outcome.UNKNOWN)
 
 
 class SendgridProvider(HttpProvider):
@@ -111,37 +109,16 @@ class SendgridProvider(HttpProvider):
         return messages
 
     def _send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
-        results: list[SendResult | None] = [None] * len(messages)
-        addresses: dict[int, tuple[Address, Address]] = {}
-        # content -> requests, each a list of message indexes and the addresses already in it
-        groups: dict[tuple[object, ...], list[tuple[list[int], set[str]]]] = {}
-        for index, message in enumerate(messages):
-            try:
-                addresses[index] = check_message(message)
-            except (InvalidInput, ValueError) as exc:
-                results[index] = SendResult(Outcome.REQUEST_WRONG, detail=str(exc))
-                continue
+        def content(message: EmailMessage) -> Hashable:
             tag = message.metadata.get("kind") or self.tag
-            key = (message.sender, message.subject, message.text, message.html, tag)
-            email = addresses[index][0].addr_spec.lower()
-            requests = groups.setdefault(key, [])
-            request = next((r for r in requests if email not in r[1]), None)
-            if request is None:
-                request = ([], set())
-                requests.append(request)
-            request[0].append(index)
-            request[1].add(email)
-        stopped: SendResult | None = None
-        for indexes, _ in (r for requests in groups.values() for r in requests):
-            if stopped is None:
-                body = self._body([messages[i] for i in indexes], indexes, addresses)
-                result = self._post(body)
-                stopped = result if result.outcome in _STOP else None
-            else:
-                result = not_tried(stopped)
-            for index in indexes:
-                results[index] = result
-        return [r for r in results if r is not None]
+            return (message.sender, message.subject, message.text, message.html, tag)
+
+        def post(
+            indexes: list[int], addresses: Mapping[int, tuple[Address, Address]]
+        ) -> SendResult:
+            return self._post(self._body([messages[i] for i in indexes], indexes, addresses))
+
+        return send_by_content(messages, content, post)
 
     def _body(
         self,
