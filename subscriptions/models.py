@@ -202,6 +202,8 @@ class Consent(Base):
     confirmed_at: Mapped[datetime | None]
     # Set when the welcome email (with the reader's manage and unsubscribe links) was handed over.
     welcome_sent_at: Mapped[datetime | None]
+    # The sign-up's entry id in the intake stream (subscriptions/intake.py): applied at most once.
+    intake_key: Mapped[str | None] = mapped_column(String(40), unique=True)
 
 
 class Feed(Base):

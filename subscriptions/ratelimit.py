@@ -33,12 +33,27 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self._client is not None
 
+    @property
+    def client(self) -> redis.Redis | None:
+        """The Redis connection pool, shared with the sign-up intake."""
+        return self._client
+
+    def counter_key(self, scope: str, key: str, *, window_seconds: int = 3600) -> tuple[str, int]:
+        """The Redis key `hit` counts in for this window, and the seconds until the window ends."""
+        now = time.time()
+        window = int(now // window_seconds)
+        name = f"{self._prefix}:rl:{scope}:{_digest(key)}:{window}"
+        return name, max(1, (window + 1) * window_seconds - int(now))
+
+    def once_key(self, scope: str, key: str) -> str:
+        """The Redis key `first_use` sets for `key`."""
+        return f"{self._prefix}:once:{scope}:{_digest(key)}"
+
     def hit(self, scope: str, key: str, *, limit: int, window_seconds: int = 3600) -> int | None:
         """Count one hit; None while under `limit`, else seconds until the window resets."""
         if self._client is None:
             return None
-        window = int(time.time() // window_seconds)
-        name = f"{self._prefix}:rl:{scope}:{_digest(key)}:{window}"
+        name, retry_after = self.counter_key(scope, key, window_seconds=window_seconds)
         try:
             pipe = self._client.pipeline()
             pipe.incr(name)
@@ -48,7 +63,7 @@ class RateLimiter:
             log.warning("rate limiter unavailable: %s", type(exc).__name__)
             return None
         if count > limit:
-            return (window + 1) * window_seconds - int(time.time())
+            return retry_after
         return None
 
     def first_use(self, scope: str, key: str, *, ttl_seconds: int) -> bool:
@@ -63,11 +78,7 @@ class RateLimiter:
             self._local[name] = now + ttl_seconds
             return True
         try:
-            return bool(
-                self._client.set(
-                    f"{self._prefix}:once:{scope}:{_digest(key)}", 1, nx=True, ex=ttl_seconds
-                )
-            )
+            return bool(self._client.set(self.once_key(scope, key), 1, nx=True, ex=ttl_seconds))
         except redis.RedisError as exc:
             log.warning("replay check unavailable: %s", type(exc).__name__)
             return True

@@ -99,11 +99,13 @@ def subscribe(
     user_agent: str = "",
     wording: str = "",
     now: datetime | None = None,
+    intake_key: str | None = None,
 ) -> SignUp:
     """Record a sign-up and its consent. The caller sends the confirmation when `consent_id` is set.
 
     The outcome looks the same to the caller's caller whatever the address's history: a suppressed
-    address changes nothing and gets no email; a known one gets a fresh confirmation.
+    address changes nothing and gets no email; a known one gets a fresh confirmation. `intake_key`
+    is the sign-up's stream entry id when it came through `subscriptions.intake` (unique per consent).
     """
     now = now or utcnow()
     if not topics:
@@ -132,6 +134,7 @@ def subscribe(
         wording=wording,
         frequency=frequency,
         timezone=timezone,
+        intake_key=intake_key,
     )
     if (recent or 0) >= CONFIRMATIONS_PER_DAY:
         consent.send_email = False

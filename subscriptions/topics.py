@@ -56,6 +56,11 @@ def list_topics(*, session: Session, include_archived: bool = False) -> list[Top
     return [_info(t) for t in session.scalars(query)]
 
 
+def live_topic_slugs(*, session: Session) -> list[str]:
+    """Slugs of the topics readers can subscribe to."""
+    return list(session.scalars(select(Topic.slug).where(Topic.archived_at.is_(None))))
+
+
 def topic_ids_for_slugs(*, session: Session, slugs: list[str]) -> dict[str, int]:
     """Map slugs to ids of live topics; an unknown or archived slug is an InvalidInput."""
     wanted = sorted(set(slugs))

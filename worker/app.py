@@ -15,6 +15,8 @@ from worker.runtime import WorkerRuntime
 VISIBILITY_TIMEOUT_SECONDS = 3600
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    # The web kicks this task itself; beat's run picks up a lost kick and a crashed applier's work.
+    "apply-signups": {"task": "newsletter.apply_signups", "schedule": 10.0},
     "sweep-confirmations": {"task": "newsletter.sweep_confirmations", "schedule": 60.0},
     "poll-due-feeds": {"task": "newsletter.poll_due_feeds", "schedule": 30.0},
     "plan-digests": {"task": "newsletter.plan_digests", "schedule": 60.0},

@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions.db import create_db_engine, session_factory
+from subscriptions.intake import Intake
 from subscriptions.settings import Settings
 from subscriptions.templating import template_environment
 from subscriptions.tokens import TokenSigner
@@ -39,6 +40,11 @@ class WorkerRuntime:
     @cached_property
     def renderer(self) -> EmailRenderer:
         return EmailRenderer(template_environment(self.settings, "email"))
+
+    @cached_property
+    def intake(self) -> Intake | None:
+        """The sign-up stream on the broker's Redis (None when the broker is not Redis)."""
+        return Intake.from_url(self.settings.broker_url)
 
     @cached_property
     def signer(self) -> TokenSigner:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from subscriptions.db import transaction
 from subscriptions.feeds import claim_due_feeds
 from subscriptions.queue import (
+    APPLY_SIGNUPS,
     PLAN_POST_ALERTS,
     POLL_FEED,
     SEND_CONFIRMATION,
@@ -41,12 +42,16 @@ def _backoff(retries: int) -> float:
 
 
 def register(app: NewsletterCelery) -> None:
-    """Define this project's tasks on `app`, each with an explicit, stable name."""
+    """Define this project's tasks on `app`, each with an explicit, stable name.
+
+    `shared=False`: the tasks close over `app` (its runtime), so they must not be copied into other
+    Celery apps of the same process (tests make one per configuration).
+    """
 
     def reader_mail_task(
         name: str, send: Callable[[WorkerRuntime, int], reader_mail.MailResult]
     ) -> Task:
-        @app.task(name=name, bind=True, max_retries=MAX_TRIES)
+        @app.task(name=name, bind=True, max_retries=MAX_TRIES, shared=False)
         def task(self: Task, record_id: int) -> str:
             result = send(app.runtime, record_id)
             if result.retry:
@@ -59,7 +64,7 @@ def register(app: NewsletterCelery) -> None:
     reader_mail_task(SEND_WELCOME, reader_mail.send_welcome)
     reader_mail_task(SEND_MANAGE_LINK, reader_mail.send_manage_link)
 
-    @app.task(name=POLL_FEED)
+    @app.task(name=POLL_FEED, shared=False)
     def poll_one_feed(feed_id: int) -> str:
         settings = app.runtime.settings
         options = FetchOptions(
@@ -73,7 +78,7 @@ def register(app: NewsletterCelery) -> None:
             app.send_task(PLAN_POST_ALERTS, args=[post_id])
         return report.summary()
 
-    @app.task(name="newsletter.poll_due_feeds")
+    @app.task(name="newsletter.poll_due_feeds", shared=False)
     def poll_due_feeds() -> int:
         with transaction(app.runtime.sessions) as session:
             due = claim_due_feeds(session=session)
@@ -81,7 +86,7 @@ def register(app: NewsletterCelery) -> None:
             poll_one_feed.delay(feed_id)
         return len(due)
 
-    @app.task(name=SEND_DIGEST)
+    @app.task(name=SEND_DIGEST, shared=False)
     def send_digest(digest_id: int) -> int:
         """Send batches of one digest for up to a minute, then hand over to a fresh task."""
         deadline = time.monotonic() + SEND_SLICE_SECONDS
@@ -99,7 +104,7 @@ def register(app: NewsletterCelery) -> None:
             for _ in range(senders):
                 send_digest.delay(digest_id)
 
-    @app.task(name=PLAN_POST_ALERTS)
+    @app.task(name=PLAN_POST_ALERTS, shared=False)
     def plan_post_alerts(post_id: int) -> int:
         with transaction(app.runtime.sessions) as session:
             result = planner.plan_post_alerts(session, post_id)
@@ -108,7 +113,7 @@ def register(app: NewsletterCelery) -> None:
         start_senders({result.digest_id: 1})
         return result.planned
 
-    @app.task(name=SEND_EDITORIAL)
+    @app.task(name=SEND_EDITORIAL, shared=False)
     def send_editorial(digest_id: int) -> int:
         """Plan an editor's digest that is due now and start its senders."""
         with transaction(app.runtime.sessions) as session:
@@ -116,14 +121,14 @@ def register(app: NewsletterCelery) -> None:
         start_senders({result.digest_id: 1})
         return result.planned
 
-    @app.task(name="newsletter.plan_digests")
+    @app.task(name="newsletter.plan_digests", shared=False)
     def plan_digests() -> dict[str, int]:
         runtime = app.runtime
         with transaction(runtime.sessions) as session:
             report = dispatch.plan_due(session, runtime.settings)
         return {str(k): v for k, v in report.planned.items()}
 
-    @app.task(name="newsletter.dispatch")
+    @app.task(name="newsletter.dispatch", shared=False)
     def dispatch_work() -> int:
         """Reap abandoned claims, then start senders for every digest with work due."""
         runtime = app.runtime
@@ -137,7 +142,19 @@ def register(app: NewsletterCelery) -> None:
         start_senders(work)
         return sum(work.values())
 
-    @app.task(name="newsletter.sweep_confirmations")
+    @app.task(name=APPLY_SIGNUPS, shared=False)
+    def apply_signups() -> dict[str, int]:
+        """Apply the sign-ups queued by the web (subscriptions/intake.py), then queue their emails."""
+        intake = app.runtime.intake
+        if intake is None:
+            return {}
+        done = intake.apply_pending(
+            app.runtime.sessions,
+            on_confirmation=lambda consent_id: send_confirmation.delay(consent_id),
+        )
+        return {"applied": done.applied, "skipped": done.skipped, "dropped": done.dropped}
+
+    @app.task(name="newsletter.sweep_confirmations", shared=False)
     def sweep_confirmations() -> int:
         pending = reader_mail.unsent_confirmations(app.runtime)
         for consent_id in pending:

@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from subscriptions.db import create_db_engine, session_factory
+from subscriptions.intake import Intake
 from subscriptions.queue import TaskQueue
 from subscriptions.ratelimit import RateLimiter
 from subscriptions.settings import Settings, load_settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             min_seconds=settings.form_min_seconds,
             secure_cookie=settings.base_url.startswith("https://"),
         ),
+        intake=Intake(limiter.client) if limiter.client is not None else None,
     )
     app = FastAPI(title=settings.site_name, docs_url=None, redoc_url=None)
     app.state.runtime = runtime

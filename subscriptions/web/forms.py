@@ -22,6 +22,8 @@ COOKIE = "nl_csrf"
 FIELD = "csrf_token"
 HONEYPOT = "website"
 FORM_MAX_AGE_SECONDS = 4 * 3600
+NONCE_SCOPE = "form"
+REPLAYED = "This form was already sent. Please try again."
 
 
 class FormRejected(InvalidInput):
@@ -33,6 +35,8 @@ class FormCheck:
     """A verified form: `is_bot` when the honeypot was filled or it came back too fast."""
 
     is_bot: bool
+    #: The token's random part: single use, marked in Redis under NONCE_SCOPE.
+    nonce: str = ""
 
 
 class FormGuard:
@@ -59,8 +63,12 @@ class FormGuard:
             COOKIE, cookie, httponly=True, samesite="lax", secure=self._secure, max_age=86400 * 30
         )
 
-    def verify(self, request: Request, form: dict[str, Any]) -> FormCheck:
-        """Check a posted form's token; raise FormRejected when it cannot be trusted."""
+    def inspect(self, request: Request, form: dict[str, Any]) -> FormCheck:
+        """Check a posted form's signature, cookie binding and age, but not yet its single use.
+
+        The caller must then mark `nonce` as used (`verify` does it; the sign-up intake does it in
+        the same Redis round trip as its other checks). Raises FormRejected.
+        """
         token = form.get(FIELD)
         cookie = request.cookies.get(COOKIE)
         if not isinstance(token, str) or not token or not cookie:
@@ -74,10 +82,15 @@ class FormGuard:
         if not isinstance(payload, list) or len(payload) != 3 or payload[0] != cookie:
             raise FormRejected("This form has expired. Please try again.")
         _, nonce, shown_at = payload
-        if not self._limiter.first_use("form", str(nonce), ttl_seconds=FORM_MAX_AGE_SECONDS):
-            raise FormRejected("This form was already sent. Please try again.")
         too_fast = time.time() - float(shown_at) < self._min_seconds
-        return FormCheck(is_bot=bool(form.get(HONEYPOT)) or too_fast)
+        return FormCheck(is_bot=bool(form.get(HONEYPOT)) or too_fast, nonce=str(nonce))
+
+    def verify(self, request: Request, form: dict[str, Any]) -> FormCheck:
+        """Check a posted form's token and use it up; raise FormRejected when it cannot be trusted."""
+        check = self.inspect(request, form)
+        if not self._limiter.first_use(NONCE_SCOPE, check.nonce, ttl_seconds=FORM_MAX_AGE_SECONDS):
+            raise FormRejected(REPLAYED)
+        return check
 
 
 def refuse_line_breaks(form: dict[str, Any]) -> None:

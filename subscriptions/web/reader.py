@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from subscriptions import readers
+from subscriptions import intake, readers
 from subscriptions.errors import InvalidInput, NotFound, TokenExpired, TokenInvalid
-from subscriptions.models import Frequency
-from subscriptions.queue import SEND_CONFIRMATION, SEND_WELCOME
+from subscriptions.models import Frequency, utcnow
+from subscriptions.queue import APPLY_SIGNUPS, SEND_CONFIRMATION, SEND_WELCOME
 from subscriptions.tokens import Purpose, TokenClaims
 from subscriptions.topics import list_topics
-from subscriptions.web.forms import FormRejected, refuse_line_breaks
+from subscriptions.web.forms import (
+    FORM_MAX_AGE_SECONDS,
+    NONCE_SCOPE,
+    REPLAYED,
+    FormRejected,
+    refuse_line_breaks,
+)
 from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime, client_ip
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 CONSENT_WORDING = (
@@ -92,77 +101,177 @@ def embedded_start(
 
 
 @router.post("/subscribe", response_class=HTMLResponse)
-def subscribe(
-    request: Request, runtime: RuntimeDep, session: SessionDep, form: FormDep
-) -> HTMLResponse:
-    """Store a pending reader and queue the confirmation; the answer never says if the address is known."""
+def subscribe(request: Request, runtime: RuntimeDep, form: FormDep) -> HTMLResponse:
+    """Take a sign-up; the answer never says whether the address is known.
+
+    With Redis, a valid sign-up costs one Redis round trip (`subscriptions.intake`) and the worker
+    applies it moments later; without Redis, or when Redis fails, it is applied here and now.
+    """
     settings = runtime.settings
     topics = _strings(form.get("topics"))
     raw_email = _str(form.get("email"))
     frequency = _str(form.get("frequency"))
     try:
         refuse_line_breaks(form)
-        check = runtime.forms.verify(request, form)
+        check = runtime.forms.inspect(request, form)
     except InvalidInput as exc:
+        return _refused(runtime, request, topics, raw_email, frequency, str(exc))
+    if check.is_bot:
+        runtime.limiter.first_use(NONCE_SCOPE, check.nonce, ttl_seconds=FORM_MAX_AGE_SECONDS)
+        return runtime.static_page("check_email.html")
+    try:
+        entry = _entry(runtime, request, form, raw_email, topics, frequency)
+    except InvalidInput as exc:
+        # Spend the form and count the hit as for a good sign-up, then say what is wrong.
+        if not runtime.limiter.first_use(
+            NONCE_SCOPE, check.nonce, ttl_seconds=FORM_MAX_AGE_SECONDS
+        ):
+            return _refused(runtime, request, topics, raw_email, frequency, REPLAYED)
+        retry = runtime.limiter.hit(
+            "subscribe-ip", client_ip(request), limit=settings.rate_limit_per_ip
+        )
+        if retry is not None:
+            return too_many(runtime, retry)
+        return _refused(runtime, request, topics, raw_email, frequency, _sentence(str(exc)))
+    if runtime.intake is not None:
+        try:
+            return _admit(runtime, request, topics, raw_email, frequency, check.nonce, entry)
+        except redis.RedisError as exc:
+            log.warning("sign-up intake unavailable (%s); applying here", type(exc).__name__)
+    return _subscribe_now(runtime, request, topics, raw_email, frequency, check.nonce, entry)
+
+
+def _entry(
+    runtime: WebRuntime,
+    request: Request,
+    form: dict[str, Any],
+    raw_email: str,
+    topics: list[str],
+    frequency: str,
+) -> intake.Entry:
+    """The validated sign-up, or InvalidInput saying what is wrong with it."""
+    settings = runtime.settings
+    address = readers.normalize_email(raw_email, check_deliverability=settings.check_deliverability)
+    try:
+        chosen = Frequency(frequency)
+    except ValueError:
+        raise InvalidInput("Choose how often you want email.", field="frequency") from None
+    if not topics:
+        raise InvalidInput("choose at least one topic", field="topics")
+    live = runtime.live_topics()
+    if not live.issuperset(topics):
+        live = runtime.live_topics(fresh=True)  # a topic added in the last few seconds
+        missing = sorted(set(topics) - live)
+        if missing:
+            raise InvalidInput(f"unknown topic: {', '.join(missing)}", field="topics")
+    return intake.Entry(
+        email=address,
+        topics=sorted(set(topics)),
+        frequency=chosen.value,
+        timezone=readers.check_timezone(
+            _str(form.get("timezone")), default=settings.default_timezone
+        ),
+        ip=client_ip(request),
+        source=_str(form.get("source"))[:200] or "subscribe form",
+        user_agent=request.headers.get("user-agent", "")[:400],
+        wording=CONSENT_WORDING,
+        at=utcnow().isoformat(),
+    )
+
+
+def _admit(
+    runtime: WebRuntime,
+    request: Request,
+    topics: list[str],
+    raw_email: str,
+    frequency: str,
+    nonce: str,
+    entry: intake.Entry,
+) -> HTMLResponse:
+    """The door: form single use, both rate limits and the queueing, in one Redis round trip."""
+    assert runtime.intake is not None
+    limiter, settings = runtime.limiter, runtime.settings
+    ip_key, ip_retry = limiter.counter_key("subscribe-ip", entry.ip or "unknown")
+    address_key, address_retry = limiter.counter_key("subscribe-address", entry.email)
+    admission = runtime.intake.admit(
+        entry,
+        nonce_key=limiter.once_key(NONCE_SCOPE, nonce),
+        nonce_ttl=FORM_MAX_AGE_SECONDS,
+        ip_key=ip_key,
+        ip_limit=settings.rate_limit_per_ip,
+        address_key=address_key,
+        address_limit=settings.rate_limit_per_address,
+        window_seconds=3600,
+    )
+    if admission.door is intake.Door.REPLAYED:
+        return _refused(runtime, request, topics, raw_email, frequency, REPLAYED)
+    if admission.door is intake.Door.IP_LIMITED:
+        return too_many(runtime, ip_retry)
+    if admission.door is intake.Door.ADDRESS_LIMITED:
+        return too_many(runtime, address_retry)
+    if admission.kick:
+        runtime.queue.send(APPLY_SIGNUPS)
+    return runtime.static_page("check_email.html")
+
+
+def _subscribe_now(
+    runtime: WebRuntime,
+    request: Request,
+    topics: list[str],
+    raw_email: str,
+    frequency: str,
+    nonce: str,
+    entry: intake.Entry,
+) -> HTMLResponse:
+    """Without the intake: the same checks one by one, and the sign-up applied in this request."""
+    limiter, settings = runtime.limiter, runtime.settings
+    if not limiter.first_use(NONCE_SCOPE, nonce, ttl_seconds=FORM_MAX_AGE_SECONDS):
+        return _refused(runtime, request, topics, raw_email, frequency, REPLAYED)
+    retry = limiter.hit("subscribe-ip", client_ip(request), limit=settings.rate_limit_per_ip)
+    if retry is None:
+        retry = limiter.hit("subscribe-address", entry.email, limit=settings.rate_limit_per_address)
+    if retry is not None:
+        return too_many(runtime, retry)
+    try:
+        with runtime.sessions() as session, session.begin():
+            signup = readers.subscribe(
+                session=session,
+                email=entry.email,
+                topics=entry.topics,
+                frequency=Frequency(entry.frequency),
+                timezone=entry.timezone,
+                ip=entry.ip,
+                source=entry.source,
+                user_agent=entry.user_agent,
+                wording=entry.wording,
+            )
+    except InvalidInput as exc:  # a topic archived a moment ago
+        return _refused(runtime, request, topics, raw_email, frequency, _sentence(str(exc)))
+    if signup.consent_id is not None:
+        runtime.queue.send(SEND_CONFIRMATION, signup.consent_id)
+    return runtime.static_page("check_email.html")
+
+
+def _refused(
+    runtime: WebRuntime,
+    request: Request,
+    topics: list[str],
+    raw_email: str,
+    frequency: str,
+    error: str,
+) -> HTMLResponse:
+    """The form again, filled in as sent, with what was wrong; nothing was stored."""
+    with runtime.sessions() as session:
         return _form(
             runtime,
             request,
             session,
             selected=topics,
-            error=str(exc),
+            error=error,
             email=_printable(raw_email),
             frequency=frequency,
             status=400,
         )
-    if check.is_bot:
-        return runtime.page("check_email.html")
-    retry = runtime.limiter.hit(
-        "subscribe-ip", client_ip(request), limit=settings.rate_limit_per_ip
-    )
-    if retry is not None:
-        return too_many(runtime, retry)
-    try:
-        address = readers.normalize_email(
-            raw_email, check_deliverability=settings.check_deliverability
-        )
-        try:
-            chosen = Frequency(frequency)
-        except ValueError:
-            raise InvalidInput("Choose how often you want email.", field="frequency") from None
-        retry = runtime.limiter.hit(
-            "subscribe-address", address, limit=settings.rate_limit_per_address
-        )
-        if retry is not None:
-            return too_many(runtime, retry)
-        signup = readers.subscribe(
-            session=session,
-            email=address,
-            topics=topics,
-            frequency=chosen,
-            timezone=readers.check_timezone(
-                _str(form.get("timezone")), default=settings.default_timezone
-            ),
-            ip=client_ip(request),
-            source=_str(form.get("source"))[:200] or "subscribe form",
-            user_agent=request.headers.get("user-agent", ""),
-            wording=CONSENT_WORDING,
-        )
-    except InvalidInput as exc:
-        session.rollback()
-        return _form(
-            runtime,
-            request,
-            session,
-            selected=topics,
-            error=_sentence(str(exc)),
-            email=raw_email[:320],
-            frequency=frequency,
-            status=400,
-        )
-    session.commit()
-    if signup.consent_id is not None:
-        runtime.queue.send(SEND_CONFIRMATION, signup.consent_id)
-    return runtime.page("check_email.html")
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import httpx
@@ -13,10 +15,12 @@ from jinja2 import Environment
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from subscriptions.intake import Intake
 from subscriptions.queue import TaskQueue
 from subscriptions.ratelimit import RateLimiter
 from subscriptions.settings import Settings
 from subscriptions.tokens import TokenSigner
+from subscriptions.topics import live_topic_slugs
 from subscriptions.web.forms import FormGuard, read_form
 
 
@@ -30,8 +34,36 @@ class WebRuntime:
     queue: TaskQueue
     limiter: RateLimiter
     forms: FormGuard
+    #: Where sign-ups are queued for the worker; None without Redis (sign-ups are then applied
+    #: synchronously).
+    intake: Intake | None = None
     #: Outbound HTTP (SNS certificates and confirmations); tests put an httpx.MockTransport here.
     http_transport: httpx.BaseTransport | None = None
+    _slugs: tuple[float, frozenset[str]] = (0.0, frozenset())
+    _static: dict[str, bytes] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    #: How long the live topic slugs are reused before they are read again.
+    SLUGS_SECONDS = 5.0
+
+    def live_topics(self, *, fresh: bool = False) -> frozenset[str]:
+        """Slugs of the live topics, read from the database at most every SLUGS_SECONDS."""
+        read_at, slugs = self._slugs
+        now = time.monotonic()
+        if fresh or now - read_at > self.SLUGS_SECONDS:
+            with self.sessions() as session:
+                slugs = frozenset(live_topic_slugs(session=session))
+            self._slugs = (now, slugs)
+        return slugs
+
+    def static_page(self, name: str, status: int = 200) -> HTMLResponse:
+        """A page that depends on nothing but the settings, rendered once per process."""
+        body = self._static.get(name)
+        if body is None:
+            with self._lock:
+                body = self.pages.get_template(name).render().encode()
+                self._static[name] = body
+        return HTMLResponse(body, status_code=status)
 
     def page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         """A rendered page without a form."""
