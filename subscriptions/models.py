@@ -312,10 +312,10 @@ class Delivery(Base):
     handed_at: Mapped[datetime | None]
     # The claim a delivery was sent in. Kept when the outcome is unknown, so that an idempotent
     # provider sees the very same batch (and idempotency key) again, never a regrouped one.
-    batch_key: Mapped[str | None] = mapped_column(String(40), index=True)
+    batch_key: Mapped[str | None] = mapped_column(String(40))
     next_attempt_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
-    provider_message_id: Mapped[str | None] = mapped_column(String(400), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(400))
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -331,6 +331,30 @@ class Delivery(Base):
             "id",
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
+        ),
+        # The indexes below hold only the few rows that need finding, so the claim and the record of
+        # a batch add no entries to them (every index entry costs a write per row updated).
+        # Batches waiting to be sent again whole, under their old key (the claim looks here first).
+        Index(
+            "ix_deliveries_retry",
+            "digest_id",
+            "batch_key",
+            sqlite_where=text("status = 'pending' AND batch_key IS NOT NULL"),
+            postgresql_where=text("status = 'pending' AND batch_key IS NOT NULL"),
+        ),
+        # The reaper's search for abandoned claims.
+        Index(
+            "ix_deliveries_claimed",
+            "claimed_at",
+            sqlite_where=text("status = 'claimed'"),
+            postgresql_where=text("status = 'claimed'"),
+        ),
+        # Webhook events name the provider's message id (`= x` implies NOT NULL: the index serves).
+        Index(
+            "ix_deliveries_provider_message_id",
+            "provider_message_id",
+            sqlite_where=text("provider_message_id IS NOT NULL"),
+            postgresql_where=text("provider_message_id IS NOT NULL"),
         ),
     )
 

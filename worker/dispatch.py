@@ -79,18 +79,28 @@ def unplanned_alerts(session: Session, *, now: datetime) -> list[int]:
 
 
 def sendable(session: Session, *, batch_size: int, now: datetime | None = None) -> dict[int, int]:
-    """Digests with deliveries due now, and how many senders each deserves."""
+    """Digests with deliveries due now, and how many senders each deserves.
+
+    Walks the digests with pending work through the partial index of pending rows (one lookup per
+    digest) and counts each one's due rows only up to what its senders could take, so a tick costs
+    the same whether a digest has a thousand readers or a million.
+    """
     now = now or utcnow()
-    rows = session.execute(
-        select(Delivery.digest_id, func.count())
-        .join(Digest, Digest.id == Delivery.digest_id)
-        .where(
-            Delivery.status == DeliveryStatus.PENDING,
-            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-            Digest.status != DigestStatus.CANCELLED,
+    pending = Delivery.status == literal(DeliveryStatus.PENDING.value, literal_execute=True)
+    due = or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)
+    enough = MAX_SENDERS_PER_DIGEST * batch_size
+    work: dict[int, int] = {}
+    digest_id = session.scalar(select(func.min(Delivery.digest_id)).where(pending))
+    while digest_id is not None:
+        cancelled = session.scalar(select(Digest.status).where(Digest.id == digest_id)) is (
+            DigestStatus.CANCELLED
         )
-        .group_by(Delivery.digest_id)
-    ).all()
-    return {
-        digest_id: min(MAX_SENDERS_PER_DIGEST, math.ceil(n / batch_size)) for digest_id, n in rows
-    }
+        if not cancelled:
+            rows = select(literal(1)).where(Delivery.digest_id == digest_id, pending, due)
+            n = session.scalar(select(func.count()).select_from(rows.limit(enough).subquery()))
+            if n:
+                work[digest_id] = min(MAX_SENDERS_PER_DIGEST, math.ceil(n / batch_size))
+        digest_id = session.scalar(
+            select(func.min(Delivery.digest_id)).where(pending, Delivery.digest_id > digest_id)
+        )
+    return work

@@ -1,8 +1,11 @@
 """The ledger's sending side: claim a batch, send it through the provider, record each outcome.
 
-claim → hand over → send → record. The hand-over time is committed before the provider is called, so
-a worker that dies mid-call leaves a delivery the reaper can recognise: resent under the same
-idempotency key where the provider honours one, otherwise recorded as unknown, never sent twice.
+claim → hand over → send → record. The claim and the hand-over are one write, committed only once the
+batch's messages are rendered, just before the provider is called: a worker that dies before that
+commit leaves the rows pending (the transaction is rolled back); one that dies after it leaves
+claimed, handed-over deliveries the reaper recognises: resent under the same idempotency key where
+the provider honours one, otherwise recorded as unknown, never sent twice. Recording a batch's sent
+results is one more write: two per delivery in all.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, literal, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions.models import Delivery, DeliveryStatus, utcnow
@@ -24,7 +27,7 @@ from subscriptions.notices import REQUEST_WRONG, SENDING_PAUSED, raise_notice, s
 from subscriptions.readers import suppress
 from subscriptions.settings import Settings
 from subscriptions.tokens import TokenSigner
-from worker.digests.jobs import DigestInfo, Job, load_jobs
+from worker.digests.jobs import DigestInfo, Job, JobCache, load_jobs
 from worker.digests.planner import refresh_digest_status
 from worker.digests.render import Body, DigestRenderer, ReaderParts, reasons_line
 from worker.links import list_headers, reader_links
@@ -50,30 +53,43 @@ class BatchReport:
         self.counts[status] = self.counts.get(status, 0) + 1
 
 
-def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> tuple[list[int], bool]:
+#: Compared as literals, not parameters, so that PostgreSQL matches the partial indexes on status
+#: even in a generic (prepared) plan.
+_PENDING = literal(DeliveryStatus.PENDING.value, literal_execute=True)
+_CLAIMED = literal(DeliveryStatus.CLAIMED.value, literal_execute=True)
+
+
+def claim(
+    session: Session, digest_id: int, limit: int, *, now: datetime, handed: bool = False
+) -> tuple[list[int], bool]:
     """Claim due pending deliveries of a digest for this worker; returns (ids, is_retry_of_a_batch).
 
     A batch whose outcome was unknown is claimed again whole, under its old key, so that an
     idempotent provider recognises it. Otherwise up to `limit` fresh deliveries get a new key. On
     PostgreSQL, FOR UPDATE SKIP LOCKED lets many workers claim from one digest at once; SQLite
-    serializes writers (BEGIN IMMEDIATE), which gives the same guarantee.
+    serializes writers (BEGIN IMMEDIATE), which gives the same guarantee. One UPDATE … RETURNING.
+
+    `handed=True` also records the hand-over: the caller commits only when it is about to call the
+    provider (the Sender renders the batch in the claiming transaction).
     """
-    due = and_(
-        Delivery.digest_id == digest_id,
-        Delivery.status == DeliveryStatus.PENDING,
-        or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-    )
+    due = or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)
     retry_key = session.scalar(
         select(Delivery.batch_key)
-        .where(due, Delivery.batch_key.is_not(None))
+        .where(
+            Delivery.digest_id == digest_id,
+            Delivery.status == _PENDING,
+            Delivery.batch_key.is_not(None),
+            due,
+        )
         .limit(1)
         .with_for_update(skip_locked=True)
     )
     if retry_key is not None:
         # The whole group, even rows whose jittered retry time is a moment later.
-        query = select(Delivery.id).where(
+        pick = select(Delivery.id).where(
             Delivery.digest_id == digest_id,
-            Delivery.status == DeliveryStatus.PENDING,
+            Delivery.status == _PENDING,
+            Delivery.batch_key.is_not(None),
             Delivery.batch_key == retry_key,
         )
         key = retry_key
@@ -82,31 +98,36 @@ def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> tup
         # PostgreSQL may walk past every row already sent while its statistics are stale.
         first = (
             select(func.min(Delivery.id))
-            .where(Delivery.digest_id == digest_id, Delivery.status == DeliveryStatus.PENDING)
+            .where(Delivery.digest_id == digest_id, Delivery.status == _PENDING)
             .scalar_subquery()
         )
-        query = (
+        pick = (
             select(Delivery.id)
-            .where(due, Delivery.batch_key.is_(None), Delivery.id >= first)
+            .where(
+                Delivery.digest_id == digest_id,
+                Delivery.status == _PENDING,
+                due,
+                Delivery.batch_key.is_(None),
+                Delivery.id >= first,
+            )
             .order_by(Delivery.id)
             .limit(limit)
         )
         key = uuid.uuid4().hex
-    ids = list(session.scalars(query.with_for_update(skip_locked=True)))
-    if ids:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(ids))
-            .values(
-                status=DeliveryStatus.CLAIMED,
-                claimed_at=now,
-                claimed_by=WORKER_ID,
-                handed_at=None,
-                batch_key=key,
-                attempts=Delivery.attempts + 1,
-            )
+    ids = session.scalars(
+        update(Delivery)
+        .where(Delivery.id.in_(pick.with_for_update(skip_locked=True)))
+        .values(
+            status=DeliveryStatus.CLAIMED,
+            claimed_at=now,
+            claimed_by=WORKER_ID,
+            handed_at=now if handed else None,
+            batch_key=key,
+            attempts=Delivery.attempts + 1,
         )
-    return ids, retry_key is not None
+        .returning(Delivery.id)
+    ).all()
+    return sorted(ids), retry_key is not None
 
 
 class Sender:
@@ -128,6 +149,7 @@ class Sender:
         self._settings = settings
         self._signer = signer
         self._bodies: dict[tuple[int, tuple[object, ...]], Body] = {}
+        self._jobs = JobCache()
         self._domain = urlsplit(settings.base_url).hostname or "localhost"
 
     @property
@@ -137,60 +159,54 @@ class Sender:
         return min(limit, self._limiter.max_batch) if self._limiter is not None else limit
 
     def send_batch(self, digest_id: int, *, now: datetime | None = None) -> BatchReport:
-        """Claim, send and record one provider-sized batch of a digest."""
+        """Claim, render, hand over, send and record one provider-sized batch of a digest."""
         now = now or utcnow()
         report = BatchReport(digest_id)
+        limit = self.batch_size
         with self._sessions() as session, session.begin():
             report.paused = sending_paused(session=session)
             if report.paused:
                 return report
-            ids, retry = claim(session, digest_id, self.batch_size, now=now)
-        report.claimed = len(ids)
-        if not ids:
-            return report
-        with self._sessions() as session:
-            info, jobs = load_jobs(session, ids)
-        if info is None:
-            return report
-        # A batch resent under its old idempotency key must be the same batch: nobody is dropped.
-        unmailable = [] if retry else [j for j in jobs if not j.mailable or not j.groups]
-        jobs = jobs if retry else [j for j in jobs if j.mailable and j.groups]
-        messages = [self._message(info, job) for job in jobs]
-        with self._sessions() as session, session.begin():
-            if unmailable:
-                session.execute(
-                    update(Delivery)
-                    .where(Delivery.id.in_([j.delivery_id for j in unmailable]))
-                    .values(
-                        status=DeliveryStatus.SUPPRESSED,
-                        last_error="reader not mailable at send time",
-                    )
+            ids, retry = claim(session, digest_id, limit, now=now, handed=True)
+            report.claimed = len(ids)
+            if not ids:
+                # Every sender ends here: the digest is finished if no other worker holds work.
+                refresh_digest_status(session, digest_id)
+                return report
+            info, jobs = load_jobs(session, ids, cache=self._jobs)
+            if info is None:
+                return report
+            # A batch resent under its old idempotency key must be the same batch: nobody is dropped.
+            if not retry:
+                unmailable = [j for j in jobs if not j.mailable or not j.groups]
+                jobs = [j for j in jobs if j.mailable and j.groups]
+                self._set_status(
+                    session,
+                    unmailable,
+                    DeliveryStatus.SUPPRESSED,
+                    "reader not mailable at send time",
                 )
                 for _ in unmailable:
                     report.add(DeliveryStatus.SUPPRESSED.value)
-            session.execute(
-                update(Delivery)
-                .where(Delivery.id.in_([j.delivery_id for j in jobs]))
-                .values(handed_at=utcnow())
-            )
+            messages, jobs, broken = self._messages(info, jobs)
+            for job, error in broken:
+                self._set_status(session, [job], DeliveryStatus.FAILED, error)
+                report.add(DeliveryStatus.FAILED.value)
+        # Committed: from here on a crash leaves these deliveries handed over (see reap()).
         if messages and self._limiter is not None:
             self._limiter.acquire(
                 len(messages), requests=self._provider.requests_for(len(messages))
             )
         results = self._provider.send(messages) if messages else []
         with self._sessions() as session, session.begin():
-            # The common case, sent, is written for the whole batch in one executemany; the rest
-            # (rare) one by one with their own rules.
             sent_at = utcnow()
             sent = [
-                {"id": job.delivery_id, "status": DeliveryStatus.SENT, "sent_at": sent_at,
-                 "provider_message_id": result.provider_message_id, "last_error": "",
-                 "claimed_by": None, "batch_key": None}
+                (job.delivery_id, result.provider_message_id)
                 for job, result in zip(jobs, results, strict=True)
                 if result.outcome is Outcome.SENT
-            ]  # fmt: skip
+            ]
             if sent:
-                session.execute(update(Delivery), sent)
+                record_sent(session, sent, sent_at=sent_at)
                 for _ in sent:
                     report.add(DeliveryStatus.SENT.value)
             others = [
@@ -208,9 +224,37 @@ class Sender:
                     report.add(
                         self._record(session, job, result, now, attempts.get(job.delivery_id, 1))
                     )
-            self._tell_editors(session, results)
-            refresh_digest_status(session, digest_id)
+                self._tell_editors(session, results)
+            if others or broken or len(ids) < limit:
+                # Possibly the digest's last open work; otherwise the next claim finds out.
+                refresh_digest_status(session, digest_id)
         return report
+
+    def _messages(
+        self, info: DigestInfo, jobs: list[Job]
+    ) -> tuple[list[EmailMessage], list[Job], list[tuple[Job, str]]]:
+        """The batch's messages, and the jobs that could not be rendered (they fail, loudly)."""
+        messages: list[EmailMessage] = []
+        rendered: list[Job] = []
+        broken: list[tuple[Job, str]] = []
+        for job in jobs:
+            try:
+                messages.append(self._message(info, job))
+            except Exception as exc:  # a bug or bad data: never retried, never sent half-made
+                log.exception("could not render delivery %s", job.delivery_id)
+                broken.append((job, f"could not render: {type(exc).__name__}: {exc}"[:2000]))
+                continue
+            rendered.append(job)
+        return messages, rendered, broken
+
+    @staticmethod
+    def _set_status(session: Session, jobs: list[Job], status: DeliveryStatus, error: str) -> None:
+        if jobs:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_([j.delivery_id for j in jobs]))
+                .values(status=status, last_error=error)
+            )
 
     def _tell_editors(self, session: Session, results: list[SendResult]) -> None:
         """Account problems pause all sending; a refused request is a notice. Both are logged."""
@@ -312,6 +356,35 @@ class Sender:
         return str(getattr(values["status"], "value", values["status"]))
 
 
+def record_sent(session: Session, sent: list[tuple[int, str | None]], *, sent_at: datetime) -> None:
+    """Mark deliveries sent, each with its provider message id, in one statement per batch."""
+    if session.get_bind().dialect.name == "postgresql":
+        # One UPDATE joined to the batch's (id, message id) pairs, instead of one per delivery.
+        session.execute(
+            text(
+                "UPDATE deliveries SET status = 'sent', sent_at = :sent_at,"
+                " provider_message_id = batch.message_id, last_error = '',"
+                " claimed_by = NULL, batch_key = NULL"
+                " FROM unnest(CAST(:ids AS bigint[]), CAST(:message_ids AS text[]))"
+                " AS batch (id, message_id) WHERE deliveries.id = batch.id"
+            ),
+            {
+                "sent_at": sent_at,
+                "ids": [i for i, _ in sent],
+                "message_ids": [m for _, m in sent],
+            },
+        )
+        return
+    session.execute(
+        update(Delivery),
+        [
+            {"id": i, "status": DeliveryStatus.SENT, "sent_at": sent_at,
+             "provider_message_id": m, "last_error": "", "claimed_by": None, "batch_key": None}
+            for i, m in sent
+        ],
+    )  # fmt: skip
+
+
 def retry_delay(attempts: int, retry_after: float | None) -> timedelta:
     """Exponential back-off with jitter, never sooner than the provider asked."""
     base = min(3600.0, 30.0 * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
@@ -328,9 +401,7 @@ def reap(
     """Release deliveries claimed and abandoned: never handed over → pending; handed over →
     pending only under an idempotency key, otherwise unknown (never silently resent)."""
     now = now or utcnow()
-    stale = (Delivery.status == DeliveryStatus.CLAIMED) & (
-        Delivery.claimed_at < now - claim_timeout
-    )
+    stale = (Delivery.status == _CLAIMED) & (Delivery.claimed_at < now - claim_timeout)
     touched = session.scalars(select(Delivery.digest_id).where(stale).distinct()).all()
     released = _rowcount(
         session.execute(
