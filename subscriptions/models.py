@@ -319,7 +319,12 @@ class Delivery(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    posts: Mapped[list[Post]] = relationship(secondary="delivery_posts", viewonly=True)
+    posts: Mapped[list[Post]] = relationship(
+        secondary="delivery_posts",
+        primaryjoin="Delivery.id == foreign(delivery_posts.c.delivery_id)",
+        secondaryjoin="Post.id == foreign(delivery_posts.c.post_id)",
+        viewonly=True,
+    )
 
     __table_args__ = (
         UniqueConstraint("digest_id", "subscriber_id"),
@@ -359,11 +364,14 @@ class Delivery(Base):
     )
 
 
+# The posts each delivery carries, written only by the planner. No foreign keys: PostgreSQL would
+# check each planned row with a query of its own (most of a big digest's planning time); triggers
+# made by migration 0008 delete a delivery's rows with the delivery and a post's with the post.
 delivery_posts = Table(
     "delivery_posts",
     Base.metadata,
-    Column("delivery_id", ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True),
-    Column("post_id", ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True, index=True),
+    Column("delivery_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("post_id", Integer, primary_key=True, index=True),
 )
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions import digests as editorial_digests
-from subscriptions import readers
+from subscriptions import privacy, readers
 from subscriptions.db import transaction
 from subscriptions.models import (
     Delivery,
@@ -779,8 +779,8 @@ def test_rerun_after_a_crash_inside_the_planning_transaction(
 
 
 def test_rerun_after_a_partly_committed_plan(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Even if some zones' deliveries were committed before the crash (a planner that commits per
-    zone), the rerun keeps them as they are and adds only the missing ones."""
+    """Even if some runs' deliveries were committed before the crash (a planner that commits per
+    run key), the rerun keeps them as they are and adds only the missing ones."""
     readers_ = _readers_in_four_zones(world)
     real_fill = planner._fill
     calls = 0
@@ -788,8 +788,10 @@ def test_rerun_after_a_partly_committed_plan(world: World, monkeypatch: pytest.M
     def commit_then_crash(session: Session, *args: Any) -> int:
         nonlocal calls
         calls += 1
-        if calls == 3:
-            session.commit()  # two zones made durable, the third's statements not run
+        if calls == 2:
+            # daily:2024-06-11 (UTC, Mexico City, Kolkata) made durable; Auckland's
+            # daily:2024-06-12 not run.
+            session.commit()
             raise RuntimeError("worker killed")
         return real_fill(session, *args)
 
@@ -797,7 +799,8 @@ def test_rerun_after_a_partly_committed_plan(world: World, monkeypatch: pytest.M
     with pytest.raises(RuntimeError):
         world.plan(NOW)
     before = world.planned()
-    assert len(before) == 6
+    assert len(before) == 9
+    assert {p.key for p in before} == {"daily:2024-06-11"}
     monkeypatch.setattr(planner, "_fill", real_fill)
     world.plan(NOW)
     after = world.planned()
@@ -980,6 +983,27 @@ def test_a_planner_waits_for_a_post_being_released(world: World, database_url: s
     for now in (send, send + timedelta(days=1), send + timedelta(days=2)):
         world.plan(now + timedelta(minutes=1))
     assert [sorted(p.posts) for p in world.planned()] == [["Slow commit"]]
+
+
+def test_a_deliverys_posts_go_with_it(world: World) -> None:
+    """delivery_posts has no foreign keys (migration 0008); its rows still go with their delivery
+    (an erased reader's, by the cascade from the reader) and with their post."""
+    for email in ("stays@example.org", "erased@example.org"):
+        world.reader(email, "UTC", {"mexico": DAILY})
+    world.post(PostSpec("One", ("mexico",), utc(2024, 6, 10, 9)))
+    world.post(PostSpec("Two", ("mexico",), utc(2024, 6, 10, 10)))
+    world.plan(utc(2024, 6, 11, 7))
+    assert world.count(delivery_posts) == 4
+    with transaction(world.sessions) as session:
+        privacy.erase_reader(session=session, subscriber_id=world.readers["erased@example.org"])
+    assert [(p.reader, sorted(p.posts)) for p in world.planned()] == [
+        ("stays@example.org", ["One", "Two"])
+    ]
+    assert world.count(delivery_posts) == 2
+    with transaction(world.sessions) as session:
+        session.delete(session.get(Post, world.posts["One"]))
+    assert [sorted(p.posts) for p in world.planned()] == [["Two"]]
+    assert world.count(delivery_posts) == 1
 
 
 # ------------------------------------------------------------------------------------ known gaps

@@ -1,4 +1,4 @@
-"""Plan deliveries in SQL set operations: one statement per time zone, never a loop over readers.
+"""Plan deliveries in SQL set operations: two statements per digest run, never a loop over readers.
 
 Every planned email is a Delivery row (unique per digest and reader) with the posts it carries in
 delivery_posts, written in one transaction: a crash leaves either a whole plan or none, and a rerun or a
@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
+    Table,
     and_,
     delete,
     exists,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -84,13 +87,18 @@ def _digest_for(session: Session, kind: DigestKind, run_key: str, *, subject: st
     return digest_id
 
 
-def _already_has(reader_id: Any, post_id: Any) -> ColumnElement[bool]:
-    """The reader has (or will get) this post through some other delivery."""
+def _already_has(reader_id: Any, post_id: Any, post_ids: list[int]) -> ColumnElement[bool]:
+    """The reader has (or will get) this post through some other delivery.
+
+    `post_ids` are all the posts the statement can offer: naming them lets the database read only
+    their deliveries (ix_delivery_posts_post_id) instead of every post ever sent to the readers.
+    """
     other = aliased(Delivery)
     return exists(
         select(literal(1))
         .select_from(delivery_posts.join(other, other.id == delivery_posts.c.delivery_id))
         .where(
+            delivery_posts.c.post_id.in_(post_ids),
             other.subscriber_id == reader_id,
             delivery_posts.c.post_id == post_id,
             other.status.not_in(NOT_DELIVERED),
@@ -118,50 +126,96 @@ def _serialize(session: Session) -> None:
     lock_planning(session)
 
 
-def _count(session: Session, digest_id: int) -> int:
-    return int(
-        session.scalar(select(func.count(Delivery.id)).where(Delivery.digest_id == digest_id)) or 0
+def _drop_empty(session: Session, digest_id: int) -> None:
+    """Pending deliveries of the digest that carry no post (half-written by a crash outside one
+    transaction, or emptied since): dropped, so that their readers are planned afresh."""
+    session.execute(
+        delete(Delivery).where(
+            Delivery.digest_id == digest_id,
+            Delivery.status == DeliveryStatus.PENDING,
+            ~exists(select(literal(1)).where(delivery_posts.c.delivery_id == Delivery.id)),
+        )
     )
 
 
-def _fill(session: Session, digest_id: int, now: datetime, pairs: Any) -> int:
-    """Insert one delivery per reader in `pairs` (reader id, post id), then the posts of each new
-    delivery; readers already planned for this digest are left alone. Returns deliveries added."""
-    readers = pairs.with_only_columns(pairs.selected_columns[0]).distinct()
-    # Counted, not read off rowcount: psycopg reports -1 for INSERT … SELECT … ON CONFLICT.
-    before = _count(session, digest_id)
-    session.execute(
-        _insert(session, Delivery.__table__)
-        .from_select(
-            ["digest_id", "subscriber_id", "status", "attempts", "last_error", "created_at"],
+def _fill(session: Session, digest_id: int, now: datetime, pairs: Select[Any, Any]) -> int:
+    """One delivery per reader in `pairs` (reader id, post id) who has none in this digest yet,
+    with the posts `pairs` gives that reader. Returns the deliveries added.
+
+    Set-based whatever the number of readers. PostgreSQL: one statement, the pairs computed once
+    and materialized, the deliveries inserted RETURNING their ids, joined back to the pairs by
+    hash (robust to a ledger whose statistics predate the fan-out). SQLite, where a WITH holds no
+    INSERT: two statements, the second finding the new deliveries by id (sequence ids: every row
+    the first adds is above the highest id visible before it, and planners of one digest are
+    serialized, so no one else adds to it meanwhile).
+    """
+    _drop_empty(session, digest_id)
+    pairs_sq = pairs.subquery()
+    unplanned = ~exists(
+        select(literal(1)).where(
+            Delivery.digest_id == digest_id, Delivery.subscriber_id == pairs_sq.c[0]
+        )
+    )
+    todo = select(pairs_sq.c[0].label("reader"), pairs_sq.c[1].label("post")).where(unplanned)
+    columns = ["digest_id", "subscriber_id", "status", "attempts", "last_error", "created_at"]
+
+    def deliveries_of(readers: Any) -> Select[Any, Any]:
+        return (
             select(
                 literal(digest_id),
-                readers.subquery().c[0],
+                readers,
                 literal(DeliveryStatus.PENDING.value),
                 literal(0),
                 literal(""),
                 literal(now, type_=Delivery.created_at.type),
-            ).where(true()),
+            )
+            .group_by(readers)
+            .order_by(readers)
         )
-        .on_conflict_do_nothing()
-    )
-    added = _count(session, digest_id) - before
-    fresh = select(Delivery.id, Delivery.subscriber_id).where(
-        Delivery.digest_id == digest_id,
-        ~exists(select(literal(1)).where(delivery_posts.c.delivery_id == Delivery.id)),
-    )
-    fresh_sq = fresh.subquery()
-    pairs_sq = pairs.subquery()
-    session.execute(
-        _insert(session, delivery_posts)
-        .from_select(
-            ["delivery_id", "post_id"],
-            select(fresh_sq.c.id, pairs_sq.c[1])
-            .join(pairs_sq, pairs_sq.c[0] == fresh_sq.c.subscriber_id)
-            .distinct(),
+
+    if session.get_bind().dialect.name == "postgresql":
+        todo_cte = todo.distinct().cte("todo").prefix_with("MATERIALIZED")
+        fresh = (
+            postgresql.insert(cast(Table, Delivery.__table__))
+            .from_select(columns, deliveries_of(todo_cte.c.reader))
+            .returning(Delivery.id, Delivery.subscriber_id)
+            .cte("fresh")
         )
-        .on_conflict_do_nothing()
+        carried = (
+            postgresql.insert(delivery_posts)
+            .from_select(
+                ["delivery_id", "post_id"],
+                select(fresh.c.id, todo_cte.c.post)
+                .join(todo_cte, todo_cte.c.reader == fresh.c.subscriber_id)
+                .order_by(fresh.c.id, todo_cte.c.post),
+            )
+            .returning(delivery_posts.c.post_id)
+            .cte("carried")
+        )
+        added = session.scalar(select(func.count()).select_from(fresh).add_cte(carried))
+        return int(added or 0)
+
+    todo_sq = todo.subquery()
+    highest = session.scalar(select(func.max(Delivery.id))) or 0
+    # preserve_rowcount: otherwise the count is gone with the cursor (psycopg reports -1).
+    inserted = session.execute(
+        _insert(session, Delivery.__table__).from_select(columns, deliveries_of(todo_sq.c.reader)),
+        execution_options={"preserve_rowcount": True},
     )
+    added = int(getattr(inserted, "rowcount", 0) or 0)
+    if added:
+        # From `pairs`, not `todo`: every reader of `todo` now has a delivery in this digest.
+        fresh_row = aliased(Delivery)
+        session.execute(
+            _insert(session, delivery_posts).from_select(
+                ["delivery_id", "post_id"],
+                select(fresh_row.id, pairs_sq.c[1])
+                .join(pairs_sq, pairs_sq.c[0] == fresh_row.subscriber_id)
+                .where(fresh_row.digest_id == digest_id, fresh_row.id > highest)
+                .distinct()
+                .order_by(fresh_row.id, pairs_sq.c[1]),
+            )
+        )
     return added
 
 
@@ -182,20 +236,38 @@ def plan_post_alerts(
         return None
     digest_id = _digest_for(session, DigestKind.IMMEDIATE, f"post:{post_id}", subject=post.title)
     pairs = (
-        select(Subscriber.id, Post.id)
+        select(Subscriber.id, post_topics.c.post_id)
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
         .join(post_topics, post_topics.c.topic_id == Subscription.topic_id)
-        .join(Post, Post.id == post_topics.c.post_id)
         .where(
-            Post.id == post_id,
+            post_topics.c.post_id == post_id,
             Subscription.frequency == Frequency.IMMEDIATE,
             _mailable(now),
-            ~_already_has(Subscriber.id, Post.id),
+            ~_already_has(Subscriber.id, post_topics.c.post_id, [post_id]),
         )
     )
     planned = _fill(session, digest_id, now, pairs)
-    _mark_sending(session, digest_id)
+    refresh_digest_status(session, digest_id)
     return PlanResult(digest_id, planned)
+
+
+def _period(kind: DigestKind, now: datetime, zone: str, hour: int, weekday: str) -> Period:
+    if kind is DigestKind.DAILY:
+        return latest_daily(now, zone, hour=hour)
+    return latest_weekly(now, zone, hour=hour, weekday=weekday)
+
+
+def _windows(periods: list[tuple[str, Period]]) -> Any:
+    """The (zone, opens, closes) rows of `periods` as a derived table."""
+    rows = [
+        select(
+            literal(zone, type_=Subscriber.timezone.type).label("zone"),
+            literal(period.start, type_=Post.released_at.type).label("opens"),
+            literal(period.end, type_=Post.released_at.type).label("closes"),
+        )
+        for zone, period in periods
+    ]
+    return (rows[0] if len(rows) == 1 else union_all(*rows)).subquery("windows")
 
 
 def plan_periodic(
@@ -207,39 +279,75 @@ def plan_periodic(
     weekday: str = "monday",
 ) -> list[PlanResult]:
     """Daily or weekly digests for every time zone whose period has ended: one email per reader
-    per period, with the new posts in all their topics of that frequency."""
+    per period, with the new posts in all their topics of that frequency.
+
+    Zones whose latest periods share a run key (the same local date) are planned together, in
+    one digest and the same two statements; a period with no post released in its window is
+    skipped before any reader is read. Returns one result per digest run planned.
+    """
     now = now or utcnow()
     _serialize(session)
     frequency = Frequency(kind.value)
     zones = session.scalars(
         select(Subscriber.timezone)
-        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .where(Subscription.frequency == frequency, Subscriber.status == SubscriberStatus.ACTIVE)
+        .where(
+            Subscriber.status == SubscriberStatus.ACTIVE,
+            exists(
+                select(literal(1)).where(
+                    Subscription.subscriber_id == Subscriber.id,
+                    Subscription.frequency == frequency,
+                )
+            ),
+        )
         .distinct()
     ).all()
-    results = []
-    for zone in sorted(zones):
-        period: Period = (
-            latest_daily(now, zone, hour=hour)
-            if kind is DigestKind.DAILY
-            else latest_weekly(now, zone, hour=hour, weekday=weekday)
+    if not zones:
+        return []
+    periods = [(zone, _period(kind, now, zone, hour, weekday)) for zone in sorted(zones)]
+    # The posts of every window at once: a few rows, read in one statement.
+    released = [
+        (post_id, at)
+        for post_id, at in session.execute(
+            select(Post.id, Post.released_at).where(
+                _released(min(p.start for _, p in periods), max(p.end for _, p in periods))
+            )
         )
-        digest_id = _digest_for(session, kind, period.key)
+        if at is not None
+    ]
+    by_key: dict[str, list[tuple[str, Period]]] = {}
+    for zone, period in periods:
+        by_key.setdefault(period.key, []).append((zone, period))
+    results = []
+    for key in sorted(by_key):
+        due = [
+            (zone, period)
+            for zone, period in by_key[key]
+            if any(period.start < at <= period.end for _, at in released)
+        ]
+        if not due:
+            continue  # nothing new in any zone of this run: no digest, no email
+        post_ids = sorted(
+            {pid for pid, at in released if any(p.start < at <= p.end for _, p in due)}
+        )
+        digest_id = _digest_for(session, kind, key)
+        windows = _windows(due)
         pairs = (
             select(Subscriber.id, Post.id)
+            .join(windows, windows.c.zone == Subscriber.timezone)
             .join(Subscription, Subscription.subscriber_id == Subscriber.id)
             .join(post_topics, post_topics.c.topic_id == Subscription.topic_id)
             .join(Post, Post.id == post_topics.c.post_id)
             .where(
-                Subscriber.timezone == zone,
                 Subscription.frequency == frequency,
                 _mailable(now),
-                _released(period.start, period.end),
-                ~_already_has(Subscriber.id, Post.id),
+                Post.id.in_(post_ids),
+                Post.released_at > windows.c.opens,
+                Post.released_at <= windows.c.closes,
+                ~_already_has(Subscriber.id, Post.id, post_ids),
             )
         )
         planned = _fill(session, digest_id, now, pairs)
-        _mark_sending(session, digest_id)
+        refresh_digest_status(session, digest_id)
         results.append(PlanResult(digest_id, planned))
     return results
 
@@ -268,20 +376,8 @@ def plan_editorial(session: Session, digest_id: int, *, now: datetime | None = N
     reader_sq = readers.subquery()
     pairs = select(reader_sq.c.id, Post.id).join(Post, true()).where(Post.id.in_(post_ids))
     planned = _fill(session, digest_id, now, pairs)
-    _mark_sending(session, digest_id)
-    return PlanResult(digest_id, planned)
-
-
-def _mark_sending(session: Session, digest_id: int) -> None:
-    # Deliveries whose every post went to the reader another way meanwhile are dropped, not sent empty.
-    session.execute(
-        delete(Delivery).where(
-            Delivery.digest_id == digest_id,
-            Delivery.status == DeliveryStatus.PENDING,
-            ~exists(select(literal(1)).where(delivery_posts.c.delivery_id == Delivery.id)),
-        )
-    )
     refresh_digest_status(session, digest_id)
+    return PlanResult(digest_id, planned)
 
 
 def refresh_digest_status(session: Session, digest_id: int) -> None:
