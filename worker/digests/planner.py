@@ -149,7 +149,6 @@ def _fill(session: Session, digest_id: int, now: datetime, pairs: Select[Any, An
     the first adds is above the highest id visible before it, and planners of one digest are
     serialized, so no one else adds to it meanwhile).
     """
-    _drop_empty(session, digest_id)
     pairs_sq = pairs.subquery()
     unplanned = ~exists(
         select(literal(1)).where(
@@ -246,6 +245,7 @@ def plan_post_alerts(
             ~_already_has(Subscriber.id, post_topics.c.post_id, [post_id]),
         )
     )
+    _drop_empty(session, digest_id)
     planned = _fill(session, digest_id, now, pairs)
     refresh_digest_status(session, digest_id)
     return PlanResult(digest_id, planned)
@@ -346,7 +346,32 @@ def plan_periodic(
                 ~_already_has(Subscriber.id, Post.id, post_ids),
             )
         )
-        planned = _fill(session, digest_id, now, pairs)
+        _drop_empty(session, digest_id)
+        # A tick after the run was planned finds (by the unique key's index) that every reader
+        # of it has a delivery already, and stops there: no post pairs are formed or checked.
+        topics = select(post_topics.c.topic_id).where(post_topics.c.post_id.in_(post_ids))
+        waiting = (
+            select(literal(1))
+            .select_from(Subscriber)
+            .join(windows, windows.c.zone == Subscriber.timezone)
+            .where(
+                _mailable(now),
+                exists(
+                    select(literal(1)).where(
+                        Subscription.subscriber_id == Subscriber.id,
+                        Subscription.frequency == frequency,
+                        Subscription.topic_id.in_(topics),
+                    )
+                ),
+                ~exists(
+                    select(literal(1)).where(
+                        Delivery.digest_id == digest_id, Delivery.subscriber_id == Subscriber.id
+                    )
+                ),
+            )
+            .limit(1)
+        )
+        planned = _fill(session, digest_id, now, pairs) if session.scalar(waiting) else 0
         refresh_digest_status(session, digest_id)
         results.append(PlanResult(digest_id, planned))
     return results
@@ -375,6 +400,7 @@ def plan_editorial(session: Session, digest_id: int, *, now: datetime | None = N
         )
     reader_sq = readers.subquery()
     pairs = select(reader_sq.c.id, Post.id).join(Post, true()).where(Post.id.in_(post_ids))
+    _drop_empty(session, digest_id)
     planned = _fill(session, digest_id, now, pairs)
     refresh_digest_status(session, digest_id)
     return PlanResult(digest_id, planned)
