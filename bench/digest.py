@@ -18,7 +18,8 @@ Then, timed:
    transaction, as the scheduler's tick runs it. Target: under 10 s for 100,000 readers. A watchdog
    cancels it after --plan-limit seconds and reports it as not finished; the deliveries for the next
    steps are then planned by the same call with `SET LOCAL enable_nestloop = off` (a diagnostic,
-   printed as such). Then the same tick once more, which plans nothing new.
+   printed as such). Then the same tick once more, which plans nothing new (the cost of every
+   beat tick until the next period ends).
 2. Rendering the Sender's way, without claiming or sending: deliveries in batches of --batch by keyset
    on the id, worker.digests.jobs.load_jobs per batch, then Sender._message per reader (the shared body
    from the Sender's own cache, rendered once per variant on a miss; the reader's signed links; the
@@ -522,7 +523,7 @@ def run(args: argparse.Namespace, database_url: str) -> int:
     digest_ids = sorted({r.digest_id for r in results})
     if finished:
         print(
-            f"planning: {deliveries:,} deliveries ({carried:,} delivery-post rows), {len(results)}"
+            f"planning: {deliveries:,} deliveries ({carried:,} delivery-post rows), {args.zones}"
             f" zones in {len(digest_ids)} digest runs: {plan_seconds:.2f} s"
             f" ({deliveries / plan_seconds:,.0f} readers/s; target < {PLAN_TARGET_SECONDS:.0f} s)"
         )
