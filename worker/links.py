@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -29,8 +30,14 @@ def reader_links(
 
 def list_id(settings: Settings) -> str:
     """`List-Id` of this newsletter: the site name and a stable id under the public host."""
-    host = urlsplit(settings.base_url).hostname or "localhost"
-    name = settings.site_name.replace('"', "")
+    return _list_id(settings.base_url, settings.site_name)
+
+
+@functools.lru_cache(maxsize=16)
+def _list_id(base_url: str, site_name: str) -> str:
+    # Cached: every email of a send carries the same, and parsing the URL each time is not free.
+    host = urlsplit(base_url).hostname or "localhost"
+    name = site_name.replace('"', "")
     return f'"{name}" <newsletter.{host}>'
 
 

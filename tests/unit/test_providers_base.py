@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import email.utils
+import random
+import string
 from collections.abc import Sequence
 from typing import Any, Self
 
+import idna
 import pytest
 
 from subscriptions.emailurl import KNOWN_EMAIL_SCHEMES, EmailURL, parse_email_url
@@ -22,6 +26,7 @@ from worker.providers import (
     build_mime,
     provider_from_url,
 )
+from worker.providers.base import parse_address
 
 
 def make_message(**overrides: Any) -> EmailMessage:
@@ -222,3 +227,40 @@ def test_provider_from_url_refuses_unknown_options() -> None:
         provider_from_url("smtp://mail.example.org?tsl=ssl")
     with pytest.raises(ConfigurationError, match="unknown scheme 'postmak'"):
         provider_from_url("postmak://token@x")
+
+
+def _parsed_the_long_way(value: str) -> tuple[str, str, str] | None:
+    """What parse_address gives through getaddresses() and IDNA alone (None: refused)."""
+    pairs = email.utils.getaddresses([value])
+    if len(pairs) != 1 or "@" not in pairs[0][1]:
+        return None
+    name, spec = pairs[0]
+    username, _, domain = spec.rpartition("@")
+    try:
+        return name, username, idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, ValueError):
+        return None
+
+
+def test_plain_addresses_parse_as_the_parser_would() -> None:
+    """The fast path for plain addresses answers exactly as getaddresses() and IDNA do, refusals
+    included (hyphens at the wrong place, empty labels, over-long labels)."""
+    rng = random.Random(6)
+    local = string.ascii_letters + string.digits + "._%+-"
+    domain = string.ascii_letters + string.digits + ".-"
+    values = ["reader1@example.org", "A.B+tag@Sub.Example.ORG", "x@a--b.org", "x@-a.org",
+              "x@a-.org", "x@" + "a" * 64 + ".org", "x_y%z@xn--bcher-kva.example", "a@b"]  # fmt: skip
+    values += [
+        "".join(rng.choice(local) for _ in range(rng.randint(1, 12)))
+        + "@"
+        + "".join(rng.choice(domain) for _ in range(rng.randint(1, 16)))
+        for _ in range(3000)
+    ]
+    for value in values:
+        expected = _parsed_the_long_way(value)
+        try:
+            address = parse_address(value, "to")
+        except InvalidInput:
+            assert expected is None, value
+            continue
+        assert (address.display_name, address.username, address.domain) == expected, value

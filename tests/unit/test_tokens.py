@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
+from itsdangerous import URLSafeSerializer
 
 from subscriptions.errors import TokenExpired, TokenInvalid
 from subscriptions.tokens import Purpose, TokenSigner
@@ -46,3 +48,30 @@ def test_expired_token_says_whose_it_was() -> None:
     with pytest.raises(TokenExpired) as caught:
         signer.verify(Purpose.CONFIRM, token, max_age_seconds=1)
     assert caught.value.claims is not None
+
+
+def test_untimed_tokens_are_the_bytes_itsdangerous_makes() -> None:
+    """Signing with a key derived once gives exactly URLSafeSerializer's tokens, for every size of
+    payload (long ones are compressed by itsdangerous)."""
+    secret = "s" * 40
+    signer = TokenSigner(secret)
+    for purpose in (Purpose.MANAGE, Purpose.UNSUBSCRIBE):
+        reference = URLSafeSerializer(secret, salt=f"newsletter.{purpose.value}")
+        rng = random.Random(6)
+        cases = [(1, 0, None), (10**12, 7, 3), (1111111111, 1111111111, 11111)]
+        cases += [
+            (rng.randint(1, 10 ** rng.randint(1, 12)), rng.randint(0, 12), None)
+            for _ in range(2000)
+        ]
+        cases += [
+            (int("1" * rng.randint(1, 12)), int("1" * rng.randint(1, 3)), None) for _ in range(500)
+        ]
+        for subscriber_id, version, consent in cases:
+            payload = [subscriber_id, version] + ([consent] if consent is not None else [])
+            token = signer.make(
+                purpose, subscriber_id=subscriber_id, version=version, consent_id=consent
+            )
+            assert token == reference.dumps(payload)
+            assert (
+                signer.verify(purpose, token, max_age_seconds=None).subscriber_id == subscriber_id
+            )
