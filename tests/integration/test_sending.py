@@ -46,7 +46,7 @@ from tests.factories import SECRET, add_demo_topics, make_settings, migrated_ses
 from worker import dispatch
 from worker.digests import planner
 from worker.digests.editorial import preview, send_test
-from worker.digests.render import DigestRenderer
+from worker.digests.render import Body, DigestRenderer, ReaderParts
 from worker.digests.sender import CLAIM_TIMEOUT, Sender, claim, digest_counts, reap
 from worker.providers import (
     EmailMessage,
@@ -57,6 +57,7 @@ from worker.providers import (
     provider_from_url,
     read_outbox,
 )
+from worker.rendering import RenderedEmail
 
 pytestmark = pytest.mark.integration
 
@@ -355,6 +356,87 @@ def test_reaper_releases_an_abandoned_claim_and_never_resends_a_handed_over_one(
     assert summary.status == "sent"
     assert summary.counts == {"sent": 1, "unknown": 1, "planned": 2}
     assert attempts == 2
+
+
+def unsubscribe_token(site: Site, reader_id: int) -> str:
+    with site.sessions() as session:
+        version = session.scalar(select(Subscriber.token_version).where(Subscriber.id == reader_id))
+    assert version is not None
+    return signer.make(Purpose.UNSUBSCRIBE, subscriber_id=reader_id, version=version)
+
+
+class Killed(BaseException):
+    """Stands for the worker process dying (not an Exception: nothing may catch it)."""
+
+
+class DyingRenderer(DigestRenderer):
+    """Dies while personalizing the email of one reader."""
+
+    def __init__(self, site: Site, victim: str) -> None:
+        super().__init__(template_environment(site.settings, "email"))
+        self.victim = victim
+
+    def personalize(self, body: Body, parts: ReaderParts) -> RenderedEmail:
+        if f"/{self.victim}" in parts.unsubscribe_url:
+            raise Killed
+        return super().personalize(body, parts)
+
+
+def test_a_worker_that_dies_before_the_hand_over_leaves_its_batch_pending(site: Site) -> None:
+    """Claim and hand-over are one write, committed only once the batch is rendered: a worker that
+    dies before that leaves nothing claimed (no reaper needed), and the batch is sent once later."""
+    a = site.reader("a@example.org", {"mexico": DAILY})
+    site.reader("b@example.org", {"mexico": DAILY})
+    site.post("News", ["mexico"], MONDAY + timedelta(hours=9))
+    digest_id = site.plan(DigestKind.DAILY, MONDAY + timedelta(days=1, hours=8))
+    victim = unsubscribe_token(site, a)
+    dying = Sender(site.sessions, site.provider, DyingRenderer(site, victim), site.settings, signer)
+    with pytest.raises(Killed):
+        dying.send_batch(digest_id)
+    assert site.statuses(digest_id) == {"a@example.org": "pending", "b@example.org": "pending"}
+    with site.sessions() as session:
+        untouched = session.execute(
+            select(Delivery.attempts, Delivery.claimed_at, Delivery.handed_at, Delivery.batch_key)
+        ).all()
+    assert set(untouched) == {(0, None, None, None)}
+    assert site.mail() == []
+    assert site.send_all(digest_id) == 2
+    assert sorted(m["To"] for m in site.mail()) == ["a@example.org", "b@example.org"]
+
+
+class BrokenRenderer(DigestRenderer):
+    """Cannot personalize one reader's email (a bug, or data it chokes on)."""
+
+    def __init__(self, site: Site, victim: str) -> None:
+        super().__init__(template_environment(site.settings, "email"))
+        self.victim = victim
+
+    def personalize(self, body: Body, parts: ReaderParts) -> RenderedEmail:
+        if f"/{self.victim}" in parts.unsubscribe_url:
+            raise ValueError("cannot render this one")
+        return super().personalize(body, parts)
+
+
+def test_an_email_that_cannot_be_rendered_fails_alone_and_says_why(site: Site) -> None:
+    """Not retried for ever, and not holding up the rest of its batch."""
+    a = site.reader("a@example.org", {"mexico": DAILY})
+    site.reader("b@example.org", {"mexico": DAILY})
+    site.post("News", ["mexico"], MONDAY + timedelta(hours=9))
+    digest_id = site.plan(DigestKind.DAILY, MONDAY + timedelta(days=1, hours=8))
+    victim = unsubscribe_token(site, a)
+    broken = Sender(
+        site.sessions, site.provider, BrokenRenderer(site, victim), site.settings, signer
+    )
+    assert site.send_all(digest_id, broken) == 2
+    assert site.statuses(digest_id) == {"a@example.org": "failed", "b@example.org": "sent"}
+    assert [m["To"] for m in site.mail()] == ["b@example.org"]
+    with site.sessions() as session:
+        error = session.scalar(
+            select(Delivery.last_error).where(Delivery.id == site.delivery_id(digest_id, a))
+        )
+        summary = editorial.summarize(session=session, digest_id=digest_id)
+    assert error == "could not render: ValueError: cannot render this one"
+    assert summary.status == "sent"
 
 
 class IdempotentOutbox(OutboxProvider):
