@@ -38,7 +38,7 @@ from sqlalchemy import func, select
 from starlette.requests import Request
 
 from subscriptions.db import create_db_engine
-from subscriptions.models import Subscriber, SubscriberStatus
+from subscriptions.models import Consent, Subscriber, SubscriberStatus
 from subscriptions.ratelimit import RateLimiter
 from subscriptions.supervisor import free_port
 from subscriptions.web.forms import COOKIE, FIELD, FormGuard
@@ -270,6 +270,46 @@ class WebServer:
         self._out.close()
 
 
+class Worker:
+    """`newsletter worker` in its own session: it applies the queued sign-ups and sends the
+    confirmation emails (to an outbox folder) while the load runs, on the same cores."""
+
+    def __init__(self, env: dict[str, str], concurrency: int, folder: Path) -> None:
+        self.log = folder / "worker.log"
+        self._out = self.log.open("wb")
+        argv = ["worker", "--concurrency", str(concurrency)]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "subscriptions.cli", *argv],
+            env={**env, "C_FORCE_ROOT": "1"},
+            cwd=folder,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.process.pid, *children(self.process.pid)]
+
+    def wait_until_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"bench: the worker exited:\n{self.log.read_text()}")
+            if " ready." in self.log.read_text(errors="replace"):
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"bench: the worker did not start in {timeout} s:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        pool = children(self.process.pid)
+        stop_pid(self.process.pid, signal.SIGTERM, 15, "worker")
+        self.process.wait()
+        for pid in pool:
+            stop_pid(pid, signal.SIGKILL, 5, "worker pool process")
+        self._out.close()
+
+
 def newsletter(env: dict[str, str], cwd: Path, *args: str) -> str:
     """Run one `newsletter` command; its output, or exit with its error."""
     result = subprocess.run(
@@ -479,6 +519,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=300, help="per endpoint (default 300)")
     parser.add_argument("--workers", type=int, default=2, help="web processes (default 2)")
     parser.add_argument(
+        "--worker-concurrency",
+        type=int,
+        default=1,
+        help="pool processes of the `newsletter worker` that applies sign-ups (default 1)",
+    )
+    parser.add_argument(
+        "--worker",
+        choices=["after", "during"],
+        default="after",
+        help="start the worker after the timed load (default: the web server alone is measured, "
+        "then the time the worker takes to apply the backlog) or before it (it then applies "
+        "sign-ups and sends confirmations on the same cores while the load runs)",
+    )
+    parser.add_argument(
+        "--apply-timeout",
+        type=float,
+        default=300,
+        help="seconds to wait after the last answer for the worker to apply every sign-up",
+    )
+    parser.add_argument(
         "--client",
         choices=("raw", "httpx"),
         default="raw",
@@ -518,6 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder.mkdir(parents=True)
     services = Services(args.database_url or "", args.redis_url or "")
     server: WebServer | None = None
+    worker: Worker | None = None
     try:
         if not args.database_url:
             print("starting PostgreSQL and Redis (scripts/services.sh)...", flush=True)
@@ -545,6 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.port = free_port()
         server = WebServer(env, args.port, args.workers, folder)
         server.wait_until_serving()
+        if args.worker == "during":
+            worker = Worker(env, args.worker_concurrency, folder)
+            worker.wait_until_ready()
 
         # The server's HTTPS base URL makes its CSRF cookie Secure; the cookie is still sent here,
         # as a browser behind a TLS-terminating proxy would send it.
@@ -555,7 +619,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         subscribe = subscribe_calls(guard, run, args.warmup, args.requests)
 
         web = server
-        groups: dict[str, Callable[[], list[int]]] = {"web server": lambda: web.pids}
+        groups: dict[str, Callable[[], list[int]]] = {
+            "web server": lambda: web.pids,
+            "worker": lambda: worker.pids if worker else [],
+        }
         if services.pg_pid:
             pg = services.pg_pid
             groups["PostgreSQL"] = lambda: [pg, *children(pg)]
@@ -577,26 +644,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         bare = measure("GET /livez (bare)", bare_calls, args, groups)
         sub = measure("POST /subscribe", subscribe, args, groups)
 
+        # The answers do not wait for the database: the worker applies the sign-ups behind them.
+        answered = time.monotonic()
+        if worker is None:
+            worker = Worker(env, args.worker_concurrency, folder)
+        worker_cpu = cpu_seconds(worker.pids)
         engine = create_db_engine(services.database_url)
-        with engine.connect() as conn:
-            pending = conn.execute(
-                select(func.count())
-                .select_from(Subscriber)
-                .where(
-                    Subscriber.status == SubscriberStatus.PENDING,
-                    Subscriber.email.like(f"bench-{run}-%"),
-                )
-            ).scalar_one()
+        pending = sent = 0
+        while True:
+            with engine.connect() as conn:
+                pending = conn.execute(
+                    select(func.count())
+                    .select_from(Subscriber)
+                    .where(
+                        Subscriber.status == SubscriberStatus.PENDING,
+                        Subscriber.email.like(f"bench-{run}-%"),
+                    )
+                ).scalar_one()
+                sent = conn.execute(
+                    select(func.count())
+                    .select_from(Consent)
+                    .where(Consent.email_sent_at.is_not(None))
+                ).scalar_one()
+            if pending >= posts or time.monotonic() - answered > args.apply_timeout:
+                break
+            time.sleep(0.25)
+        applied_after = time.monotonic() - answered
+        worker_cpu = cpu_seconds(worker.pids) - worker_cpu
         engine.dispose()
 
         phases = [w for w in warm if w] + [bare, sub]
         report(args, services, server, phases, pending, posts)
+        started = "ran during the load" if args.worker == "during" else "started after the load"
+        print(
+            f"  the worker ({started}, --concurrency {args.worker_concurrency}) had applied "
+            f"{pending} sign-ups {applied_after:.1f} s after the last answer, using "
+            f"{worker_cpu:.1f} s of CPU in that time, and had handed {sent} confirmation emails "
+            "to the outbox by then"
+        )
+        print(
+            "  peak RSS (VmHWM) of the worker: "
+            + ", ".join(
+                f"{mib:.0f} MiB"
+                for mib in (peak_rss_mib(pid) for pid in worker.pids)
+                if mib is not None
+            )
+        )
         every_call_ok = all(p.ok == p.sent and not p.errors for p in phases)
         return 0 if every_call_ok and pending == posts else 1
     except KeyboardInterrupt:
         print("\ninterrupted: stopping what was started...", file=sys.stderr)
         return 130
     finally:
+        if worker is not None:
+            worker.stop()
         if server is not None:
             server.stop()
         services.stop()

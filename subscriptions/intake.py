@@ -23,6 +23,7 @@ addresses. Without Redis (a single process, tests) the web applies sign-ups sync
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -34,11 +35,13 @@ from enum import Enum
 from typing import Any, cast
 
 import redis
+import redis.asyncio
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions import readers
 from subscriptions.models import Consent, Frequency, Topic
+from subscriptions.resp import ScriptRunner
 
 log = logging.getLogger(__name__)
 
@@ -120,26 +123,73 @@ class Applied:
 
 
 class Intake:
-    """Both ends of the sign-up stream, on one Redis database."""
+    """Both ends of the sign-up stream, on one Redis database.
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "nl") -> None:
-        self._client = client
+    The door is asynchronous (it runs on the web server's event loop, with its own connection
+    pool made on first use); the applier is synchronous (a worker task).
+    """
+
+    def __init__(self, url: str, *, prefix: str = "nl") -> None:
+        self._url = url
+        self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._prefix = prefix
         self.stream = f"{prefix}:signups"
         self.kick_key = f"{prefix}:signups:kick"
         self.dead_stream = f"{prefix}:signups:dead"
-        self._door = client.register_script(_DOOR)
+        self._door = self._client.register_script(_DOOR)
+        self._async_door: Any = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_url(cls, url: str | None, *, prefix: str = "nl") -> Intake | None:
         """An intake on the Redis at `url`, or None when `url` is not a Redis URL."""
         if not url or not url.startswith(("redis://", "rediss://", "unix://")):
             return None
-        return cls(
-            redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2), prefix=prefix
-        )
+        return cls(url, prefix=prefix)
 
     # --- the door (web) ------------------------------------------------------------------------
+
+    def _door_args(
+        self,
+        entry: Entry,
+        *,
+        nonce_key: str,
+        nonce_ttl: int,
+        ip_key: str,
+        ip_limit: int,
+        address_key: str,
+        address_limit: int,
+        window_seconds: int,
+    ) -> dict[str, list[Any]]:
+        return {
+            "keys": [nonce_key, ip_key, address_key, self.stream, self.kick_key],
+            "args": [
+                nonce_ttl,
+                ip_limit,
+                address_limit,
+                window_seconds + 60,
+                entry.dumps(),
+                KICK_SECONDS,
+            ],
+        }
+
+    async def admit_async(self, entry: Entry, **limits: Any) -> Admission:
+        """`admit` on the caller's event loop; raises `redis.RedisError` when Redis fails."""
+        loop = asyncio.get_running_loop()
+        if self._async_door is None or self._async_loop is not loop:
+            # Connections belong to one event loop: uvicorn keeps one per process, test clients
+            # may start a new one per request.
+            runner = ScriptRunner.for_url(self._url, _DOOR)
+            if runner is not None:
+                self._async_door = runner.run
+            else:  # TLS and the like: redis-py's client
+                script = redis.asyncio.Redis.from_url(
+                    self._url, socket_timeout=2, socket_connect_timeout=2
+                ).register_script(_DOOR)
+                self._async_door = lambda keys, args: script(keys=keys, args=args)
+            self._async_loop = loop
+        status, kick = await self._async_door(**self._door_args(entry, **limits))
+        return Admission(Door(int(status)), bool(kick))
 
     def admit(
         self,
@@ -157,15 +207,16 @@ class Intake:
         status, kick = cast(
             "list[int]",
             self._door(
-                keys=[nonce_key, ip_key, address_key, self.stream, self.kick_key],
-                args=[
-                    nonce_ttl,
-                    ip_limit,
-                    address_limit,
-                    window_seconds + 60,
-                    entry.dumps(),
-                    KICK_SECONDS,
-                ],
+                **self._door_args(
+                    entry,
+                    nonce_key=nonce_key,
+                    nonce_ttl=nonce_ttl,
+                    ip_key=ip_key,
+                    ip_limit=ip_limit,
+                    address_key=address_key,
+                    address_limit=address_limit,
+                    window_seconds=window_seconds,
+                )
             ),
         )
         return Admission(Door(int(status)), bool(kick))
@@ -285,38 +336,38 @@ class Intake:
 
 
 def apply_entries(session: Session, batch: list[tuple[str, Entry]]) -> Applied:
-    """Apply (entry id, entry) pairs in the caller's transaction; entries applied before are skipped."""
+    """Apply (entry id, entry) pairs in the caller's transaction, in a fixed number of statements
+    (`readers.subscribe_many`); entries applied before are skipped."""
     keys = [entry_id for entry_id, _ in batch]
     seen = set(session.scalars(select(Consent.intake_key).where(Consent.intake_key.in_(keys))))
-    known_topics = set(session.scalars(select(Topic.slug).where(Topic.archived_at.is_(None))))
-    applied = skipped = dropped = 0
-    confirmations: list[int] = []
+    live = set(session.scalars(select(Topic.slug).where(Topic.archived_at.is_(None))))
+    requests: list[readers.SignUpRequest] = []
+    dropped = 0
     for entry_id, entry in batch:
         if entry_id in seen:
-            skipped += 1
             continue
         # A topic archived since the form was sent is left out; with none left, nothing to do.
-        topics = [slug for slug in entry.topics if slug in known_topics]
+        topics = [slug for slug in entry.topics if slug in live]
         if not topics:
             dropped += 1
             continue
-        signup = readers.subscribe(
-            session=session,
-            email=entry.email,
-            topics=topics,
-            frequency=Frequency(entry.frequency),
-            timezone=entry.timezone,
-            ip=entry.ip,
-            source=entry.source,
-            user_agent=entry.user_agent,
-            wording=entry.wording,
-            now=datetime.fromisoformat(entry.at),
-            intake_key=entry_id,
+        requests.append(
+            readers.SignUpRequest(
+                email=entry.email,
+                topics=topics,
+                frequency=Frequency(entry.frequency),
+                timezone=entry.timezone,
+                ip=entry.ip,
+                source=entry.source,
+                user_agent=entry.user_agent,
+                wording=entry.wording,
+                at=datetime.fromisoformat(entry.at),
+                intake_key=entry_id,
+            )
         )
-        applied += 1
-        if signup.consent_id is not None:
-            confirmations.append(signup.consent_id)
-    return Applied(applied, skipped, dropped, confirmations)
+    signups = readers.subscribe_many(session=session, requests=requests)
+    confirmations = [s.consent_id for s in signups if s.consent_id is not None]
+    return Applied(len(requests), len(seen), dropped, confirmations)
 
 
 def _text(value: Any) -> str:

@@ -6,12 +6,13 @@ Every function is keyword-only, works inside the caller's transaction, and retur
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from subscriptions.errors import HeaderInjection, InvalidInput, NotFound, TokenUsed
@@ -87,6 +88,24 @@ def is_suppressed(*, session: Session, email: str) -> bool:
     return found is not None
 
 
+@dataclass(frozen=True, slots=True)
+class SignUpRequest:
+    """One sign-up as `subscribe_many` takes it: address normalized, topics known to be live."""
+
+    email: str
+    topics: list[str]
+    frequency: Frequency
+    timezone: str
+    ip: str | None = None
+    source: str = ""
+    user_agent: str = ""
+    wording: str = ""
+    #: When the reader asked (the consent's time, and the end of the one-day confirmation window).
+    at: datetime | None = None
+    #: The sign-up's entry id in `subscriptions.intake`'s stream (unique per consent), if any.
+    intake_key: str | None = None
+
+
 def subscribe(
     *,
     session: Session,
@@ -104,45 +123,107 @@ def subscribe(
     """Record a sign-up and its consent. The caller sends the confirmation when `consent_id` is set.
 
     The outcome looks the same to the caller's caller whatever the address's history: a suppressed
-    address changes nothing and gets no email; a known one gets a fresh confirmation. `intake_key`
-    is the sign-up's stream entry id when it came through `subscriptions.intake` (unique per consent).
+    address changes nothing and gets no email; a known one gets a fresh confirmation.
     """
-    now = now or utcnow()
     if not topics:
         raise InvalidInput("choose at least one topic", field="topics")
     topic_ids_for_slugs(session=session, slugs=topics)
-    if is_suppressed(session=session, email=email):
-        return SignUp(None, None)
-    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == email))
-    if subscriber is None:
-        subscriber = Subscriber(email=email, timezone=timezone, status=SubscriberStatus.PENDING)
-        session.add(subscriber)
-        session.flush()
-    recent = session.scalar(
-        select(func.count(Consent.id)).where(
-            Consent.subscriber_id == subscriber.id,
-            Consent.created_at > now - timedelta(days=1),
+    request = SignUpRequest(
+        email, topics, frequency, timezone, ip, source, user_agent, wording, now, intake_key
+    )
+    return subscribe_many(session=session, requests=[request])[0]
+
+
+def subscribe_many(*, session: Session, requests: Sequence[SignUpRequest]) -> list[SignUp]:
+    """`subscribe` for many sign-ups at once, in a fixed number of statements; one result each.
+
+    Topics are not checked here (the caller has). Sign-ups are taken in order, so of several for
+    one address in the same call, the later ones count the earlier ones against the daily cap.
+    """
+    if not requests:
+        return []
+    now = utcnow()
+    hashes = {r.email: email_hash(r.email) for r in requests}
+    suppressed = set(
+        session.scalars(
+            select(Suppression.email_hash).where(Suppression.email_hash.in_(set(hashes.values())))
         )
     )
-    consent = Consent(
-        subscriber_id=subscriber.id,
-        created_at=now,
-        ip=ip,
-        source=source[:200],
-        user_agent=user_agent[:400],
-        topics=sorted(set(topics)),
-        wording=wording,
-        frequency=frequency,
-        timezone=timezone,
-        intake_key=intake_key,
+    wanted = [r for r in requests if hashes[r.email] not in suppressed]
+    emails = sorted({r.email for r in wanted})
+    found = session.execute(
+        select(Subscriber.email, Subscriber.id).where(Subscriber.email.in_(emails))
     )
-    if (recent or 0) >= CONFIRMATIONS_PER_DAY:
-        consent.send_email = False
-    session.add(consent)
-    session.flush()
-    if not consent.send_email:
-        return SignUp(subscriber.id, None)
-    return SignUp(subscriber.id, consent.id)
+    ids = {email: subscriber_id for email, subscriber_id in found}
+    new: dict[str, str] = {}
+    for r in wanted:
+        if r.email not in ids:
+            new.setdefault(r.email, r.timezone)
+    if new:
+        created = session.execute(
+            insert(Subscriber).returning(Subscriber.email, Subscriber.id),
+            [
+                {"email": e, "timezone": tz, "status": SubscriberStatus.PENDING}
+                for e, tz in new.items()
+            ],
+        )
+        ids.update({email: subscriber_id for email, subscriber_id in created})
+    times = {id(r): r.at or now for r in wanted}
+    since = min(times.values(), default=now) - timedelta(days=1)
+    recent: dict[int, list[datetime]] = {}
+    if wanted:
+        for subscriber_id, created_at in session.execute(
+            select(Consent.subscriber_id, Consent.created_at).where(
+                Consent.subscriber_id.in_(set(ids.values())), Consent.created_at > since
+            )
+        ):
+            recent.setdefault(subscriber_id, []).append(_aware(created_at))
+    rows: list[dict[str, object]] = []
+    decided: list[tuple[int, bool]] = []  # (subscriber, confirmation due) per row
+    for r in wanted:
+        at, subscriber_id = times[id(r)], ids[r.email]
+        earlier = recent.setdefault(subscriber_id, [])
+        due = sum(t > at - timedelta(days=1) for t in earlier) < CONFIRMATIONS_PER_DAY
+        decided.append((subscriber_id, due))
+        rows.append(
+            {
+                "subscriber_id": subscriber_id,
+                "created_at": at,
+                "ip": r.ip,
+                "source": r.source[:200],
+                "user_agent": r.user_agent[:400],
+                "topics": sorted(set(r.topics)),
+                "wording": r.wording,
+                "frequency": r.frequency,
+                "timezone": r.timezone,
+                "send_email": due,
+                "intake_key": r.intake_key,
+            }
+        )
+        earlier.append(at)
+    consent_ids = (
+        list(
+            session.scalars(
+                insert(Consent).returning(Consent.id, sort_by_parameter_order=True), rows
+            )
+        )
+        if rows
+        else []
+    )
+    made = iter(zip(decided, consent_ids, strict=True))
+    results = []
+    for r in requests:
+        if hashes[r.email] in suppressed:
+            results.append(SignUp(None, None))
+            continue
+        (subscriber_id, due), consent_id = next(made)
+        results.append(SignUp(subscriber_id, consent_id if due else None))
+    return results
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive UTC times.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def confirm(

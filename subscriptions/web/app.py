@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -11,8 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from subscriptions.db import create_db_engine, session_factory
+from subscriptions.errors import InvalidInput
 from subscriptions.intake import Intake
 from subscriptions.queue import TaskQueue
 from subscriptions.ratelimit import RateLimiter
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             min_seconds=settings.form_min_seconds,
             secure_cookie=settings.base_url.startswith("https://"),
         ),
-        intake=Intake(limiter.client) if limiter.client is not None else None,
+        intake=Intake.from_url(settings.broker_url),
     )
     app = FastAPI(title=settings.site_name, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         static.all_directories = [override, *static.all_directories]
     app.mount("/static", static, name="static")
     _install_error_pages(app, runtime)
-    app.middleware("http")(_security_headers)
+    app.add_middleware(SecurityHeaders)
     return app
 
 
@@ -77,13 +78,33 @@ SECURITY_HEADERS = {
 }
 
 
-async def _security_headers(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    response = await call_next(request)
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    return response
+_RAW_SECURITY_HEADERS = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every answer that does not set them itself.
+
+    A plain ASGI middleware: it only touches the `http.response.start` message, where Starlette's
+    `BaseHTTPMiddleware` would wrap every request and its body in extra tasks and streams.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in _RAW_SECURITY_HEADERS if h[0] not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def _install_error_pages(app: FastAPI, runtime: WebRuntime) -> None:
@@ -105,6 +126,11 @@ def _install_error_pages(app: FastAPI, runtime: WebRuntime) -> None:
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
         return response
+
+    @app.exception_handler(InvalidInput)
+    async def invalid_input(request: Request, exc: InvalidInput) -> Response:
+        # A body no form could have produced (too large, too many fields, a file): say so.
+        return render(request, 400, str(exc))
 
     @app.exception_handler(api.Problem)
     async def problem(request: Request, exc: api.Problem) -> Response:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import redis
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
 
 from subscriptions import intake, readers
 from subscriptions.errors import InvalidInput, NotFound, TokenExpired, TokenInvalid
@@ -20,6 +23,7 @@ from subscriptions.web.forms import (
     NONCE_SCOPE,
     REPLAYED,
     FormRejected,
+    read_form,
     refuse_line_breaks,
 )
 from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime, client_ip
@@ -101,44 +105,53 @@ def embedded_start(
 
 
 @router.post("/subscribe", response_class=HTMLResponse)
-def subscribe(request: Request, runtime: RuntimeDep, form: FormDep) -> HTMLResponse:
+async def subscribe(request: Request) -> HTMLResponse:
     """Take a sign-up; the answer never says whether the address is known.
 
-    With Redis, a valid sign-up costs one Redis round trip (`subscriptions.intake`) and the worker
-    applies it moments later; without Redis, or when Redis fails, it is applied here and now.
+    With Redis, a valid sign-up costs one Redis round trip on the event loop
+    (`subscriptions.intake`) and a worker applies it moments later; without Redis, or when Redis
+    fails, it is applied here and now (in the thread pool, as is everything that touches the
+    database). It takes no FastAPI dependencies: solving them costs more than this path's own
+    work.
     """
-    settings = runtime.settings
+    runtime: WebRuntime = request.app.state.runtime
+    form = await read_form(request)
     topics = _strings(form.get("topics"))
     raw_email = _str(form.get("email"))
     frequency = _str(form.get("frequency"))
+    refuse = partial(_refused, runtime, request, topics, raw_email, frequency)
     try:
         refuse_line_breaks(form)
         check = runtime.forms.inspect(request, form)
     except InvalidInput as exc:
-        return _refused(runtime, request, topics, raw_email, frequency, str(exc))
+        return await run_in_threadpool(refuse, str(exc))
     if check.is_bot:
-        runtime.limiter.first_use(NONCE_SCOPE, check.nonce, ttl_seconds=FORM_MAX_AGE_SECONDS)
-        return runtime.static_page("check_email.html")
-    try:
-        entry = _entry(runtime, request, form, raw_email, topics, frequency)
-    except InvalidInput as exc:
-        # Spend the form and count the hit as for a good sign-up, then say what is wrong.
-        if not runtime.limiter.first_use(
-            NONCE_SCOPE, check.nonce, ttl_seconds=FORM_MAX_AGE_SECONDS
-        ):
-            return _refused(runtime, request, topics, raw_email, frequency, REPLAYED)
-        retry = runtime.limiter.hit(
-            "subscribe-ip", client_ip(request), limit=settings.rate_limit_per_ip
+        await run_in_threadpool(
+            runtime.limiter.first_use, NONCE_SCOPE, check.nonce, ttl_seconds=FORM_MAX_AGE_SECONDS
         )
-        if retry is not None:
-            return too_many(runtime, retry)
-        return _refused(runtime, request, topics, raw_email, frequency, _sentence(str(exc)))
+        return runtime.static_page("check_email.html")
+    live = runtime.cached_topics()
+    if live is None:
+        live = await run_in_threadpool(runtime.live_topics)
+    try:
+        try:
+            entry = _entry(runtime, request, form, raw_email, topics, frequency, live)
+        except UnknownTopic:
+            # A topic added in the last few seconds, or truly unknown: ask the database.
+            live = await run_in_threadpool(partial(runtime.live_topics, fresh=True))
+            entry = _entry(runtime, request, form, raw_email, topics, frequency, live)
+    except InvalidInput as exc:
+        return await run_in_threadpool(_bad_input, runtime, request, check.nonce, refuse, exc)
     if runtime.intake is not None:
         try:
-            return _admit(runtime, request, topics, raw_email, frequency, check.nonce, entry)
+            return await _admit(runtime, request, refuse, check.nonce, entry)
         except redis.RedisError as exc:
             log.warning("sign-up intake unavailable (%s); applying here", type(exc).__name__)
-    return _subscribe_now(runtime, request, topics, raw_email, frequency, check.nonce, entry)
+    return await run_in_threadpool(_subscribe_now, runtime, request, refuse, check.nonce, entry)
+
+
+class UnknownTopic(InvalidInput):
+    """A chosen topic is not among the live ones."""
 
 
 def _entry(
@@ -148,6 +161,7 @@ def _entry(
     raw_email: str,
     topics: list[str],
     frequency: str,
+    live: frozenset[str],
 ) -> intake.Entry:
     """The validated sign-up, or InvalidInput saying what is wrong with it."""
     settings = runtime.settings
@@ -158,12 +172,9 @@ def _entry(
         raise InvalidInput("Choose how often you want email.", field="frequency") from None
     if not topics:
         raise InvalidInput("choose at least one topic", field="topics")
-    live = runtime.live_topics()
-    if not live.issuperset(topics):
-        live = runtime.live_topics(fresh=True)  # a topic added in the last few seconds
-        missing = sorted(set(topics) - live)
-        if missing:
-            raise InvalidInput(f"unknown topic: {', '.join(missing)}", field="topics")
+    missing = sorted(set(topics) - live)
+    if missing:
+        raise UnknownTopic(f"unknown topic: {', '.join(missing)}", field="topics")
     return intake.Entry(
         email=address,
         topics=sorted(set(topics)),
@@ -179,12 +190,28 @@ def _entry(
     )
 
 
-def _admit(
+def _bad_input(
     runtime: WebRuntime,
     request: Request,
-    topics: list[str],
-    raw_email: str,
-    frequency: str,
+    nonce: str,
+    refuse: Callable[[str], HTMLResponse],
+    exc: InvalidInput,
+) -> HTMLResponse:
+    """Spend the form and count the hit as for a good sign-up, then say what is wrong."""
+    if not runtime.limiter.first_use(NONCE_SCOPE, nonce, ttl_seconds=FORM_MAX_AGE_SECONDS):
+        return refuse(REPLAYED)
+    retry = runtime.limiter.hit(
+        "subscribe-ip", client_ip(request), limit=runtime.settings.rate_limit_per_ip
+    )
+    if retry is not None:
+        return too_many(runtime, retry)
+    return refuse(_sentence(str(exc)))
+
+
+async def _admit(
+    runtime: WebRuntime,
+    request: Request,
+    refuse: Callable[[str], HTMLResponse],
     nonce: str,
     entry: intake.Entry,
 ) -> HTMLResponse:
@@ -193,7 +220,7 @@ def _admit(
     limiter, settings = runtime.limiter, runtime.settings
     ip_key, ip_retry = limiter.counter_key("subscribe-ip", entry.ip or "unknown")
     address_key, address_retry = limiter.counter_key("subscribe-address", entry.email)
-    admission = runtime.intake.admit(
+    admission = await runtime.intake.admit_async(
         entry,
         nonce_key=limiter.once_key(NONCE_SCOPE, nonce),
         nonce_ttl=FORM_MAX_AGE_SECONDS,
@@ -204,29 +231,27 @@ def _admit(
         window_seconds=3600,
     )
     if admission.door is intake.Door.REPLAYED:
-        return _refused(runtime, request, topics, raw_email, frequency, REPLAYED)
+        return await run_in_threadpool(refuse, REPLAYED)
     if admission.door is intake.Door.IP_LIMITED:
         return too_many(runtime, ip_retry)
     if admission.door is intake.Door.ADDRESS_LIMITED:
         return too_many(runtime, address_retry)
     if admission.kick:
-        runtime.queue.send(APPLY_SIGNUPS)
+        await run_in_threadpool(runtime.queue.send, APPLY_SIGNUPS)
     return runtime.static_page("check_email.html")
 
 
 def _subscribe_now(
     runtime: WebRuntime,
     request: Request,
-    topics: list[str],
-    raw_email: str,
-    frequency: str,
+    refuse: Callable[[str], HTMLResponse],
     nonce: str,
     entry: intake.Entry,
 ) -> HTMLResponse:
     """Without the intake: the same checks one by one, and the sign-up applied in this request."""
     limiter, settings = runtime.limiter, runtime.settings
     if not limiter.first_use(NONCE_SCOPE, nonce, ttl_seconds=FORM_MAX_AGE_SECONDS):
-        return _refused(runtime, request, topics, raw_email, frequency, REPLAYED)
+        return refuse(REPLAYED)
     retry = limiter.hit("subscribe-ip", client_ip(request), limit=settings.rate_limit_per_ip)
     if retry is None:
         retry = limiter.hit("subscribe-address", entry.email, limit=settings.rate_limit_per_address)
@@ -246,7 +271,7 @@ def _subscribe_now(
                 wording=entry.wording,
             )
     except InvalidInput as exc:  # a topic archived a moment ago
-        return _refused(runtime, request, topics, raw_email, frequency, _sentence(str(exc)))
+        return refuse(_sentence(str(exc)))
     if signup.consent_id is not None:
         runtime.queue.send(SEND_CONFIRMATION, signup.consent_id)
     return runtime.static_page("check_email.html")

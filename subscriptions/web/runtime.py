@@ -46,6 +46,11 @@ class WebRuntime:
     #: How long the live topic slugs are reused before they are read again.
     SLUGS_SECONDS = 5.0
 
+    def cached_topics(self) -> frozenset[str] | None:
+        """The live topic slugs read less than SLUGS_SECONDS ago, or None (then `live_topics`)."""
+        read_at, slugs = self._slugs
+        return slugs if time.monotonic() - read_at <= self.SLUGS_SECONDS else None
+
     def live_topics(self, *, fresh: bool = False) -> frozenset[str]:
         """Slugs of the live topics, read from the database at most every SLUGS_SECONDS."""
         read_at, slugs = self._slugs
@@ -79,7 +84,8 @@ class WebRuntime:
         return response
 
 
-def get_runtime(request: Request) -> WebRuntime:
+async def get_runtime(request: Request) -> WebRuntime:
+    # async: a plain function would cost every request a hop through the thread pool.
     runtime: WebRuntime = request.app.state.runtime
     return runtime
 

@@ -623,3 +623,26 @@ def test_publisher_templates_and_stylesheet_override_the_built_in_ones(
         "Look in your inbox, friend."
         in webforms.subscribe(client, "a@example.org", ["mexico"]).text
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (b"a=1&" * 150, "application/x-www-form-urlencoded", "too many fields"),
+        (b"email=" + b"x" * (1024 * 1024 + 1), "application/x-www-form-urlencoded", "too large"),
+        (
+            b'--B\r\nContent-Disposition: form-data; name="email"; filename="a.txt"\r\n'
+            b"Content-Type: text/plain\r\n\r\nhello\r\n--B--\r\n",
+            "multipart/form-data; boundary=B",
+            "uploads are not accepted",
+        ),
+    ],
+)
+def test_a_body_no_form_could_send_gets_a_clear_400(
+    site: Site, body: bytes, content_type: str, message: str
+) -> None:
+    client = site.client()
+    client.get("/")
+    answer = client.post("/subscribe", content=body, headers={"Content-Type": content_type})
+    assert answer.status_code == 400 and message in answer.text.lower()
+    assert "Traceback" not in answer.text and site.queued() == [] and site.count(Consent) == 0
