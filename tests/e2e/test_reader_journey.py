@@ -150,12 +150,13 @@ def test_reader_subscribes_confirms_changes_preferences_and_unsubscribes(
         page.get_by_role("button", name="Subscribe").click()
         expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
         journey.shot(page, "check-email")
+
+        # 2. The confirmation email (the worker applies the sign-up behind the answer, then sends
+        # it); a GET of its link changes nothing, the button confirms.
+        confirmation = _wait_for_email(outbox, "Confirm your subscription to Institute Updates")
         with reader() as (session, found):
             assert found.status is SubscriberStatus.PENDING
             assert frequencies(session, found) == {}  # nothing until the reader confirms
-
-        # 2. The confirmation email; a GET of its link changes nothing, the button confirms.
-        confirmation = _wait_for_email(outbox, "Confirm your subscription to Institute Updates")
         assert confirmation["To"] == STORED_ADDRESS
         confirm_url = _link(_text(confirmation), base, "/confirm/")
         page.goto(confirm_url)
