@@ -408,6 +408,23 @@ class Suppression(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Editor(Base):
+    """A person who runs the newsletter from the console; only an Argon2 hash of the password."""
+
+    __tablename__ = "editors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20), default="editor")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]
+    # Raised to end every session of this editor at once (logout everywhere, password change).
+    session_version: Mapped[int] = mapped_column(default=1)
+
+
 class EditorToken(Base):
     """An API bearer token; only its hash is stored."""
 
