@@ -20,7 +20,8 @@ from subscriptions.ratelimit import RateLimiter
 from subscriptions.settings import Settings, load_settings
 from subscriptions.templating import builtin_templates, template_environment
 from subscriptions.tokens import TokenSigner
-from subscriptions.web import api, health, preferences, reader, webhooks
+from subscriptions.web import admin, api, apiv1, health, preferences, reader, webhooks
+from subscriptions.web.admin.auth import Forbidden, LoginRequired, login_redirect
 from subscriptions.web.forms import FormGuard
 from subscriptions.web.runtime import WebRuntime
 
@@ -50,11 +51,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app = FastAPI(title=settings.site_name, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
-    app.include_router(health.router)
-    app.include_router(reader.router)
-    app.include_router(preferences.router)
+    app.include_router(health.router, include_in_schema=False)
+    app.include_router(reader.router, include_in_schema=False)
+    app.include_router(preferences.router, include_in_schema=False)
     app.include_router(api.router)
-    app.include_router(webhooks.router)
+    app.include_router(webhooks.router, include_in_schema=False)
+    app.include_router(apiv1.router)
+    app.include_router(admin.router)
     static = StaticFiles(directory=builtin_templates() / "static")
     override = settings.templates_dir / "static" if settings.templates_dir else None
     if override is not None and override.is_dir():
@@ -126,6 +129,14 @@ def _install_error_pages(app: FastAPI, runtime: WebRuntime) -> None:
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
         return response
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        return login_redirect(exc)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        return render(request, 403, "This needs the admin role.")
 
     @app.exception_handler(InvalidInput)
     async def invalid_input(request: Request, exc: InvalidInput) -> Response:

@@ -1,0 +1,17 @@
+"""The editors' console under /admin: server-rendered pages, the same look as the reader pages.
+
+Each module owns one part and its router: `auth` (sign-in), `dashboard`, `content` (topics, feeds,
+posts, suppressions), `readers` (search, detail and audit, CSV import and export, erasure), `digests`
+(compose, preview, test, send, schedule, cancel, progress) and `team` (editors and API tokens, admins
+only).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from subscriptions.web.admin import auth, content, dashboard, digests, readers, team
+
+router = APIRouter(include_in_schema=False)
+for part in (auth, dashboard, content, readers, digests, team):
+    router.include_router(part.router, prefix="/admin")

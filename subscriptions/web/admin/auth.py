@@ -1,0 +1,208 @@
+"""Console sign-in: editor sessions in a signed cookie, roles, login rate limits, logout.
+
+The cookie holds the editor's id and session version, signed with the app's secret and timed
+(`SESSION_HOURS`); every request re-reads the editor, so locking an account, a new password or
+"log out everywhere" (which raise the version) end its sessions at once. The cookie is `HttpOnly`,
+`SameSite=Lax`, and `Secure` when the base URL is https. Every console form carries the same
+single-use CSRF token as the reader pages (`FormGuard`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from subscriptions import editors
+from subscriptions.editors import EditorInfo
+from subscriptions.web.forms import FormRejected
+from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime, client_ip
+
+router = APIRouter()
+
+COOKIE = "nl_admin"
+SESSION_HOURS = 12
+#: Sign-in attempts per client IP and per address in LOGIN_WINDOW_SECONDS.
+LOGIN_PER_IP = 20
+LOGIN_PER_ADDRESS = 10
+LOGIN_WINDOW_SECONDS = 900
+
+
+class LoginRequired(Exception):
+    """No valid editor session: pages redirect to the sign-in page."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+class Forbidden(Exception):
+    """Signed in, but this needs the admin role."""
+
+
+def _serializer(runtime: WebRuntime) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(runtime.settings.secret_key, salt="newsletter.admin-session")
+
+
+def _next_path(request: Request) -> str:
+    path = request.url.path
+    return path + (f"?{request.url.query}" if request.url.query else "")
+
+
+def current_editor(request: Request, runtime: RuntimeDep, session: SessionDep) -> EditorInfo:
+    """The signed-in editor, or LoginRequired."""
+    raw = request.cookies.get(COOKIE)
+    if raw:
+        try:
+            payload = _serializer(runtime).loads(raw, max_age=SESSION_HOURS * 3600)
+        except BadSignature:
+            payload = None
+        if isinstance(payload, list) and len(payload) == 2:
+            found = editors.get_editor(session=session, editor_id=int(payload[0]))
+            if found is not None and not found.disabled and found.session_version == payload[1]:
+                return found
+    raise LoginRequired(_next_path(request))
+
+
+EditorDep = Annotated[EditorInfo, Depends(current_editor)]
+
+
+def admin_editor(editor: EditorDep) -> EditorInfo:
+    """The signed-in editor when an admin, else Forbidden."""
+    if not editor.is_admin:
+        raise Forbidden()
+    return editor
+
+
+AdminDep = Annotated[EditorInfo, Depends(admin_editor)]
+
+
+@dataclass(frozen=True, slots=True)
+class Flash:
+    """A one-line outcome shown at the top of the next page."""
+
+    kind: str  # "notice" or "error"
+    text: str
+
+
+def page(
+    runtime: WebRuntime,
+    request: Request,
+    editor: EditorInfo | None,
+    name: str,
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    """A console page: the editor for the navigation, a fresh CSRF token for its forms."""
+    return runtime.form_page(request, name, status, editor=editor, **context)
+
+
+def check_form(runtime: WebRuntime, request: Request, form: dict[str, Any]) -> str | None:
+    """None when the posted console form's CSRF token is good, else the message to show."""
+    try:
+        runtime.forms.verify(request, form)
+    except FormRejected as exc:
+        return str(exc)
+    return None
+
+
+def safe_next(value: Any) -> str:
+    """Only a path inside the console (no open redirect)."""
+    if isinstance(value, str) and value.startswith("/admin") and not value.startswith("//"):
+        return value
+    return "/admin"
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, runtime: RuntimeDep, next: str = "/admin") -> HTMLResponse:
+    """The sign-in form."""
+    return page(runtime, request, None, "admin/login.html", next=safe_next(next))
+
+
+@router.post("/login", response_model=None)
+def login(
+    request: Request, runtime: RuntimeDep, session: SessionDep, form: FormDep
+) -> HTMLResponse | RedirectResponse:
+    """Sign in; a wrong address and a wrong password get the same answer."""
+    target = safe_next(form.get("next"))
+    error = check_form(runtime, request, form)
+    if error is not None:
+        return page(runtime, request, None, "admin/login.html", 400, next=target, error=error)
+    email = form.get("email") if isinstance(form.get("email"), str) else ""
+    password = form.get("password") if isinstance(form.get("password"), str) else ""
+    limiter = runtime.limiter
+    retry = limiter.hit(
+        "admin-login-ip",
+        client_ip(request),
+        limit=LOGIN_PER_IP,
+        window_seconds=LOGIN_WINDOW_SECONDS,
+    ) or limiter.hit(
+        "admin-login-address",
+        str(email).strip().lower(),
+        limit=LOGIN_PER_ADDRESS,
+        window_seconds=LOGIN_WINDOW_SECONDS,
+    )
+    if retry is not None:
+        response = page(
+            runtime,
+            request,
+            None,
+            "admin/login.html",
+            429,
+            next=target,
+            error="Too many sign-in attempts. Please try again later.",
+        )
+        response.headers["Retry-After"] = str(retry)
+        return response
+    editor = editors.login(session=session, email=str(email), password=str(password))
+    if editor is None:
+        return page(
+            runtime,
+            request,
+            None,
+            "admin/login.html",
+            400,
+            next=target,
+            email=str(email)[:320],
+            error="That address and password do not match an editor.",
+        )
+    session.commit()
+    redirect = RedirectResponse(target, status_code=303)
+    redirect.set_cookie(
+        COOKIE,
+        _serializer(runtime).dumps([editor.id, editor.session_version]),
+        max_age=SESSION_HOURS * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=runtime.settings.base_url.startswith("https://"),
+        path="/admin",
+    )
+    return redirect
+
+
+@router.post("/logout", response_model=None)
+def logout(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: EditorDep,
+    form: FormDep,
+) -> Response:
+    """Sign out here; with `everywhere=yes`, end every session of this editor."""
+    error = check_form(runtime, request, form)
+    if error is not None:
+        return page(runtime, request, editor, "admin/error.html", 400, message=error)
+    if form.get("everywhere") == "yes":
+        editors.end_sessions(session=session, editor_id=editor.id)
+        session.commit()
+    response = RedirectResponse("/admin/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/admin")
+    return response
+
+
+def login_redirect(exc: LoginRequired) -> RedirectResponse:
+    return RedirectResponse(f"/admin/login?next={quote(exc.next_path)}", status_code=303)

@@ -1,0 +1,7 @@
+"""Console pages: digests (see subscriptions/web/admin/__init__.py)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

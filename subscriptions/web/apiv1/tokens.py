@@ -1,0 +1,7 @@
+"""JSON API: tokens (see subscriptions/web/apiv1/__init__.py)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
