@@ -174,8 +174,8 @@ class Sender:
                 refresh_digest_status(session, digest_id)
                 return report
             info, jobs = load_jobs(session, ids, cache=self._jobs)
-            if info is None:
-                return report
+            if info is None:  # the rows were claimed in this very transaction: cannot happen
+                raise RuntimeError(f"claimed deliveries of digest {digest_id} vanished: {ids[:5]}")
             # A batch resent under its old idempotency key must be the same batch: nobody is dropped.
             if not retry:
                 unmailable = [j for j in jobs if not j.mailable or not j.groups]

@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field
 
 from subscriptions.editors import TokenInfo
 from subscriptions.errors import InvalidInput, NotFound
-from subscriptions.web.api import EditorDep, Problem
+from subscriptions.web.api import EditorDep, FieldError, Problem, ProblemOut, problem
+
+__all__ = ["FieldError", "Problem", "ProblemOut", "problem"]
 
 T = TypeVar("T")
 
@@ -51,39 +53,9 @@ class Page(BaseModel, Generic[T]):
     offset: int = Field(ge=0)
 
 
-class FieldError(BaseModel):
-    field: str
-    message: str
-
-
-class ProblemOut(BaseModel):
-    """An RFC 9457 problem (`application/problem+json`)."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str | None = None
-    errors: list[FieldError] | None = None
-
-
-def problem(description: str) -> dict[str, Any]:
-    """A documented error answer for `responses=`: a ProblemOut as `application/problem+json`.
-
-    Use it for every error status an endpoint can answer, so the OpenAPI document says what the
-    API does (schemathesis checks it). Documenting 422 this way also replaces FastAPI's default
-    validation-error schema, which this API does not use.
-    """
-    return {
-        "model": ProblemOut,
-        "description": description,
-        "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemOut"}}
-        },
-    }
-
-
 #: The error answers every authenticated endpoint can give: `responses={**AUTH_RESPONSES, 404: ...}`.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: problem("the body could not be parsed"),
     401: problem("no valid bearer token"),
     403: problem("the token's role may not do this"),
     422: problem("invalid input"),
