@@ -148,6 +148,11 @@ class Subscriber(Base):
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
     confirmation_sent_at: Mapped[datetime | None]
+    # Where the reader's last daily and weekly digest windows ended (kept by the planner): the next
+    # window starts there, so a change of time zone neither skips nor repeats posts. None: the next
+    # window is their zone's period (a new reader, or one with no topic at that frequency lately).
+    daily_through: Mapped[datetime | None]
+    weekly_through: Mapped[datetime | None]
 
     subscriptions: Mapped[list[Subscription]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True
