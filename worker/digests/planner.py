@@ -7,8 +7,9 @@ second planner adds only what is missing (the unique keys make "twice" impossibl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    case,
     delete,
     exists,
     func,
@@ -50,6 +52,14 @@ from worker.digests.schedule import Period, latest_daily, latest_weekly
 
 #: Deliveries in these states did not (and will not) reach the reader: their posts may go again.
 NOT_DELIVERED = (DeliveryStatus.FAILED, DeliveryStatus.SUPPRESSED)
+
+#: How far a reader's mark may lie before their zone's period start and still count. A mark lags
+#: only after a move to a zone behind (by the offset difference: at most 26 hours, UTC+14 to
+#: UTC-12) or across quiet periods with no post at all (harmless); an older one is stale (the
+#: reader had no topic at that frequency, or was gone, for a while) and the zone's period applies.
+STALE_MARK = timedelta(days=2)
+
+_subscribers = cast(Table, Subscriber.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,16 +268,111 @@ def _period(kind: DigestKind, now: datetime, zone: str, hour: int, weekday: str)
 
 
 def _windows(periods: list[tuple[str, Period]]) -> Any:
-    """The (zone, opens, closes) rows of `periods` as a derived table."""
+    """The (zone, opens, closes, stale) rows of `periods` as a derived table."""
     rows = [
         select(
             literal(zone, type_=Subscriber.timezone.type).label("zone"),
             literal(period.start, type_=Post.released_at.type).label("opens"),
             literal(period.end, type_=Post.released_at.type).label("closes"),
+            literal(period.start - STALE_MARK, type_=Post.released_at.type).label("stale"),
         )
         for zone, period in periods
     ]
     return (rows[0] if len(rows) == 1 else union_all(*rows)).subquery("windows")
+
+
+def _mark_of(kind: DigestKind) -> Any:
+    """The subscribers column that holds where a reader's last window of `kind` ended."""
+    return (
+        _subscribers.c.daily_through if kind is DigestKind.DAILY else _subscribers.c.weekly_through
+    )
+
+
+def _window_start(mark: Any, windows: Any) -> ColumnElement[Any]:
+    """Where a reader's window opens: at their mark, unless it is missing or stale; else at their
+    zone's period start."""
+    return case((mark > windows.c.stale, mark), else_=windows.c.opens)
+
+
+def _by_zone(due: list[tuple[str, Period]], value: Callable[[Period], datetime]) -> Any:
+    """`value` of the period of the reader's zone, as an SQL expression over subscribers."""
+    return case(
+        *[
+            (_subscribers.c.timezone == zone, literal(value(period), type_=Post.released_at.type))
+            for zone, period in due
+        ]
+    )
+
+
+def _advance_marks(
+    session: Session,
+    kind: DigestKind,
+    due: list[tuple[str, Period]],
+    *,
+    digest_id: int,
+    planned_above: int,
+    now: datetime,
+) -> None:
+    """After a run is planned, move the marks of the mailable readers it considered.
+
+    A mailable reader of a zone in `due` with a topic at this frequency has had their window up to
+    the period end: their mark goes there (also with nothing new, so a later window cannot reopen
+    this one), never back. Not so a reader who had a delivery in this digest before this run (id
+    at most `planned_above`): planned in an earlier tick (their mark is there already), or in
+    another zone's period of the same date before moving to a zone behind, in which case their
+    mark stays where it is and the next period's window reaches back to it.
+    """
+    mark = _mark_of(kind)
+    closes = _by_zone(due, lambda p: p.end)
+    session.execute(
+        update(_subscribers)
+        .where(
+            _subscribers.c.timezone.in_([zone for zone, _ in due]),
+            _subscribers.c.status == SubscriberStatus.ACTIVE.value,
+            or_(_subscribers.c.paused_until.is_(None), _subscribers.c.paused_until <= now),
+            or_(mark.is_(None), mark < closes),
+            _has_topics(kind),
+            ~exists(
+                select(literal(1)).where(
+                    Delivery.digest_id == digest_id,
+                    Delivery.subscriber_id == _subscribers.c.id,
+                    Delivery.id <= planned_above,
+                )
+            ),
+        )
+        .values({mark: closes})
+    )
+
+
+def _forfeit_paused(
+    session: Session, kind: DigestKind, due: list[tuple[str, Period]], *, now: datetime
+) -> None:
+    """A paused reader forfeits what came before the latest period: their mark moves up to its
+    start, so when the pause ends they get that period's posts (as a reader without a mark
+    would), not everything since their last digest."""
+    mark = _mark_of(kind)
+    opens = _by_zone(due, lambda p: p.start)
+    session.execute(
+        update(_subscribers)
+        .where(
+            _subscribers.c.timezone.in_([zone for zone, _ in due]),
+            _subscribers.c.status == SubscriberStatus.ACTIVE.value,
+            _subscribers.c.paused_until > now,
+            or_(mark.is_(None), mark < opens),
+            _has_topics(kind),
+        )
+        .values({mark: opens})
+    )
+
+
+def _has_topics(kind: DigestKind) -> ColumnElement[bool]:
+    """The subscriber (of the statement) has a topic at the frequency of `kind`."""
+    return exists(
+        select(literal(1)).where(
+            Subscription.subscriber_id == _subscribers.c.id,
+            Subscription.frequency == Frequency(kind.value),
+        )
+    )
 
 
 def plan_periodic(
@@ -281,15 +386,19 @@ def plan_periodic(
     """Daily or weekly digests for every time zone whose period has ended: one email per reader
     per period, with the new posts in all their topics of that frequency.
 
-    Zones whose latest periods share a run key (the same local date) are planned together, in
-    one digest and the same two statements; a period with no post released in its window is
-    skipped before any reader is read. Returns one result per digest run planned.
+    A reader's window ends with their zone's period and starts where their last one ended (their
+    mark; the zone's period start when they have none), so a reader who changes time zone gets
+    every post once. Zones whose latest periods share a run key (the same local date) are planned
+    together, in one digest and the same few statements; a period with no post released in any
+    of its readers' windows is skipped before any reader is read. Returns one result per digest
+    run planned.
     """
     now = now or utcnow()
     _serialize(session)
     frequency = Frequency(kind.value)
-    zones = session.scalars(
-        select(Subscriber.timezone)
+    mark = _mark_of(kind)
+    zones = session.execute(
+        select(Subscriber.timezone, func.min(mark))
         .where(
             Subscriber.status == SubscriberStatus.ACTIVE,
             exists(
@@ -299,17 +408,25 @@ def plan_periodic(
                 )
             ),
         )
-        .distinct()
+        .group_by(Subscriber.timezone)
     ).all()
     if not zones:
         return []
-    periods = [(zone, _period(kind, now, zone, hour, weekday)) for zone in sorted(zones)]
+    periods = [(zone, _period(kind, now, zone, hour, weekday)) for zone, _ in sorted(zones)]
+    # The earliest any reader's window in each zone may open (a lower bound: marks can only
+    # widen a window backwards, and not past the stale limit).
+    earliest = {
+        zone: min(period.start, max(lowest, period.start - STALE_MARK))
+        if (lowest := marked) is not None
+        else period.start
+        for (zone, marked), (_, period) in zip(sorted(zones), periods, strict=True)
+    }
     # The posts of every window at once: a few rows, read in one statement.
     released = [
         (post_id, at)
         for post_id, at in session.execute(
             select(Post.id, Post.released_at).where(
-                _released(min(p.start for _, p in periods), max(p.end for _, p in periods))
+                _released(min(earliest.values()), max(p.end for _, p in periods))
             )
         )
         if at is not None
@@ -322,12 +439,12 @@ def plan_periodic(
         due = [
             (zone, period)
             for zone, period in by_key[key]
-            if any(period.start < at <= period.end for _, at in released)
+            if any(earliest[zone] < at <= period.end for _, at in released)
         ]
         if not due:
-            continue  # nothing new in any zone of this run: no digest, no email
+            continue  # nothing new in any window of this run: no digest, no email
         post_ids = sorted(
-            {pid for pid, at in released if any(p.start < at <= p.end for _, p in due)}
+            {pid for pid, at in released if any(earliest[z] < at <= p.end for z, p in due)}
         )
         digest_id = _digest_for(session, kind, key)
         windows = _windows(due)
@@ -341,26 +458,26 @@ def plan_periodic(
                 Subscription.frequency == frequency,
                 _mailable(now),
                 Post.id.in_(post_ids),
-                Post.released_at > windows.c.opens,
+                Post.released_at > _window_start(mark, windows),
                 Post.released_at <= windows.c.closes,
                 ~_already_has(Subscriber.id, Post.id, post_ids),
             )
         )
         _drop_empty(session, digest_id)
         # A tick after the run was planned finds (by the unique key's index) that every reader
-        # of it has a delivery already, and stops there: no post pairs are formed or checked.
-        topics = select(post_topics.c.topic_id).where(post_topics.c.post_id.in_(post_ids))
+        # of it has a delivery already or a mark at the period end, and stops there: no post
+        # pairs are formed or checked, no mark is written.
         waiting = (
             select(literal(1))
             .select_from(Subscriber)
             .join(windows, windows.c.zone == Subscriber.timezone)
             .where(
                 _mailable(now),
+                or_(mark.is_(None), mark < windows.c.closes),
                 exists(
                     select(literal(1)).where(
                         Subscription.subscriber_id == Subscriber.id,
                         Subscription.frequency == frequency,
-                        Subscription.topic_id.in_(topics),
                     )
                 ),
                 ~exists(
@@ -371,7 +488,15 @@ def plan_periodic(
             )
             .limit(1)
         )
-        planned = _fill(session, digest_id, now, pairs) if session.scalar(waiting) else 0
+        planned = 0
+        if session.scalar(waiting):
+            # Deliveries above this id are this run's (planners are serialized).
+            planned_above = session.scalar(select(func.max(Delivery.id))) or 0
+            planned = _fill(session, digest_id, now, pairs)
+            _advance_marks(
+                session, kind, due, digest_id=digest_id, planned_above=planned_above, now=now
+            )
+        _forfeit_paused(session, kind, due, now=now)
         refresh_digest_status(session, digest_id)
         results.append(PlanResult(digest_id, planned))
     return results
