@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session
 from subscriptions.errors import InvalidInput, NotFound
 from subscriptions.models import (
     Delivery,
+    DeliveryStatus,
     Digest,
     DigestKind,
     DigestStatus,
+    Event,
     Post,
     PostStatus,
     Topic,
@@ -35,6 +37,73 @@ class DigestSummary:
     audience: str
     scheduled_at: datetime | None
     counts: dict[str, int]
+    intro_markdown: str = ""
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def progress(self) -> Progress:
+        """How far sending has got, from the delivery counts."""
+        return Progress.from_counts(self.status, self.counts)
+
+
+#: Delivery statuses that are still work to do; every other status is an outcome.
+OPEN_STATUSES = (DeliveryStatus.PENDING.value, DeliveryStatus.CLAIMED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A digest's sending progress: planned deliveries, how many have an outcome, and which."""
+
+    status: str
+    planned: int
+    sent: int
+    failed: int
+    suppressed: int
+    unknown: int
+    pending: int
+
+    @classmethod
+    def from_counts(cls, status: str, counts: dict[str, int]) -> Progress:
+        return cls(
+            status=status,
+            planned=counts.get("planned", 0),
+            sent=counts.get(DeliveryStatus.SENT.value, 0),
+            failed=counts.get(DeliveryStatus.FAILED.value, 0),
+            suppressed=counts.get(DeliveryStatus.SUPPRESSED.value, 0),
+            unknown=counts.get(DeliveryStatus.UNKNOWN.value, 0),
+            pending=sum(counts.get(s, 0) for s in OPEN_STATUSES),
+        )
+
+    @property
+    def done(self) -> int:
+        return self.planned - self.pending
+
+    @property
+    def percent(self) -> int:
+        """Whole percent of planned deliveries with an outcome; 100 once a digest is sent."""
+        if self.planned == 0:
+            return 100 if self.status == DigestStatus.SENT.value else 0
+        return self.done * 100 // self.planned
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will happen: sent (no open work) or cancelled."""
+        return self.status in (DigestStatus.SENT.value, DigestStatus.CANCELLED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcomes:
+    """The final report: what happened to a digest's emails, from the ledger and provider events."""
+
+    sent: int
+    failed: int
+    suppressed: int
+    unknown: int
+    bounced: int
+    complained: int
+    unsubscribed: int
 
 
 def create_editorial(
@@ -128,6 +197,10 @@ def summarize(*, session: Session, digest_id: int) -> DigestSummary:
             select(Topic.name).where(Topic.id.in_(topic_ids)).order_by(Topic.name)
         )
         audience = "readers of " + ", ".join(names)
+    return _summary(digest, audience, counts)
+
+
+def _summary(digest: Digest, audience: str, counts: dict[str, int]) -> DigestSummary:
     return DigestSummary(
         id=digest.id,
         kind=digest.kind.value,
@@ -137,6 +210,89 @@ def summarize(*, session: Session, digest_id: int) -> DigestSummary:
         audience=audience,
         scheduled_at=digest.scheduled_at,
         counts=counts,
+        intro_markdown=digest.intro_markdown,
+        created_at=digest.created_at,
+        started_at=digest.started_at,
+        finished_at=digest.finished_at,
+    )
+
+
+def list_digests(
+    *, session: Session, limit: int, offset: int = 0, kind: str | None = None
+) -> tuple[list[DigestSummary], int]:
+    """A page of digests of every kind (or of `kind`), newest first, with delivery counts; and the
+    total. One grouped count for the page, not one per digest."""
+    where = []
+    if kind is not None:
+        try:
+            where.append(Digest.kind == DigestKind(kind))
+        except ValueError:
+            known = ", ".join(k.value for k in DigestKind)
+            raise InvalidInput(f"kind: one of {known}", field="kind") from None
+    total = int(session.scalar(select(func.count(Digest.id)).where(*where)) or 0)
+    found = session.scalars(
+        select(Digest).where(*where).order_by(Digest.id.desc()).limit(limit).offset(offset)
+    ).all()
+    counts: dict[int, dict[str, int]] = {d.id: {} for d in found}
+    if found:
+        for digest_id, status, n in session.execute(
+            select(Delivery.digest_id, Delivery.status, func.count())
+            .where(Delivery.digest_id.in_(list(counts)))
+            .group_by(Delivery.digest_id, Delivery.status)
+        ):
+            counts[digest_id][status.value] = int(n)
+    for c in counts.values():
+        c["planned"] = sum(c.values())
+    audience = {DigestKind.EDITORIAL: "editorial audience"}
+    return [
+        _summary(d, audience.get(d.kind, f"{d.kind.value} readers"), counts[d.id]) for d in found
+    ], total
+
+
+@dataclass(frozen=True, slots=True)
+class CarriedPost:
+    id: int
+    title: str
+    link: str
+    published_at: datetime
+
+
+def carried_posts(*, session: Session, digest_id: int) -> list[CarriedPost]:
+    """The posts an editor's digest carries, newest first."""
+    digest = session.get(Digest, digest_id)
+    if digest is None:
+        raise NotFound(f"no digest {digest_id}")
+    ids = [int(p) for p in digest.options.get("post_ids", [])]
+    if not ids:
+        return []
+    rows = session.execute(
+        select(Post.id, Post.title, Post.link, Post.published_at)
+        .where(Post.id.in_(ids))
+        .order_by(Post.published_at.desc(), Post.id)
+    )
+    return [CarriedPost(*row) for row in rows]
+
+
+def outcomes(*, session: Session, digest_id: int) -> Outcomes:
+    """The final report of a digest: its deliveries' outcomes and the provider events about them."""
+    summary = summarize(session=session, digest_id=digest_id)
+    events = dict(
+        session.execute(
+            select(Event.type, func.count(Event.id))
+            .join(Delivery, Delivery.id == Event.delivery_id)
+            .where(Delivery.digest_id == digest_id)
+            .group_by(Event.type)
+        ).all()
+    )
+    progress = summary.progress
+    return Outcomes(
+        sent=progress.sent,
+        failed=progress.failed,
+        suppressed=progress.suppressed,
+        unknown=progress.unknown,
+        bounced=int(events.get("bounced", 0)) + int(events.get("soft_bounced", 0)),
+        complained=int(events.get("complained", 0)),
+        unsubscribed=int(events.get("unsubscribed", 0)),
     )
 
 
@@ -154,9 +310,18 @@ def schedule(*, session: Session, digest_id: int, at: datetime) -> DigestSummary
 
 
 def cancel(*, session: Session, digest_id: int) -> DigestSummary:
-    """Cancel a draft or scheduled digest before anything is sent."""
-    digest = _editable(session, digest_id)
+    """Cancel a draft, scheduled or sending digest. What is already sent stays sent; deliveries not
+    yet claimed stay pending and are never sent (senders skip a cancelled digest)."""
+    digest = session.get(Digest, digest_id, with_for_update=True)
+    if digest is None or digest.kind is not DigestKind.EDITORIAL:
+        raise NotFound(f"no editorial digest {digest_id}")
+    if digest.status in (DigestStatus.SENT, DigestStatus.CANCELLED):
+        raise InvalidInput(
+            f"digest {digest_id} is {digest.status.value} already; there is nothing to cancel",
+            field="status",
+        )
     digest.status = DigestStatus.CANCELLED
+    digest.finished_at = digest.finished_at or utcnow()
     session.flush()
     return summarize(session=session, digest_id=digest_id)
 
@@ -167,6 +332,7 @@ def _editable(session: Session, digest_id: int) -> Digest:
         raise NotFound(f"no editorial digest {digest_id}")
     if digest.status not in (DigestStatus.DRAFT, DigestStatus.SCHEDULED):
         raise InvalidInput(
-            f"digest {digest_id} is {digest.status.value}; only drafts and scheduled digests change"
+            f"digest {digest_id} is {digest.status.value}; only drafts and scheduled digests change",
+            field="status",
         )
     return digest

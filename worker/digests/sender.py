@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, literal, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from subscriptions.models import Delivery, DeliveryStatus, utcnow
+from subscriptions.models import Delivery, DeliveryStatus, Digest, DigestStatus, utcnow
 from subscriptions.notices import REQUEST_WRONG, SENDING_PAUSED, raise_notice, sending_paused
 from subscriptions.readers import suppress
 from subscriptions.settings import Settings
@@ -166,6 +166,11 @@ class Sender:
         with self._sessions() as session, session.begin():
             report.paused = sending_paused(session=session)
             if report.paused:
+                return report
+            # An editor cancelled the digest while it was sending: its unclaimed rows stay unsent.
+            if session.scalar(select(Digest.status).where(Digest.id == digest_id)) is (
+                DigestStatus.CANCELLED
+            ):
                 return report
             ids, retry = claim(session, digest_id, limit, now=now, handed=True)
             report.claimed = len(ids)

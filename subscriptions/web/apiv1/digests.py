@@ -1,7 +1,347 @@
-"""JSON API: digests (see subscriptions/web/apiv1/__init__.py)."""
+"""JSON API: digests — list, compose, read with counts, preview as a reader, test send, send now,
+schedule, cancel. Any editor token (editor or admin role) may use them."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-router = APIRouter()
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field, field_validator
+
+from subscriptions import digests as digest_ops
+from subscriptions.digests import DigestSummary
+from subscriptions.errors import InvalidInput, NotFound
+from subscriptions.queue import SEND_EDITORIAL
+from subscriptions.web import previews
+from subscriptions.web.api import Problem
+from subscriptions.web.apiv1.common import Page, PageDep, TokenDep, problem_from
+from subscriptions.web.runtime import RuntimeDep, SessionDep
+
+router = APIRouter(prefix="/digests", tags=["digests"])
+
+#: Ids are 32-bit in the database; a larger one could never match.
+MAX_ID = 2_147_483_647
+DigestId = Annotated[int, Path(ge=1, le=MAX_ID, description="the digest's id")]
+PostId = Annotated[int, Field(ge=1, le=MAX_ID)]
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=64)]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL cannot store NUL characters in text; say so instead of failing on the insert.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details (served as application/problem+json)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    reasons = {
+        401: "No token, or a wrong or revoked one",
+        404: "No such digest (or reader)",
+        409: "The digest is not in a state that allows this",
+        422: "The request is not valid",
+    }
+    schema = {"schema": {"$ref": "#/components/schemas/ProblemOut"}}
+    return {
+        s: {
+            "model": ProblemOut,
+            "description": reasons[s],
+            "content": {"application/problem+json": schema},
+        }
+        for s in statuses
+    }
+
+
+class Progress(BaseModel):
+    """Sending progress: planned deliveries and how many have an outcome (`percent` of them)."""
+
+    planned: int
+    sent: int
+    failed: int
+    suppressed: int
+    unknown: int
+    pending: int = Field(description="pending or claimed: still to be sent")
+    percent: int = Field(ge=0, le=100)
+    finished: bool
+
+
+class Report(BaseModel):
+    """The final report: ledger outcomes and the provider events about this digest's emails."""
+
+    sent: int
+    failed: int
+    suppressed: int
+    unknown: int
+    bounced: int
+    complained: int
+    unsubscribed: int
+
+
+class DigestOut(BaseModel):
+    id: int
+    kind: str
+    status: str
+    subject: str
+    intro_markdown: str
+    post_ids: list[int]
+    audience: str
+    scheduled_at: datetime | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: dict[str, int] = Field(description="deliveries by status, and `planned` (all)")
+    progress: Progress
+
+
+class DigestDetail(DigestOut):
+    report: Report
+
+
+class DigestIn(BaseModel):
+    """An editor's digest: `posts`, or `topics` and a window [`since`, `until`)."""
+
+    subject: str = Field(min_length=1, max_length=200)
+    intro_markdown: str = Field("", max_length=20_000)
+    posts: list[PostId] = Field(default_factory=list, max_length=digest_ops.MAX_POSTS)
+    topics: list[Slug] = Field(default_factory=list, max_length=50)
+    since: datetime | None = None
+    until: datetime | None = None
+    audience: list[Slug] = Field(
+        default_factory=list,
+        max_length=50,
+        description="topic slugs whose readers get it; default: the chosen topics, or everyone",
+    )
+
+    @field_validator("subject", "intro_markdown")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        return _no_nul(value)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a time zone, e.g. 2026-11-27T09:00:00Z")
+        return value
+
+
+class PreviewOut(BaseModel):
+    reader: str
+    subject: str
+    html: str
+    text: str
+
+
+class TestIn(BaseModel):
+    to: str = Field(min_length=3, max_length=320, description="where the test copy goes")
+    as_reader: str | None = Field(
+        None, max_length=320, description="render as this reader (default: the first active one)"
+    )
+
+
+class TestOut(BaseModel):
+    to: str
+    as_reader: str
+
+
+class ScheduleIn(BaseModel):
+    at: datetime = Field(description="when to send, with a time zone")
+
+    @field_validator("at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("give a time zone, e.g. 2026-12-01T09:00:00+01:00")
+        return value
+
+
+def digest_out(summary: DigestSummary) -> DigestOut:
+    p = summary.progress
+    return DigestOut(
+        id=summary.id,
+        kind=summary.kind,
+        status=summary.status,
+        subject=summary.subject,
+        intro_markdown=summary.intro_markdown,
+        post_ids=summary.post_ids,
+        audience=summary.audience,
+        scheduled_at=summary.scheduled_at,
+        created_at=summary.created_at,
+        started_at=summary.started_at,
+        finished_at=summary.finished_at,
+        counts=summary.counts,
+        progress=Progress(
+            planned=p.planned,
+            sent=p.sent,
+            failed=p.failed,
+            suppressed=p.suppressed,
+            unknown=p.unknown,
+            pending=p.pending,
+            percent=p.percent,
+            finished=p.finished,
+        ),
+    )
+
+
+def _problem(exc: InvalidInput | NotFound) -> Problem:
+    # A digest in the wrong state for the change is a conflict, not a malformed request.
+    if isinstance(exc, InvalidInput) and exc.field == "status":
+        return Problem(409, "Conflict", str(exc))
+    return problem_from(exc)
+
+
+@router.get("", response_model=Page[DigestOut], responses=_problems(401, 422))
+def list_digests(
+    token: TokenDep,
+    session: SessionDep,
+    paging: PageDep,
+    kind: str | None = Query(
+        None, description="only this kind: immediate, daily, weekly, editorial, transactional"
+    ),
+) -> Page[DigestOut]:
+    """Digests of every kind, newest first, with their delivery counts."""
+    try:
+        found, total = digest_ops.list_digests(
+            session=session, limit=paging.limit, offset=paging.offset, kind=kind
+        )
+    except InvalidInput as exc:
+        raise _problem(exc) from None
+    return Page[DigestOut](
+        items=[digest_out(s) for s in found],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@router.post("", response_model=DigestOut, status_code=201, responses=_problems(401, 422))
+def create_digest(body: DigestIn, token: TokenDep, session: SessionDep) -> DigestOut:
+    """Compose a draft editor's digest."""
+    try:
+        summary = digest_ops.create_editorial(
+            session=session,
+            subject=body.subject,
+            intro_markdown=body.intro_markdown,
+            post_ids=body.posts,
+            topics=body.topics,
+            since=body.since,
+            until=body.until,
+            audience_topics=body.audience,
+        )
+    except (InvalidInput, NotFound) as exc:
+        session.rollback()
+        raise _problem(exc) from None
+    session.commit()
+    return digest_out(summary)
+
+
+@router.get("/{digest_id}", response_model=DigestDetail, responses=_problems(401, 404, 422))
+def get_digest(digest_id: DigestId, token: TokenDep, session: SessionDep) -> DigestDetail:
+    """A digest with its counts, progress and final report."""
+    try:
+        summary = digest_ops.summarize(session=session, digest_id=digest_id)
+        report = digest_ops.outcomes(session=session, digest_id=digest_id)
+    except NotFound as exc:
+        raise _problem(exc) from None
+    return DigestDetail(
+        **digest_out(summary).model_dump(),
+        report=Report.model_validate(report, from_attributes=True),
+    )
+
+
+@router.get("/{digest_id}/preview", response_model=PreviewOut, responses=_problems(401, 404, 422))
+def preview_digest(
+    digest_id: DigestId,
+    token: TokenDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    email: str | None = Query(
+        None, max_length=320, description="the reader to render as (default: the first active)"
+    ),
+) -> PreviewOut:
+    """The digest's subject, HTML and text as a reader gets it (links made inert)."""
+    reader = email or previews.default_reader(session=session)
+    if reader is None:
+        raise Problem(404, "Not Found", "no active reader to preview as; give ?email=")
+    try:
+        shown = previews.preview(
+            session=session, settings=runtime.settings, digest_id=digest_id, email=reader
+        )
+    except (InvalidInput, NotFound) as exc:
+        raise _problem(exc) from None
+    return PreviewOut(reader=shown.reader, subject=shown.subject, html=shown.html, text=shown.text)
+
+
+@router.post("/{digest_id}/test", response_model=TestOut, responses=_problems(401, 404, 422))
+def test_digest(
+    digest_id: DigestId, body: TestIn, token: TokenDep, runtime: RuntimeDep, session: SessionDep
+) -> TestOut:
+    """Send a test copy (subject marked [TEST], links inert); nothing is recorded."""
+    reader = body.as_reader or previews.default_reader(session=session)
+    if reader is None:
+        raise Problem(404, "Not Found", "no active reader to render as; give as_reader")
+    try:
+        to = previews.send_test(
+            session=session,
+            settings=runtime.settings,
+            digest_id=digest_id,
+            as_reader=reader,
+            to=body.to,
+        )
+    except (InvalidInput, NotFound) as exc:
+        raise _problem(exc) from None
+    return TestOut(to=to, as_reader=reader)
+
+
+@router.post(
+    "/{digest_id}/send",
+    response_model=DigestOut,
+    status_code=202,
+    responses=_problems(401, 404, 409, 422),
+)
+def send_digest(
+    digest_id: DigestId, token: TokenDep, runtime: RuntimeDep, session: SessionDep
+) -> DigestOut:
+    """Send a draft or scheduled digest now: the worker plans and sends it (see `progress`)."""
+    summary = _change(session, digest_ops.schedule, digest_id, at=datetime.now(UTC))
+    runtime.queue.send(SEND_EDITORIAL, digest_id)
+    return digest_out(summary)
+
+
+@router.post(
+    "/{digest_id}/schedule", response_model=DigestOut, responses=_problems(401, 404, 409, 422)
+)
+def schedule_digest(
+    digest_id: DigestId, body: ScheduleIn, token: TokenDep, session: SessionDep
+) -> DigestOut:
+    """Send a draft (or move a scheduled digest) at a given time."""
+    return digest_out(_change(session, digest_ops.schedule, digest_id, at=body.at))
+
+
+@router.post(
+    "/{digest_id}/cancel", response_model=DigestOut, responses=_problems(401, 404, 409, 422)
+)
+def cancel_digest(digest_id: DigestId, token: TokenDep, session: SessionDep) -> DigestOut:
+    """Cancel a draft, scheduled or sending digest (what was sent stays sent)."""
+    return digest_out(_change(session, digest_ops.cancel, digest_id))
+
+
+def _change(session: Any, operation: Any, digest_id: DigestId, **kwargs: Any) -> DigestSummary:
+    """Run a state change and commit it before answering (and before any task is queued)."""
+    try:
+        summary: DigestSummary = operation(session=session, digest_id=digest_id, **kwargs)
+    except (InvalidInput, NotFound) as exc:
+        session.rollback()
+        raise _problem(exc) from None
+    session.commit()
+    return summary

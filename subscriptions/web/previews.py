@@ -1,0 +1,88 @@
+"""Digest previews and test sends for the console and the API, rendered in the web process.
+
+An editor waits for these answers, so they run here rather than through the broker. Like the
+webhook route (the one allowed exception to "subscriptions never imports the worker"), this uses
+only the worker's pure parts: the renderer and the provider that sends one test message. Imported
+lazily, so the reader pages never load them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from subscriptions.errors import InvalidInput
+from subscriptions.models import Subscriber, SubscriberStatus
+from subscriptions.readers import normalize_email
+from subscriptions.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.digests.render import DigestRenderer
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """A digest as one reader gets it (links made inert)."""
+
+    reader: str
+    subject: str
+    html: str
+    text: str
+
+
+def default_reader(*, session: Session) -> str | None:
+    """The first active reader, to preview as when the editor names nobody."""
+    return session.scalar(
+        select(Subscriber.email)
+        .where(Subscriber.status == SubscriberStatus.ACTIVE)
+        .order_by(Subscriber.id)
+        .limit(1)
+    )
+
+
+def preview(*, session: Session, settings: Settings, digest_id: int, email: str) -> Preview:
+    """Digest `digest_id` as reader `email` would get it; NotFound for an unknown digest or reader."""
+    from worker.digests.editorial import preview as render_preview
+
+    address = normalize_email(email)
+    subject, rendered = render_preview(session, _renderer(settings), settings, digest_id, address)
+    return Preview(address, subject, rendered.html, rendered.text)
+
+
+def send_test(
+    *, session: Session, settings: Settings, digest_id: int, as_reader: str, to: str
+) -> str:
+    """Send the preview for `as_reader` to `to`, marked as a test; the address it went to.
+
+    InvalidInput when the provider does not take it (the provider's reason is in the message).
+    """
+    from worker.digests.editorial import send_test as render_and_send
+    from worker.providers import Outcome, provider_from_url
+
+    address = normalize_email(to)
+    reader = normalize_email(as_reader)
+    with provider_from_url(settings.email) as provider:
+        result = render_and_send(
+            session,
+            _renderer(settings),
+            settings,
+            provider,
+            digest_id,
+            as_reader=reader,
+            to=address,
+        )
+    if result.outcome is not Outcome.SENT:
+        raise InvalidInput(
+            f"the test send failed: {result.outcome.value}: {result.detail}", field="to"
+        )
+    return address
+
+
+def _renderer(settings: Settings) -> DigestRenderer:
+    from subscriptions.templating import template_environment
+    from worker.digests.render import DigestRenderer
+
+    return DigestRenderer(template_environment(settings, "email"))
