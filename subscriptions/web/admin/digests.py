@@ -1,7 +1,413 @@
-"""Console pages: digests (see subscriptions/web/admin/__init__.py)."""
+"""Console pages: digests — the list, compose, preview as a reader (HTML and text side by side),
+test send, send now, schedule, cancel, and live progress (a JSON endpoint polled by
+/static/admin-progress.js) with the final report."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from subscriptions import digests as digest_ops
+from subscriptions import posts as post_ops
+from subscriptions import topics as topic_ops
+from subscriptions.digests import DigestSummary
+from subscriptions.editors import EditorInfo
+from subscriptions.errors import InvalidInput, NotFound
+from subscriptions.models import PostStatus
+from subscriptions.queue import SEND_EDITORIAL
+from subscriptions.web import previews
+from subscriptions.web.admin.auth import EditorDep, Flash, check_form, page
+from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime
 
 router = APIRouter()
+
+PER_PAGE = 25
+#: Posts offered in the composer, newest first.
+COMPOSE_POSTS = 100
+MAX_ID = 2_147_483_647
+DigestId = Path(ge=1, le=MAX_ID)
+
+#: One-line outcomes shown on the digest page after a redirect (`?done=`).
+DONE = {
+    "created": "Draft saved.",
+    "test": "Test copy sent.",
+    "sent": "Sending started: the worker plans and sends it now.",
+    "scheduled": "Scheduled.",
+    "cancelled": "Cancelled. Anything already sent stays sent.",
+}
+
+
+@router.get("/digests", response_class=HTMLResponse)
+def digest_list(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: EditorDep,
+    page_number: int = Query(1, alias="page", ge=1, le=100_000),
+) -> HTMLResponse:
+    """Digests of every kind, newest first, with delivery counts."""
+    found, total = digest_ops.list_digests(
+        session=session, limit=PER_PAGE, offset=(page_number - 1) * PER_PAGE
+    )
+    return page(
+        runtime,
+        request,
+        editor,
+        "admin/digests.html",
+        digests=found,
+        total=total,
+        page_number=page_number,
+        pages=max(1, -(-total // PER_PAGE)),
+    )
+
+
+@router.get("/digests/new", response_class=HTMLResponse)
+def compose_page(
+    request: Request, runtime: RuntimeDep, session: SessionDep, editor: EditorDep
+) -> HTMLResponse:
+    """The composer: posts, or topics and a window; subject; intro in Markdown."""
+    return _composer(runtime, request, session, editor, 200, {})
+
+
+@router.post("/digests/new", response_model=None)
+def compose(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: EditorDep,
+    form: FormDep,
+) -> Response:
+    """Save a draft and show it."""
+    error = check_form(runtime, request, form)
+    if error is None:
+        try:
+            summary = digest_ops.create_editorial(
+                session=session,
+                subject=_text(form, "subject"),
+                intro_markdown=_text(form, "intro").replace("\r\n", "\n"),
+                post_ids=_ids(form, "posts"),
+                topics=_many(form, "topics"),
+                since=_moment(form, "since"),
+                until=_moment(form, "until"),
+                audience_topics=_many(form, "audience"),
+            )
+        except InvalidInput as exc:
+            session.rollback()
+            error = str(exc)
+        else:
+            session.commit()
+            return _done(summary.id, "created")
+    return _composer(runtime, request, session, editor, 400, form, error=error)
+
+
+@router.get("/digests/{digest_id}", response_class=HTMLResponse)
+def digest_page(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: EditorDep,
+    digest_id: int = DigestId,
+    done: str = "",
+) -> HTMLResponse:
+    """One digest: what it carries, its actions, live progress and the final report."""
+    flash = Flash("notice", DONE[done]) if done in DONE else None
+    return _digest_page(runtime, request, session, editor, digest_id, 200, flash=flash)
+
+
+@router.get("/digests/{digest_id}/progress")
+def digest_progress(
+    session: SessionDep, editor: EditorDep, digest_id: int = DigestId
+) -> JSONResponse:
+    """Counts for the progress bar, polled while a digest sends; the final report with them."""
+    try:
+        summary = digest_ops.summarize(session=session, digest_id=digest_id)
+        report = digest_ops.outcomes(session=session, digest_id=digest_id)
+    except NotFound as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+    p = summary.progress
+    return JSONResponse(
+        {
+            "status": summary.status,
+            "planned": p.planned,
+            "sent": p.sent,
+            "failed": p.failed,
+            "suppressed": p.suppressed,
+            "unknown": p.unknown,
+            "pending": p.pending,
+            "percent": p.percent,
+            "finished": p.finished,
+            "report": {
+                "sent": report.sent,
+                "failed": report.failed,
+                "bounced": report.bounced,
+                "complained": report.complained,
+                "unsubscribed": report.unsubscribed,
+            },
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/digests/{digest_id}/preview", response_class=HTMLResponse)
+def preview_page(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: EditorDep,
+    digest_id: int = DigestId,
+    email: str = Query("", max_length=320),
+) -> HTMLResponse:
+    """The digest as a reader gets it: HTML in a sandboxed frame beside the text."""
+    reader = email.strip() or previews.default_reader(session=session) or ""
+    if not reader:
+        return _digest_page(
+            runtime,
+            request,
+            session,
+            editor,
+            digest_id,
+            400,
+            error="There is no active reader to preview as: give an address.",
+        )
+    try:
+        shown = previews.preview(
+            session=session, settings=runtime.settings, digest_id=digest_id, email=reader
+        )
+    except (InvalidInput, NotFound) as exc:
+        return _digest_page(
+            runtime, request, session, editor, digest_id, 400, error=str(exc), reader=reader
+        )
+    summary = digest_ops.summarize(session=session, digest_id=digest_id)
+    return page(
+        runtime, request, editor, "admin/digest_preview.html", digest=summary, preview=shown
+    )
+
+
+@router.post("/digests/{digest_id}/test", response_model=None)
+def test_send(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: EditorDep,
+    form: FormDep,
+    digest_id: int = DigestId,
+) -> Response:
+    """Send a test copy to an address (the editor's own by default), rendered as a reader."""
+    error = check_form(runtime, request, form)
+    if error is None:
+        reader = _text(form, "as_reader") or previews.default_reader(session=session)
+        if not reader:
+            error = "There is no active reader to render as: give an address."
+        else:
+            try:
+                previews.send_test(
+                    session=session,
+                    settings=runtime.settings,
+                    digest_id=digest_id,
+                    as_reader=reader,
+                    to=_text(form, "to") or editor.email,
+                )
+            except (InvalidInput, NotFound) as exc:
+                error = str(exc)
+            else:
+                return _done(digest_id, "test")
+    return _digest_page(runtime, request, session, editor, digest_id, 400, error=error)
+
+
+@router.post("/digests/{digest_id}/send", response_model=None)
+def send_now(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: EditorDep,
+    form: FormDep,
+    digest_id: int = DigestId,
+) -> Response:
+    """Send now: committed as due first, then the worker is asked to plan and send it."""
+    return _change(
+        runtime,
+        request,
+        session,
+        editor,
+        form,
+        digest_id,
+        "sent",
+        lambda: digest_ops.schedule(session=session, digest_id=digest_id, at=datetime.now(UTC)),
+        then=lambda: runtime.queue.send(SEND_EDITORIAL, digest_id),
+    )
+
+
+@router.post("/digests/{digest_id}/schedule", response_model=None)
+def schedule(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: EditorDep,
+    form: FormDep,
+    digest_id: int = DigestId,
+) -> Response:
+    """Send at a given time (UTC)."""
+
+    def run() -> DigestSummary:
+        at = _moment(form, "at")
+        if at is None:
+            raise InvalidInput("Give the time to send it.", field="at")
+        return digest_ops.schedule(session=session, digest_id=digest_id, at=at)
+
+    return _change(runtime, request, session, editor, form, digest_id, "scheduled", run)
+
+
+@router.post("/digests/{digest_id}/cancel", response_model=None)
+def cancel(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: EditorDep,
+    form: FormDep,
+    digest_id: int = DigestId,
+) -> Response:
+    """Cancel a draft, scheduled or sending digest."""
+    return _change(
+        runtime,
+        request,
+        session,
+        editor,
+        form,
+        digest_id,
+        "cancelled",
+        lambda: digest_ops.cancel(session=session, digest_id=digest_id),
+    )
+
+
+def _change(
+    runtime: WebRuntime,
+    request: Request,
+    session: Session,
+    editor: EditorInfo,
+    form: dict[str, Any],
+    digest_id: int,
+    done: str,
+    operation: Any,
+    then: Any = None,
+) -> Response:
+    """Check the form, run a state change, commit it, then (only then) queue any work."""
+    error = check_form(runtime, request, form)
+    if error is None:
+        try:
+            operation()
+        except (InvalidInput, NotFound) as exc:
+            session.rollback()
+            error = str(exc)
+        else:
+            session.commit()
+            if then is not None:
+                then()
+            return _done(digest_id, done)
+    return _digest_page(runtime, request, session, editor, digest_id, 400, error=error)
+
+
+def _digest_page(
+    runtime: WebRuntime,
+    request: Request,
+    session: Session,
+    editor: EditorInfo,
+    digest_id: int,
+    status: int,
+    **context: Any,
+) -> HTMLResponse:
+    try:
+        summary = digest_ops.summarize(session=session, digest_id=digest_id)
+    except NotFound:
+        return page(
+            runtime, request, editor, "admin/error.html", 404, message=f"No digest {digest_id}."
+        )
+    report = digest_ops.outcomes(session=session, digest_id=digest_id)
+    carried = digest_ops.carried_posts(session=session, digest_id=digest_id)
+    context.setdefault("reader", "")
+    return page(
+        runtime,
+        request,
+        editor,
+        "admin/digest.html",
+        status,
+        digest=summary,
+        progress=summary.progress,
+        report=report,
+        posts=carried,
+        **context,
+    )
+
+
+def _composer(
+    runtime: WebRuntime,
+    request: Request,
+    session: Session,
+    editor: EditorInfo,
+    status: int,
+    form: dict[str, Any],
+    **context: Any,
+) -> HTMLResponse:
+    return page(
+        runtime,
+        request,
+        editor,
+        "admin/digest_new.html",
+        status,
+        posts=post_ops.list_posts(
+            session=session, limit=COMPOSE_POSTS, status=PostStatus.PUBLISHED
+        ),
+        topics=topic_ops.list_topics(session=session),
+        values={
+            "subject": _text(form, "subject"),
+            "intro": _text(form, "intro"),
+            "posts": set(_many(form, "posts")),
+            "topics": set(_many(form, "topics")),
+            "audience": set(_many(form, "audience")),
+            "since": _text(form, "since"),
+            "until": _text(form, "until"),
+        },
+        **context,
+    )
+
+
+def _done(digest_id: int, what: str) -> RedirectResponse:
+    return RedirectResponse(f"/admin/digests/{digest_id}?done={quote(what)}", status_code=303)
+
+
+def _text(form: dict[str, Any], name: str) -> str:
+    value = form.get(name, "")
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _many(form: dict[str, Any], name: str) -> list[str]:
+    value = form.get(name, [])
+    values = value if isinstance(value, list) else [value]
+    return [v.strip() for v in values if isinstance(v, str) and v.strip()]
+
+
+def _ids(form: dict[str, Any], name: str) -> list[int]:
+    ids = []
+    for value in _many(form, name):
+        if not value.isdigit() or int(value) > MAX_ID:
+            raise InvalidInput(f"{value!r} is not a post id", field=name)
+        ids.append(int(value))
+    return ids
+
+
+def _moment(form: dict[str, Any], name: str) -> datetime | None:
+    """A `datetime-local` field, read as UTC (the form says so); an offset may be given."""
+    value = _text(form, name)
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"{name}: {value[:40]!r} is not a date and time (e.g. 2026-12-01T09:00)", field=name
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

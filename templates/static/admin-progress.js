@@ -1,0 +1,48 @@
+// Digest page: poll the progress endpoint while a digest sends, update the bar, counts and report.
+(function () {
+  "use strict";
+  var box = document.getElementById("progress");
+  if (!box) return;
+  var url = box.getAttribute("data-url");
+  var status = box.getAttribute("data-status");
+  var DONE = { sent: true, cancelled: true };
+  var IDLE = { draft: true };
+  if (DONE[status] || IDLE[status]) return;
+
+  function set(selector, value) {
+    var nodes = box.querySelectorAll(selector);
+    for (var i = 0; i < nodes.length; i++) nodes[i].textContent = String(value);
+  }
+
+  function show(data) {
+    var bar = document.getElementById("progress-bar");
+    bar.value = data.percent;
+    bar.textContent = data.percent + "%";
+    ["percent", "planned", "sent", "failed", "pending"].forEach(function (k) {
+      set('[data-field="' + k + '"]', data[k]);
+    });
+    Object.keys(data.report).forEach(function (k) {
+      set('[data-report="' + k + '"]', data.report[k]);
+    });
+    var label = document.getElementById("digest-status");
+    if (label) label.textContent = data.status;
+    box.setAttribute("data-status", data.status);
+  }
+
+  function poll() {
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        if (!r.ok) throw new Error("progress: HTTP " + r.status);
+        return r.json();
+      })
+      .then(function (data) {
+        show(data);
+        if (!data.finished) window.setTimeout(poll, 1000);
+      })
+      .catch(function () {
+        window.setTimeout(poll, 5000);
+      });
+  }
+
+  poll();
+})();
