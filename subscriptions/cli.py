@@ -392,6 +392,42 @@ def editors() -> None:
     """Editors and their API tokens."""
 
 
+@editors.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(editor_ops.ROLES), default="editor", show_default=True)
+@click.option("--name", default="", help="How the console names this editor.")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of stdin (for scripts) instead of a prompt.",
+)
+@click.pass_context
+def editors_create(
+    ctx: click.Context, email: str, role: str, name: str, password_stdin: bool
+) -> None:
+    """Make a console account for EMAIL; the password is asked for (never an argument)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with _transaction(ctx) as session:
+        info = editor_ops.create_editor(
+            session=session, email=email, password=password, name=name, role=role
+        )
+    click.echo(f"{info.id}\t{info.email}\t{info.role}")
+
+
+@editors.command("list")
+@click.pass_context
+def editors_list(ctx: click.Context) -> None:
+    """One editor a line: id, address, role, name, last sign-in, state."""
+    with _transaction(ctx) as session:
+        for e in editor_ops.list_editors(session=session):
+            seen = e.last_login_at.strftime("%Y-%m-%d %H:%M") if e.last_login_at else "never"
+            state = "disabled" if e.disabled else "active"
+            click.echo(f"{e.id}\t{e.email}\t{e.role}\t{e.name}\t{seen}\t{state}")
+
+
 @editors.command("create-token")
 @click.argument("name")
 @click.option("--role", type=click.Choice(editor_ops.ROLES), default="editor", show_default=True)
