@@ -1,8 +1,10 @@
-"""Plan deliveries in SQL set operations: two statements per digest run, never a loop over readers.
+"""Plan deliveries in SQL set operations: a few statements per digest run, never a loop over readers.
 
 Every planned email is a Delivery row (unique per digest and reader) with the posts it carries in
 delivery_posts, written in one transaction: a crash leaves either a whole plan or none, and a rerun or a
-second planner adds only what is missing (the unique keys make "twice" impossible, not unlikely).
+second planner adds only what is missing (the unique keys make "twice" impossible, not unlikely). In the
+same transaction each reader's mark (subscribers.daily_through, weekly_through) moves to the end of the
+window just planned for them: their next window starts there, whatever their time zone is by then.
 """
 
 from __future__ import annotations
