@@ -17,6 +17,7 @@ MIN_INTERVAL_SECONDS = 60
 #: After this many failed polls in a row a feed is paused until an editor resumes it.
 PAUSE_AFTER_FAILURES = 5
 MAX_BACKOFF = timedelta(hours=6)
+MAX_CATEGORY_RULES = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +74,7 @@ def add_feed(
         )
     if send_latest < 0:
         raise InvalidInput("send latest: a number of posts, 0 or more", field="send_latest")
-    mapping = {
-        k.strip().casefold(): v.strip() for k, v in (category_map or {}).items() if k.strip()
-    }
+    mapping = _mapping(category_map or {})
     ids = topic_ids_for_slugs(session=session, slugs=[topic, *mapping.values()])
     if session.scalar(select(Feed.id).where(Feed.url == url)) is not None:
         raise InvalidInput(f"feed {url} is already registered", field="url")
@@ -91,6 +90,67 @@ def add_feed(
     session.add(feed)
     session.flush()
     return _info(feed, topic)
+
+
+def _mapping(category_map: dict[str, str]) -> dict[str, str]:
+    # Categories match case-insensitively (the poller casefolds what a feed sends).
+    mapping = {k.strip().casefold(): v.strip() for k, v in category_map.items() if k.strip()}
+    if len(mapping) > MAX_CATEGORY_RULES:
+        raise InvalidInput(
+            f"category map: at most {MAX_CATEGORY_RULES} categories", field="category_map"
+        )
+    if any(len(k) > 200 for k in mapping):
+        raise InvalidInput(
+            "category map: a category is at most 200 characters", field="category_map"
+        )
+    return mapping
+
+
+def get_feed(*, session: Session, feed_id: int) -> FeedInfo:
+    """One feed with its health, or NotFound."""
+    row = session.execute(
+        select(Feed, Topic.slug)
+        .outerjoin(Topic, Topic.id == Feed.default_topic_id)
+        .where(Feed.id == feed_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"no feed {feed_id}")
+    return _info(row[0], row[1])
+
+
+def update_feed(
+    *,
+    session: Session,
+    feed_id: int,
+    topic: str | None = None,
+    category_map: dict[str, str] | None = None,
+    poll_interval_seconds: int | None = None,
+    requires_approval: bool | None = None,
+) -> FeedInfo:
+    """Change a feed's default topic, category → topic rules, interval or approval; None keeps it.
+
+    New rules apply to entries stored from the next poll on; posts already stored keep their topics.
+    """
+    feed = session.get(Feed, feed_id)
+    if feed is None:
+        raise NotFound(f"no feed {feed_id}")
+    if poll_interval_seconds is not None:
+        if poll_interval_seconds < MIN_INTERVAL_SECONDS:
+            raise InvalidInput(
+                f"poll interval: at least {MIN_INTERVAL_SECONDS} seconds", field="interval"
+            )
+        feed.poll_interval_seconds = poll_interval_seconds
+    mapping = _mapping(category_map) if category_map is not None else None
+    wanted = ([topic] if topic is not None else []) + list((mapping or {}).values())
+    ids = topic_ids_for_slugs(session=session, slugs=wanted) if wanted else {}
+    if topic is not None:
+        feed.default_topic_id = ids[topic]
+    if mapping is not None:
+        feed.category_map = mapping
+    if requires_approval is not None:
+        feed.requires_approval = requires_approval
+    session.flush()
+    return get_feed(session=session, feed_id=feed_id)
 
 
 def list_feeds(*, session: Session) -> list[FeedInfo]:
@@ -154,3 +214,23 @@ def set_feed_paused(*, session: Session, feed_id: int, reason: str | None) -> No
 def backoff(interval_seconds: int, failures: int) -> timedelta:
     """Wait after the n-th failure in a row: the interval doubled each time, at most six hours."""
     return min(timedelta(seconds=interval_seconds * 2 ** max(0, failures - 1)), MAX_BACKOFF)
+
+
+def parse_category_rules(text: str) -> dict[str, str]:
+    """Rules written one a line, `category = topic-slug` (the console's text box); blank lines skip."""
+    mapping: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        category, sep, slug = line.rpartition("=")
+        if not sep or not category.strip() or not slug.strip():
+            raise InvalidInput(
+                f"category map, line {number}: write `category = topic-slug`", field="category_map"
+            )
+        mapping[category.strip()] = slug.strip()
+    return mapping
+
+
+def format_category_rules(mapping: dict[str, str]) -> str:
+    """The rules as `parse_category_rules` reads them."""
+    return "".join(f"{category} = {slug}\n" for category, slug in sorted(mapping.items()))

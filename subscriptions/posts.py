@@ -5,15 +5,26 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import case, func, or_, select
+from sqlalchemy.orm import Session, selectinload
 
 from subscriptions.content import plain_text, sanitize_summary
 from subscriptions.db import lock_planning
 from subscriptions.errors import InvalidInput, NotFound
-from subscriptions.models import Post, PostStatus, Topic, utcnow
+from subscriptions.models import (
+    Delivery,
+    DeliveryStatus,
+    Digest,
+    Post,
+    PostStatus,
+    Topic,
+    delivery_posts,
+    post_topics,
+    utcnow,
+)
 from subscriptions.topics import topic_ids_for_slugs
 
 
@@ -173,3 +184,141 @@ def approve_post(*, session: Session, post_id: int) -> PostInfo:
         post.released_at = utcnow()
     session.flush()
     return _info(post, created=True)
+
+
+def get_post(*, session: Session, post_id: int) -> PostInfo:
+    """One post, or NotFound."""
+    post = session.get(Post, post_id)
+    if post is None:
+        raise NotFound(f"no post {post_id}")
+    return _info(post)
+
+
+def hold_post(*, session: Session, post_id: int) -> PostInfo:
+    """Hold a published post: digests planned from now on leave it out until it is approved.
+
+    Emails already planned with it are not taken back (the ledger is never rewritten).
+    """
+    post = session.get(Post, post_id)
+    if post is None:
+        raise NotFound(f"no post {post_id}")
+    if post.status is PostStatus.HELD:
+        raise InvalidInput(f"post {post_id} is already held", field="status")
+    lock_planning(session)  # a planner running now sees the post either published or held
+    post.status = PostStatus.HELD
+    session.flush()
+    return _info(post)
+
+
+@dataclass(frozen=True, slots=True)
+class PostPage:
+    """One page of a post search and the number of posts that match."""
+
+    items: list[PostInfo]
+    total: int
+
+
+MAX_SEARCH_CHARS = 200
+
+
+def search_posts(
+    *,
+    session: Session,
+    text: str = "",
+    topic: str | None = None,
+    status: PostStatus | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> PostPage:
+    """Posts whose title or link holds `text` (case-insensitive), of a topic and a status, newest
+    first, a page at a time."""
+    text = text.strip()
+    if len(text) > MAX_SEARCH_CHARS:
+        raise InvalidInput(f"search: at most {MAX_SEARCH_CHARS} characters", field="q")
+    query = select(Post.id)
+    if text:
+        pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern += "%"
+        query = query.where(
+            or_(
+                func.lower(Post.title).like(pattern, escape="\\"),
+                func.lower(Post.link).like(pattern, escape="\\"),
+            )
+        )
+    if topic:
+        query = query.where(
+            Post.id.in_(
+                select(post_topics.c.post_id)
+                .join(Topic, Topic.id == post_topics.c.topic_id)
+                .where(Topic.slug == topic)
+            )
+        )
+    if status is not None:
+        query = query.where(Post.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    ids = list(
+        session.scalars(
+            query.order_by(Post.published_at.desc(), Post.id.desc()).limit(limit).offset(offset)
+        )
+    )
+    found = {
+        p.id: p
+        for p in session.scalars(
+            select(Post).where(Post.id.in_(ids)).options(selectinload(Post.topics))
+        )
+    }
+    return PostPage([_info(found[i]) for i in ids], total)
+
+
+@dataclass(frozen=True, slots=True)
+class PostCarrier:
+    """A digest that carried a post, and what became of the emails with it."""
+
+    digest_id: int
+    kind: str
+    status: str
+    subject: str
+    run_key: str | None
+    created_at: datetime
+    emails: int
+    sent: int
+    failed: int
+    pending: int
+
+
+def post_digests(*, session: Session, post_id: int) -> list[PostCarrier]:
+    """The digests whose emails carried the post, newest first, with their emails by outcome."""
+    if session.get(Post, post_id) is None:
+        raise NotFound(f"no post {post_id}")
+    # delivery_posts has no foreign keys (migration 0008): joined by id.
+    count = func.count(Delivery.id)
+
+    def outcome(*statuses: DeliveryStatus) -> Any:
+        return func.coalesce(func.sum(case((Delivery.status.in_(statuses), 1), else_=0)), 0)
+
+    rows = session.execute(
+        select(
+            Digest.id,
+            Digest.kind,
+            Digest.status,
+            Digest.subject,
+            Digest.run_key,
+            Digest.created_at,
+            count,
+            outcome(DeliveryStatus.SENT),
+            outcome(DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN, DeliveryStatus.SUPPRESSED),
+            outcome(DeliveryStatus.PENDING, DeliveryStatus.CLAIMED),
+        )
+        .select_from(delivery_posts)
+        .join(Delivery, Delivery.id == delivery_posts.c.delivery_id)
+        .join(Digest, Digest.id == Delivery.digest_id)
+        .where(delivery_posts.c.post_id == post_id)
+        .group_by(
+            Digest.id, Digest.kind, Digest.status, Digest.subject, Digest.run_key, Digest.created_at
+        )
+        .order_by(Digest.created_at.desc(), Digest.id.desc())
+    ).all()
+    return [
+        PostCarrier(d, k.value, s.value, subj, key, at, int(n), int(ok), int(bad), int(wait))
+        for d, k, s, subj, key, at, n, ok, bad, wait in rows
+    ]

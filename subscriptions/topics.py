@@ -5,13 +5,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from subscriptions.errors import InvalidInput
-from subscriptions.models import Topic
+from subscriptions.errors import InvalidInput, NotFound
+from subscriptions.models import (
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    Topic,
+    post_topics,
+    utcnow,
+)
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+MAX_DESCRIPTION = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +48,10 @@ def add_topic(*, session: Session, slug: str, name: str, description: str = "") 
         )
     if not name or len(name) > 200:
         raise InvalidInput("topic name: give 1 to 200 characters", field="name")
+    if len(description) > MAX_DESCRIPTION:
+        raise InvalidInput(
+            f"topic description: at most {MAX_DESCRIPTION} characters", field="description"
+        )
     if session.scalar(select(Topic.id).where(Topic.slug == slug)) is not None:
         raise InvalidInput(f"topic {slug!r} already exists", field="slug")
     topic = Topic(slug=slug, name=name, description=description.strip())
@@ -72,3 +84,92 @@ def topic_ids_for_slugs(*, session: Session, slugs: list[str]) -> dict[str, int]
     if missing:
         raise InvalidInput(f"unknown topic: {', '.join(missing)}", field="topics")
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSummary:
+    """A topic as the console lists it: with its readers (active, any frequency) and posts."""
+
+    id: int
+    slug: str
+    name: str
+    description: str
+    archived: bool
+    readers: int
+    posts: int
+
+
+def summarize_topics(*, session: Session, include_archived: bool = True) -> list[TopicSummary]:
+    """Every topic with its active readers and its posts, live ones first, then by name."""
+    readers = (
+        select(Subscription.topic_id, func.count().label("n"))
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(Subscriber.status == SubscriberStatus.ACTIVE)
+        .group_by(Subscription.topic_id)
+        .subquery()
+    )
+    posts = (
+        select(post_topics.c.topic_id, func.count().label("n"))
+        .group_by(post_topics.c.topic_id)
+        .subquery()
+    )
+    query = (
+        select(Topic, func.coalesce(readers.c.n, 0), func.coalesce(posts.c.n, 0))
+        .outerjoin(readers, readers.c.topic_id == Topic.id)
+        .outerjoin(posts, posts.c.topic_id == Topic.id)
+        .order_by(Topic.archived_at.is_not(None), Topic.name, Topic.id)
+    )
+    if not include_archived:
+        query = query.where(Topic.archived_at.is_(None))
+    return [
+        TopicSummary(t.id, t.slug, t.name, t.description, t.archived_at is not None, r, p)
+        for t, r, p in session.execute(query)
+    ]
+
+
+def get_topic(*, session: Session, topic_id: int) -> TopicInfo:
+    """One topic, archived or not, or NotFound."""
+    return _info(_topic(session, topic_id))
+
+
+def update_topic(
+    *, session: Session, topic_id: int, name: str | None = None, description: str | None = None
+) -> TopicInfo:
+    """Rename a topic and/or change its description; its slug (used in links and feeds) stays."""
+    topic = _topic(session, topic_id)
+    if name is not None:
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InvalidInput("topic name: give 1 to 200 characters", field="name")
+        topic.name = name
+    if description is not None:
+        if len(description) > MAX_DESCRIPTION:
+            raise InvalidInput(
+                f"topic description: at most {MAX_DESCRIPTION} characters", field="description"
+            )
+        topic.description = description.strip()
+    session.flush()
+    return _info(topic)
+
+
+def set_topic_archived(*, session: Session, topic_id: int, archived: bool) -> TopicInfo:
+    """Archive a topic, or bring it back.
+
+    Archiving deletes nothing: readers keep their subscription, which simply receives no more
+    posts (new posts cannot carry an archived topic), and the sign-up form stops offering it.
+    Unarchiving resumes those subscriptions as they were.
+    """
+    topic = _topic(session, topic_id)
+    if archived and topic.archived_at is None:
+        topic.archived_at = utcnow()
+    elif not archived:
+        topic.archived_at = None
+    session.flush()
+    return _info(topic)
+
+
+def _topic(session: Session, topic_id: int) -> Topic:
+    topic = session.get(Topic, topic_id)
+    if topic is None:
+        raise NotFound(f"no topic {topic_id}")
+    return topic
