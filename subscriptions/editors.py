@@ -93,6 +93,7 @@ def _dummy_hash() -> str:
     """Verified against when the address is unknown, so a login takes as long either way."""
     return _hasher.hash(secrets.token_hex(16))
 
+
 MIN_PASSWORD_LENGTH = 12
 
 
