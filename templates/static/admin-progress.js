@@ -26,6 +26,12 @@
     });
     var label = document.getElementById("digest-status");
     if (label) label.textContent = data.status;
+    // Actions that no longer apply (send, schedule, cancel) go once the status moves on.
+    var actions = document.querySelectorAll("[data-open]");
+    for (var i = 0; i < actions.length; i++) {
+      var open = actions[i].getAttribute("data-open").split(" ");
+      actions[i].hidden = open.indexOf(data.status) < 0;
+    }
     box.setAttribute("data-status", data.status);
   }
 
