@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -24,6 +24,8 @@ from subscriptions.web.apiv1.readers import csv_response
 from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep
 
 router = APIRouter()
+
+ReaderId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
 PER_PAGE = 50
 STATUSES = [s.value for s in SubscriberStatus]
@@ -165,7 +167,11 @@ def export_file(
 
 @router.get("/readers/{reader_id}", response_class=HTMLResponse)
 def reader_page(
-    reader_id: int, request: Request, runtime: RuntimeDep, session: SessionDep, editor: EditorDep
+    reader_id: ReaderId,
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: EditorDep,
 ) -> HTMLResponse:
     """One reader: status, zone, pause, subscriptions, consent records."""
     try:
@@ -177,7 +183,7 @@ def reader_page(
 
 @router.get("/readers/{reader_id}/audit", response_class=HTMLResponse)
 def audit_page(
-    reader_id: int,
+    reader_id: ReaderId,
     request: Request,
     runtime: RuntimeDep,
     session: SessionDep,
@@ -194,7 +200,11 @@ def audit_page(
 
 @router.get("/readers/{reader_id}/erase", response_class=HTMLResponse)
 def erase_page(
-    reader_id: int, request: Request, runtime: RuntimeDep, session: SessionDep, editor: AdminDep
+    reader_id: ReaderId,
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: AdminDep,
 ) -> HTMLResponse:
     """Ask before erasing (admins)."""
     try:
@@ -206,7 +216,7 @@ def erase_page(
 
 @router.post("/readers/{reader_id}/erase", response_model=None)
 def erase(
-    reader_id: int,
+    reader_id: ReaderId,
     request: Request,
     runtime: RuntimeDep,
     session: SessionDep,

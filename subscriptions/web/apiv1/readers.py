@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -35,6 +35,9 @@ from subscriptions.web.apiv1.common import (
 from subscriptions.web.runtime import RuntimeDep, SessionDep, WebRuntime
 
 router = APIRouter(tags=["readers"])
+
+#: A reader id (the column is a 32-bit integer on PostgreSQL).
+ReaderId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
 
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = AUTH_RESPONSES
@@ -230,7 +233,7 @@ def csv_response(
 
 
 @router.get("/readers/{reader_id}", response_model=ReaderDetailOut, responses=ONE_ERRORS)
-def get_reader(reader_id: int, token: TokenDep, session: SessionDep) -> ReaderDetailOut:
+def get_reader(reader_id: ReaderId, token: TokenDep, session: SessionDep) -> ReaderDetailOut:
     """One reader: status, zone, pause, subscriptions and consent records."""
     try:
         detail = audit.reader_detail(session=session, subscriber_id=reader_id)
@@ -241,7 +244,7 @@ def get_reader(reader_id: int, token: TokenDep, session: SessionDep) -> ReaderDe
 
 @router.get("/readers/{reader_id}/audit", response_model=AuditOut, responses=ONE_ERRORS)
 def get_audit(
-    reader_id: int,
+    reader_id: ReaderId,
     token: TokenDep,
     session: SessionDep,
     posts: Annotated[int, Query(ge=1, le=1000, description="how many recent posts")] = 100,
@@ -270,7 +273,7 @@ def get_audit(
     response_class=Response,
     responses={**ADMIN_ERRORS, 404: problem("no such reader")},
 )
-def erase_reader(reader_id: int, token: AdminTokenDep, session: SessionDep) -> Response:
+def erase_reader(reader_id: ReaderId, token: AdminTokenDep, session: SessionDep) -> Response:
     """Erase a reader and everything tied to them; the address stays suppressed, as a hash (admin)."""
     try:
         privacy.erase_reader(session=session, subscriber_id=reader_id)
