@@ -14,6 +14,7 @@ from subscriptions.models import Feed, Topic, utcnow
 from subscriptions.topics import topic_ids_for_slugs
 
 MIN_INTERVAL_SECONDS = 60
+MAX_INTERVAL_SECONDS = 7 * 86400
 #: After this many failed polls in a row a feed is paused until an editor resumes it.
 PAUSE_AFTER_FAILURES = 5
 MAX_BACKOFF = timedelta(hours=6)
@@ -68,10 +69,7 @@ def add_feed(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(f"feed URL {url!r}: use an http or https URL", field="url")
-    if poll_interval_seconds < MIN_INTERVAL_SECONDS:
-        raise InvalidInput(
-            f"poll interval: at least {MIN_INTERVAL_SECONDS} seconds", field="interval"
-        )
+    _check_interval(poll_interval_seconds)
     if send_latest < 0:
         raise InvalidInput("send latest: a number of posts, 0 or more", field="send_latest")
     mapping = _mapping(category_map or {})
@@ -90,6 +88,14 @@ def add_feed(
     session.add(feed)
     session.flush()
     return _info(feed, topic)
+
+
+def _check_interval(seconds: int) -> None:
+    if not MIN_INTERVAL_SECONDS <= seconds <= MAX_INTERVAL_SECONDS:
+        raise InvalidInput(
+            f"poll interval: {MIN_INTERVAL_SECONDS} to {MAX_INTERVAL_SECONDS} seconds",
+            field="interval",
+        )
 
 
 def _mapping(category_map: dict[str, str]) -> dict[str, str]:
@@ -135,12 +141,12 @@ def update_feed(
     if feed is None:
         raise NotFound(f"no feed {feed_id}")
     if poll_interval_seconds is not None:
-        if poll_interval_seconds < MIN_INTERVAL_SECONDS:
-            raise InvalidInput(
-                f"poll interval: at least {MIN_INTERVAL_SECONDS} seconds", field="interval"
-            )
+        _check_interval(poll_interval_seconds)
         feed.poll_interval_seconds = poll_interval_seconds
     mapping = _mapping(category_map) if category_map is not None else None
+    current = session.scalar(select(Topic.slug).where(Topic.id == feed.default_topic_id))
+    if topic == current:
+        topic = None  # kept as it is, even when that topic has been archived since
     wanted = ([topic] if topic is not None else []) + list((mapping or {}).values())
     ids = topic_ids_for_slugs(session=session, slugs=wanted) if wanted else {}
     if topic is not None:

@@ -14,7 +14,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from subscriptions import feeds, posts, readers, suppressions
+from subscriptions import feeds, posts, readers, suppressions, topics
 from subscriptions.models import Feed, Frequency, Post, PostStatus, Suppression, Topic
 from subscriptions.queue import PLAN_POST_ALERTS, POLL_FEED
 from tests.consoles import Console
@@ -128,6 +128,11 @@ def test_every_page_renders_for_an_editor(console: Console) -> None:
     for path in ("/admin/topics/999999", "/admin/feeds/999999", "/admin/posts/999999"):
         assert client.get(path).status_code == 404
     assert client.get("/admin/posts?page=0").status_code == 400
+    # A feed whose default topic was archived still shows it, so saving keeps it.
+    with console.sessions.begin() as session:
+        topics.set_topic_archived(session=session, topic_id=ids["topic"], archived=True)
+    page = client.get(f"/admin/feeds/{ids['feed']}").text
+    assert '<option value="mexico" selected>mexico (archived' in page
     assert client.get("/admin/posts?status=draft").status_code == 400
 
 

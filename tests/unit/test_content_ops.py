@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -11,6 +12,8 @@ from subscriptions import feeds, posts, suppressions, topics
 from subscriptions.errors import InvalidInput, NotFound
 from subscriptions.models import PostStatus
 from tests.factories import add_demo_topics, migrated_sessions
+from tests.feedserver import Item, rss2
+from worker.feeds.poll import FetchOptions, poll_feed
 
 
 @pytest.fixture
@@ -109,3 +112,52 @@ def test_suppression_search_by_address_and_remove(sessions: sessionmaker[Session
         assert suppressions.list_suppressions(session=session).total == 0
         with pytest.raises(NotFound):
             suppressions.remove_suppression(session=session, suppression_id=entry.id)
+
+
+def test_a_feed_skips_archived_topics_and_keeps_the_live_ones(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Archiving a topic breaks no feed: entries keep their live topics; one whose topics are all
+    archived is skipped, not moved to the default topic."""
+    document = rss2(
+        [
+            Item(title="Both", link="https://example.org/1", categories=["Mexico", "Refugees"]),
+            Item(title="Only archived", link="https://example.org/2", categories=["Refugees"]),
+            Item(title="No category", link="https://example.org/3"),
+        ]
+    )
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(
+            200, content=document, headers={"content-type": "application/rss+xml"}
+        )
+    )
+    with sessions.begin() as session:
+        feed = feeds.add_feed(
+            session=session,
+            url="https://example.org/feed.xml",
+            topic="migration",
+            category_map={"Mexico": "mexico", "Refugees": "refugees"},
+        )
+        refugees = next(t for t in topics.list_topics(session=session) if t.slug == "refugees")
+        topics.set_topic_archived(session=session, topic_id=refugees.id, archived=True)
+    report = poll_feed(sessions, feed.id, FetchOptions(allow_private=True, transport=transport))
+    assert report.status == "ok" and report.skipped == 1, report
+    with sessions() as session:
+        stored = {p.title: p.topics for p in posts.search_posts(session=session).items}
+    assert stored == {"Both": ["mexico"], "No category": ["migration"]}
+
+
+def test_a_feed_keeps_its_archived_default_topic_when_other_things_change(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        feed = feeds.add_feed(session=session, url="https://example.org/f.xml", topic="refugees")
+        refugees = next(t for t in topics.list_topics(session=session) if t.slug == "refugees")
+        topics.set_topic_archived(session=session, topic_id=refugees.id, archived=True)
+        kept = feeds.update_feed(
+            session=session, feed_id=feed.id, topic="refugees", poll_interval_seconds=600
+        )
+        assert (kept.default_topic, kept.poll_interval_seconds) == ("refugees", 600)
+        for seconds in (59, feeds.MAX_INTERVAL_SECONDS + 1):
+            with pytest.raises(InvalidInput, match="poll interval"):
+                feeds.update_feed(session=session, feed_id=feed.id, poll_interval_seconds=seconds)

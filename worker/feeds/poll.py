@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions import posts
@@ -118,6 +119,9 @@ def _store(session: Session, feed: Feed, parsed: ParsedFeed, report: PollReport)
     first_poll = feed.last_polled_at is None
     rules: dict[str, str] = dict(feed.category_map)
     default = session.get(Topic, feed.default_topic_id) if feed.default_topic_id else None
+    # An archived topic receives no more posts: an entry keeps its live topics, and one whose
+    # topics are all archived is skipped (not moved to the default topic).
+    live = set(session.scalars(select(Topic.slug).where(Topic.archived_at.is_(None))))
     seen: set[str] = set()
     for index, entry in enumerate(parsed.entries):
         guid = entry.guid or (None if entry.link else fallback_guid(entry))
@@ -127,6 +131,7 @@ def _store(session: Session, feed: Feed, parsed: ParsedFeed, report: PollReport)
             continue
         seen.add(key)
         topics, unmapped = _topics(entry, rules, default.slug if default else None)
+        topics = [t for t in topics if t in live]
         if not topics:
             report.skipped += 1
             continue

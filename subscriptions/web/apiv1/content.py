@@ -195,7 +195,7 @@ CategoryMap = Annotated[
     ],
     Field(max_length=feeds.MAX_CATEGORY_RULES),
 ]
-Interval = Annotated[int, Field(ge=feeds.MIN_INTERVAL_SECONDS, le=7 * 86400)]
+Interval = Annotated[int, Field(ge=feeds.MIN_INTERVAL_SECONDS, le=feeds.MAX_INTERVAL_SECONDS)]
 
 
 class FeedIn(BaseModel):
