@@ -235,6 +235,8 @@ def search_posts(
     text = text.strip()
     if len(text) > MAX_SEARCH_CHARS:
         raise InvalidInput(f"search: at most {MAX_SEARCH_CHARS} characters", field="q")
+    if "\x00" in text or "\x00" in (topic or ""):  # PostgreSQL refuses NUL in any string
+        raise InvalidInput("search: no NUL characters", field="q" if "\x00" in text else "topic")
     query = select(Post.id)
     if text:
         pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

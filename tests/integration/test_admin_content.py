@@ -134,6 +134,9 @@ def test_every_page_renders_for_an_editor(console: Console) -> None:
     page = client.get(f"/admin/feeds/{ids['feed']}").text
     assert '<option value="mexico" selected>mexico (archived' in page
     assert client.get("/admin/posts?status=draft").status_code == 400
+    for query in ("q=a%00b", "topic=a%00b", "email=a%00b@example.org"):
+        path = "/admin/suppressions" if query.startswith("email") else "/admin/posts"
+        assert client.get(f"{path}?{query}").status_code == 400, query
 
 
 def test_topics_create_rename_describe_archive_and_bring_back(console: Console) -> None:
@@ -145,7 +148,9 @@ def test_topics_create_rename_describe_archive_and_bring_back(console: Console) 
     assert bad.status_code == 400 and "lower-case letters" in bad.text
     assert 'value="X"' in bad.text  # what was typed is kept
 
-    made = post_form(client, "/admin/topics", "/admin/topics", {"slug": "russia", "name": "Russia"})
+    made = post_form(
+        client, "/admin/topics", "/admin/topics", {"slug": "russia", "name": "Rus\x00sia"}
+    )
     assert made.status_code == 303 and made.headers["location"].endswith("notice=topic-created")
     assert "Topic created." in client.get(made.headers["location"]).text
     with console.sessions() as session:

@@ -53,8 +53,10 @@ def _flash(notice: str) -> Flash | None:
 
 
 def _text(form: dict[str, Any], name: str) -> str:
+    """A posted field as text; a repeated or missing one is empty, NUL characters (which PostgreSQL
+    cannot store) are dropped."""
     value = form.get(name)
-    return value if isinstance(value, str) else ""
+    return value.replace("\x00", "") if isinstance(value, str) else ""
 
 
 def _int(form: dict[str, Any], name: str, field: str) -> int:
@@ -379,7 +381,7 @@ def posts_page(
     """Posts newest first; search by title or link, topic and status."""
     found = posts.search_posts(
         session=session,
-        text=q.replace("\x00", ""),
+        text=q,
         topic=topic or None,
         status=PostStatus(status) if status else None,
         limit=PAGE_SIZE,
