@@ -32,6 +32,7 @@ from subscriptions.models import (
     DeliveryStatus,
     Digest,
     DigestKind,
+    DigestMark,
     DigestStatus,
     Frequency,
     Post,
@@ -1289,12 +1290,15 @@ def test_a_reader_back_at_a_frequency_after_a_while_starts_at_their_zones_period
     ]
 
 
-def marks(world: World) -> dict[str, tuple[datetime | None, datetime | None]]:
+def marks(world: World) -> dict[tuple[str, str], datetime]:
+    """Every reader's marks: (email, frequency) -> through."""
     with world.sessions() as session:
         return {
-            email: (daily, weekly)
-            for email, daily, weekly in session.execute(
-                select(Subscriber.email, Subscriber.daily_through, Subscriber.weekly_through)
+            (email, frequency.value): through
+            for email, frequency, through in session.execute(
+                select(Subscriber.email, DigestMark.frequency, DigestMark.through).join(
+                    DigestMark, DigestMark.subscriber_id == Subscriber.id
+                )
             )
         }
 

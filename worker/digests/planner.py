@@ -3,13 +3,12 @@
 Every planned email is a Delivery row (unique per digest and reader) with the posts it carries in
 delivery_posts, written in one transaction: a crash leaves either a whole plan or none, and a rerun or a
 second planner adds only what is missing (the unique keys make "twice" impossible, not unlikely). In the
-same transaction each reader's mark (subscribers.daily_through, weekly_through) moves to the end of the
-window just planned for them: their next window starts there, whatever their time zone is by then.
+same transaction each reader's mark (a digest_marks row per reader and frequency) moves to the end of
+the window just planned for them: their next window starts there, whatever their time zone is by then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -39,6 +38,7 @@ from subscriptions.models import (
     DeliveryStatus,
     Digest,
     DigestKind,
+    DigestMark,
     DigestStatus,
     Frequency,
     Post,
@@ -61,7 +61,7 @@ NOT_DELIVERED = (DeliveryStatus.FAILED, DeliveryStatus.SUPPRESSED)
 #: reader had no topic at that frequency, or was gone, for a while) and the zone's period applies.
 STALE_MARK = timedelta(days=2)
 
-_subscribers = cast(Table, Subscriber.__table__)
+_marks = cast(Table, DigestMark.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,11 +283,9 @@ def _windows(periods: list[tuple[str, Period]]) -> Any:
     return (rows[0] if len(rows) == 1 else union_all(*rows)).subquery("windows")
 
 
-def _mark_of(kind: DigestKind) -> Any:
-    """The subscribers column that holds where a reader's last window of `kind` ended."""
-    return (
-        _subscribers.c.daily_through if kind is DigestKind.DAILY else _subscribers.c.weekly_through
-    )
+def _mark_join(frequency: Frequency) -> ColumnElement[bool]:
+    """The ON clause that outer-joins a reader's (the statement's Subscriber) mark of `frequency`."""
+    return and_(DigestMark.subscriber_id == Subscriber.id, DigestMark.frequency == frequency)
 
 
 def _window_start(mark: Any, windows: Any) -> ColumnElement[Any]:
@@ -296,20 +294,45 @@ def _window_start(mark: Any, windows: Any) -> ColumnElement[Any]:
     return case((mark > windows.c.stale, mark), else_=windows.c.opens)
 
 
-def _by_zone(due: list[tuple[str, Period]], value: Callable[[Period], datetime]) -> Any:
-    """`value` of the period of the reader's zone, as an SQL expression over subscribers."""
-    return case(
-        *[
-            (_subscribers.c.timezone == zone, literal(value(period), type_=Post.released_at.type))
-            for zone, period in due
-        ]
+def _move_marks(
+    session: Session,
+    frequency: Frequency,
+    windows: Any,
+    to: Any,
+    readers: list[ColumnElement[bool]],
+) -> None:
+    """Move the marks of `frequency` of the `readers` (conditions on Subscriber) in a zone of
+    `windows` up to `to` (a column of `windows`), never back: one upsert for all of them.
+
+    Readers whose mark is there already are left out before the upsert, not only by its WHERE:
+    PostgreSQL locks every row an ON CONFLICT finds, updated or not.
+    """
+    already = exists(
+        select(literal(1)).where(
+            _marks.c.subscriber_id == Subscriber.id,
+            _marks.c.frequency == frequency,
+            _marks.c.through >= to,
+        )
+    )
+    source = (
+        select(Subscriber.id, literal(frequency, type_=_marks.c.frequency.type), to)
+        .join(windows, windows.c.zone == Subscriber.timezone)
+        .where(*readers, ~already)
+    )
+    stmt = _insert(session, _marks).from_select(["subscriber_id", "frequency", "through"], source)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[_marks.c.subscriber_id, _marks.c.frequency],
+            set_={"through": stmt.excluded.through},
+            where=_marks.c.through < stmt.excluded.through,
+        )
     )
 
 
 def _advance_marks(
     session: Session,
     kind: DigestKind,
-    due: list[tuple[str, Period]],
+    windows: Any,
     *,
     digest_id: int,
     planned_above: int,
@@ -317,62 +340,43 @@ def _advance_marks(
 ) -> None:
     """After a run is planned, move the marks of the mailable readers it considered.
 
-    A mailable reader of a zone in `due` with a topic at this frequency has had their window up to
-    the period end: their mark goes there (also with nothing new, so a later window cannot reopen
-    this one), never back. Not so a reader who had a delivery in this digest before this run (id
-    at most `planned_above`): planned in an earlier tick (their mark is there already), or in
-    another zone's period of the same date before moving to a zone behind, in which case their
+    A mailable reader of a zone in `windows` with a topic at this frequency has had their window up
+    to the period end: their mark goes there (also with nothing new, so a later window cannot
+    reopen this one), never back. Not so a reader who had a delivery in this digest before this
+    run (id at most `planned_above`): planned in an earlier tick (their mark is there already), or
+    in another zone's period of the same date before moving to a zone behind, in which case their
     mark stays where it is and the next period's window reaches back to it.
     """
-    mark = _mark_of(kind)
-    closes = _by_zone(due, lambda p: p.end)
-    session.execute(
-        update(_subscribers)
-        .where(
-            _subscribers.c.timezone.in_([zone for zone, _ in due]),
-            _subscribers.c.status == SubscriberStatus.ACTIVE.value,
-            or_(_subscribers.c.paused_until.is_(None), _subscribers.c.paused_until <= now),
-            or_(mark.is_(None), mark < closes),
-            _has_topics(kind),
-            ~exists(
-                select(literal(1)).where(
-                    Delivery.digest_id == digest_id,
-                    Delivery.subscriber_id == _subscribers.c.id,
-                    Delivery.id <= planned_above,
-                )
-            ),
+    frequency = Frequency(kind.value)
+    planned_before = exists(
+        select(literal(1)).where(
+            Delivery.digest_id == digest_id,
+            Delivery.subscriber_id == Subscriber.id,
+            Delivery.id <= planned_above,
         )
-        .values({mark: closes})
     )
+    readers = [_mailable(now), _has_topics(frequency), ~planned_before]
+    _move_marks(session, frequency, windows, windows.c.closes, readers)
 
 
-def _forfeit_paused(
-    session: Session, kind: DigestKind, due: list[tuple[str, Period]], *, now: datetime
-) -> None:
+def _forfeit_paused(session: Session, kind: DigestKind, windows: Any, *, now: datetime) -> None:
     """A paused reader forfeits what came before the latest period: their mark moves up to its
     start, so when the pause ends they get that period's posts (as a reader without a mark
     would), not everything since their last digest."""
-    mark = _mark_of(kind)
-    opens = _by_zone(due, lambda p: p.start)
-    session.execute(
-        update(_subscribers)
-        .where(
-            _subscribers.c.timezone.in_([zone for zone, _ in due]),
-            _subscribers.c.status == SubscriberStatus.ACTIVE.value,
-            _subscribers.c.paused_until > now,
-            or_(mark.is_(None), mark < opens),
-            _has_topics(kind),
-        )
-        .values({mark: opens})
-    )
+    frequency = Frequency(kind.value)
+    readers = [
+        Subscriber.status == SubscriberStatus.ACTIVE,
+        Subscriber.paused_until > now,
+        _has_topics(frequency),
+    ]
+    _move_marks(session, frequency, windows, windows.c.opens, readers)
 
 
-def _has_topics(kind: DigestKind) -> ColumnElement[bool]:
-    """The subscriber (of the statement) has a topic at the frequency of `kind`."""
+def _has_topics(frequency: Frequency) -> ColumnElement[bool]:
+    """The reader (the statement's Subscriber) has a topic at `frequency`."""
     return exists(
         select(literal(1)).where(
-            Subscription.subscriber_id == _subscribers.c.id,
-            Subscription.frequency == Frequency(kind.value),
+            Subscription.subscriber_id == Subscriber.id, Subscription.frequency == frequency
         )
     )
 
@@ -398,17 +402,13 @@ def plan_periodic(
     now = now or utcnow()
     _serialize(session)
     frequency = Frequency(kind.value)
-    mark = _mark_of(kind)
+    mark = DigestMark.through
     zones = session.execute(
         select(Subscriber.timezone, func.min(mark))
+        .outerjoin(DigestMark, _mark_join(frequency))
         .where(
             Subscriber.status == SubscriberStatus.ACTIVE,
-            exists(
-                select(literal(1)).where(
-                    Subscription.subscriber_id == Subscriber.id,
-                    Subscription.frequency == frequency,
-                )
-            ),
+            _has_topics(frequency),
         )
         .group_by(Subscriber.timezone)
     ).all()
@@ -453,6 +453,7 @@ def plan_periodic(
         pairs = (
             select(Subscriber.id, Post.id)
             .join(windows, windows.c.zone == Subscriber.timezone)
+            .outerjoin(DigestMark, _mark_join(frequency))
             .join(Subscription, Subscription.subscriber_id == Subscriber.id)
             .join(post_topics, post_topics.c.topic_id == Subscription.topic_id)
             .join(Post, Post.id == post_topics.c.post_id)
@@ -473,15 +474,11 @@ def plan_periodic(
             select(literal(1))
             .select_from(Subscriber)
             .join(windows, windows.c.zone == Subscriber.timezone)
+            .outerjoin(DigestMark, _mark_join(frequency))
             .where(
                 _mailable(now),
                 or_(mark.is_(None), mark < windows.c.closes),
-                exists(
-                    select(literal(1)).where(
-                        Subscription.subscriber_id == Subscriber.id,
-                        Subscription.frequency == frequency,
-                    )
-                ),
+                _has_topics(frequency),
                 ~exists(
                     select(literal(1)).where(
                         Delivery.digest_id == digest_id, Delivery.subscriber_id == Subscriber.id
@@ -496,9 +493,9 @@ def plan_periodic(
             planned_above = session.scalar(select(func.max(Delivery.id))) or 0
             planned = _fill(session, digest_id, now, pairs)
             _advance_marks(
-                session, kind, due, digest_id=digest_id, planned_above=planned_above, now=now
+                session, kind, windows, digest_id=digest_id, planned_above=planned_above, now=now
             )
-        _forfeit_paused(session, kind, due, now=now)
+        _forfeit_paused(session, kind, windows, now=now)
         refresh_digest_status(session, digest_id)
         results.append(PlanResult(digest_id, planned))
     return results
