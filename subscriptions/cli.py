@@ -628,7 +628,7 @@ def digest_schedule(ctx: click.Context, digest_id: int, at: str) -> None:
 @click.argument("digest_id", type=int)
 @click.pass_context
 def digest_cancel(ctx: click.Context, digest_id: int) -> None:
-    """Cancel a draft or scheduled digest before it is sent."""
+    """Cancel a draft, scheduled or sending digest (what was sent stays sent)."""
     with _transaction(ctx) as session:
         _print_digest(digest_ops.cancel(session=session, digest_id=digest_id))
 

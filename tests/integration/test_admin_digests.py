@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from subscriptions.models import Digest, DigestStatus
+from subscriptions.models import Digest, DigestKind, DigestStatus
 from tests import webforms
 from tests.consoles import Console
 from tests.integration.conftest import wait_for_files
@@ -205,3 +205,21 @@ def test_send_now_through_a_real_worker_and_progress_to_100(
         assert script.status_code == 200 and "fetch(" in script.text
     finally:
         console.close()
+
+
+def test_the_list_pages_through_every_kind(console: Console) -> None:
+    client = console.signed_in(role="editor")
+    with console.sessions.begin() as session:
+        for n in range(30):
+            kind = DigestKind.EDITORIAL if n % 2 else DigestKind.DAILY
+            session.add(
+                Digest(kind=kind, status=DigestStatus.SENT, subject=f"Digest number {n:02d}")
+            )
+    first = client.get("/admin/digests")
+    assert "Page 1 of 2 (30 digests)" in first.text
+    assert "Digest number 29" in first.text and "Digest number 04" not in first.text
+    assert 'href="/admin/digests?page=2"' in first.text and "daily" in first.text
+    second = client.get("/admin/digests?page=2")
+    assert "Digest number 04" in second.text and "Digest number 29" not in second.text
+    assert 'href="/admin/digests?page=1"' in second.text
+    assert client.get("/admin/digests?page=0").status_code == 400

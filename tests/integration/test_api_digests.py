@@ -285,3 +285,42 @@ def test_send_through_a_real_worker_reaches_100_percent(
         assert listed["id"] == digest["id"] and listed["counts"]["sent"] == 7
     finally:
         console.close()
+
+
+def test_cancel_while_sending_stops_the_rest(console: Console, tmp_path: Path) -> None:
+    """A digest cancelled while sending (planned, nothing claimed yet): a sender that was already
+    started for it claims nothing, and its deliveries stay pending, never sent."""
+    from subscriptions.templating import template_environment
+    from subscriptions.tokens import TokenSigner
+    from worker.digests import planner
+    from worker.digests.render import DigestRenderer
+    from worker.digests.sender import Sender
+    from worker.providers import provider_from_url
+
+    api = console.api("editor")
+    for n in range(3):
+        add_reader(console, f"reader{n}@example.org", ["mexico"])
+    digest = compose(api, add_posts(console, "Elections"))
+    path = f"/api/v1/digests/{digest['id']}"
+    assert (
+        api.post(f"{path}/schedule", json={"at": datetime.now(UTC).isoformat()}).status_code == 200
+    )
+    with console.sessions.begin() as session:
+        assert planner.plan_editorial(session, digest["id"]).planned == 3
+    assert api.get(path).json()["status"] == "sending"
+    settings = console.settings
+    sender = Sender(
+        console.sessions,
+        provider_from_url(settings.email),
+        DigestRenderer(template_environment(settings, "email")),
+        settings,
+        TokenSigner(settings.secret_key),
+    )
+    cancelled = api.post(f"{path}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert sender.send_batch(digest["id"]).claimed == 0
+    after = api.get(path).json()
+    assert after["status"] == "cancelled" and after["progress"]["finished"] is True
+    assert after["counts"] == {"pending": 3, "planned": 3}
+    assert not list((tmp_path / "outbox").glob("*.eml"))
+    assert_problem(api.post(f"{path}/cancel"), 409)

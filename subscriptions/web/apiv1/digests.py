@@ -15,7 +15,7 @@ from subscriptions.errors import InvalidInput, NotFound
 from subscriptions.queue import SEND_EDITORIAL
 from subscriptions.web import previews
 from subscriptions.web.api import Problem
-from subscriptions.web.apiv1.common import Page, PageDep, TokenDep, problem_from
+from subscriptions.web.apiv1.common import Page, PageDep, TokenDep, problem, problem_from
 from subscriptions.web.runtime import RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/digests", tags=["digests"])
@@ -34,32 +34,16 @@ def _no_nul(value: str) -> str:
     return value
 
 
-class ProblemOut(BaseModel):
-    """RFC 9457 problem details (served as application/problem+json)."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str | None = None
-    errors: list[dict[str, str]] | None = None
-
-
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The documented problems of an endpoint (422 always: a path or query value can be invalid)."""
     reasons = {
-        401: "No token, or a wrong or revoked one",
-        404: "No such digest (or reader)",
-        409: "The digest is not in a state that allows this",
-        422: "The request is not valid",
+        400: "the body could not be parsed",
+        401: "no valid bearer token (missing, wrong or revoked)",
+        404: "no such digest (or reader)",
+        409: "the digest's state does not allow this",
+        422: "invalid input",
     }
-    schema = {"schema": {"$ref": "#/components/schemas/ProblemOut"}}
-    return {
-        s: {
-            "model": ProblemOut,
-            "description": reasons[s],
-            "content": {"application/problem+json": schema},
-        }
-        for s in statuses
-    }
+    return {s: problem(reasons[s]) for s in sorted({422, *statuses})}
 
 
 class Progress(BaseModel):
@@ -224,7 +208,7 @@ def list_digests(
     )
 
 
-@router.post("", response_model=DigestOut, status_code=201, responses=_problems(401, 422))
+@router.post("", response_model=DigestOut, status_code=201, responses=_problems(400, 401))
 def create_digest(body: DigestIn, token: TokenDep, session: SessionDep) -> DigestOut:
     """Compose a draft editor's digest."""
     try:
@@ -282,7 +266,7 @@ def preview_digest(
     return PreviewOut(reader=shown.reader, subject=shown.subject, html=shown.html, text=shown.text)
 
 
-@router.post("/{digest_id}/test", response_model=TestOut, responses=_problems(401, 404, 422))
+@router.post("/{digest_id}/test", response_model=TestOut, responses=_problems(400, 401, 404))
 def test_digest(
     digest_id: DigestId, body: TestIn, token: TokenDep, runtime: RuntimeDep, session: SessionDep
 ) -> TestOut:
@@ -319,7 +303,7 @@ def send_digest(
 
 
 @router.post(
-    "/{digest_id}/schedule", response_model=DigestOut, responses=_problems(401, 404, 409, 422)
+    "/{digest_id}/schedule", response_model=DigestOut, responses=_problems(400, 401, 404, 409)
 )
 def schedule_digest(
     digest_id: DigestId, body: ScheduleIn, token: TokenDep, session: SessionDep
