@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from subscriptions.errors import HeaderInjection, InvalidInput, NotFound, TokenUsed
 from subscriptions.models import (
     Consent,
+    DigestMark,
     Frequency,
     Subscriber,
     SubscriberStatus,
@@ -322,11 +323,14 @@ def update_preferences(
 
 
 def unsubscribe(*, session: Session, subscriber_id: int) -> None:
-    """Stop all email to a reader at once; their subscriptions are removed."""
+    """Stop all email to a reader at once; their subscriptions and digest marks are removed."""
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
         raise NotFound("no such reader")
     session.execute(delete(Subscription).where(Subscription.subscriber_id == subscriber_id))
+    # Without a mark, a reader who signs up again starts at their zone's latest period: a mark
+    # would reopen their window back to their last digest, over what came while they were gone.
+    session.execute(delete(DigestMark).where(DigestMark.subscriber_id == subscriber_id))
     if subscriber.status is not SubscriberStatus.UNSUBSCRIBED:
         subscriber.status = SubscriberStatus.UNSUBSCRIBED
         subscriber.unsubscribed_at = utcnow()

@@ -1290,6 +1290,53 @@ def test_a_reader_back_at_a_frequency_after_a_while_starts_at_their_zones_period
     ]
 
 
+def test_a_reader_who_unsubscribes_and_signs_up_again_starts_afresh(world: World) -> None:
+    """Unsubscribing clears a reader's marks: back two days later (their mark, a period before
+    the latest one, not stale yet), they start at their zone's latest period, as a new reader
+    signing up at the same time does, not where their last digest ended (which would bring what
+    came while they were gone)."""
+    world.reader("back@example.org", "UTC", {"mexico": DAILY})
+
+    def sign_up(email: str) -> None:
+        with transaction(world.sessions) as session:
+            signup = readers.subscribe(
+                session=session, email=email, topics=["mexico"], frequency=DAILY, timezone="UTC"
+            )
+            assert signup.subscriber_id is not None and signup.consent_id is not None
+            readers.confirm(
+                session=session,
+                consent_id=signup.consent_id,
+                subscriber_id=signup.subscriber_id,
+                token_version=1,
+            )
+
+    def before(now: datetime) -> None:
+        if now == utc(2024, 6, 10, 8):
+            with transaction(world.sessions) as session:
+                readers.unsubscribe(
+                    session=session, subscriber_id=world.readers["back@example.org"]
+                )
+            assert not [m for m in marks(world) if m[0] == "back@example.org"]
+        if now == utc(2024, 6, 12, 8):
+            sign_up("back@example.org")
+            sign_up("new@example.org")
+
+    posts = [PostSpec(f"Day {d}", ("mexico",), utc(2024, 6, d, 10)) for d in range(9, 14)]
+    steps = every(utc(2024, 6, 10, 1), utc(2024, 6, 14, 8), timedelta(hours=1))
+    world.run(steps, posts, before_step=before)
+    again = [
+        ("daily:2024-06-12", utc(2024, 6, 12, 8), ["Day 11"]),
+        ("daily:2024-06-13", utc(2024, 6, 13, 7), ["Day 12"]),
+        ("daily:2024-06-14", utc(2024, 6, 14, 7), ["Day 13"]),
+    ]
+    assert mail_of(world, "new@example.org") == again
+    # Day 10 came while they were gone, before the period a new reader gets.
+    assert mail_of(world, "back@example.org") == [
+        ("daily:2024-06-10", utc(2024, 6, 10, 7), ["Day 9"]),
+        *again,
+    ]
+
+
 def marks(world: World) -> dict[tuple[str, str], datetime]:
     """Every reader's marks: (email, frequency) -> through."""
     with world.sessions() as session:
