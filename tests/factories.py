@@ -7,8 +7,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from subscriptions import readers
 from subscriptions.db import create_db_engine, session_factory
 from subscriptions.migrate import upgrade
+from subscriptions.models import Frequency
 from subscriptions.settings import Settings, load_settings
 from subscriptions.topics import add_topic
 
@@ -44,3 +46,24 @@ def add_demo_topics(session: Session) -> None:
     add_topic(session=session, slug="mexico", name="Mexico", description="U.S.-Mexico relations.")
     add_topic(session=session, slug="migration", name="Migration")
     add_topic(session=session, slug="refugees", name="Refugees", description="Resettlement.")
+
+
+def active_reader(
+    session: Session,
+    email: str,
+    topics: list[str],
+    frequency: Frequency = Frequency.DAILY,
+    timezone: str = "UTC",
+) -> int:
+    """A reader who signed up for `topics` and confirmed, through the reader operations; their id."""
+    signup = readers.subscribe(
+        session=session, email=email, topics=topics, frequency=frequency, timezone=timezone
+    )
+    assert signup.subscriber_id is not None and signup.consent_id is not None
+    readers.confirm(
+        session=session,
+        consent_id=signup.consent_id,
+        subscriber_id=signup.subscriber_id,
+        token_version=1,
+    )
+    return signup.subscriber_id

@@ -19,11 +19,11 @@ from typing import Any
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from subscriptions import readers
 from subscriptions.db import create_db_engine, session_factory
 from subscriptions.models import Digest, DigestStatus, Frequency, Subscriber, Topic
 from tests.e2e.conftest import PageFactory
 from tests.e2e.test_reader_journey import DESKTOP, Journey
+from tests.factories import active_reader
 from tests.integration.conftest import (
     REPO,
     free_port,
@@ -98,20 +98,7 @@ def test_editor_composes_previews_sends_and_audits_a_digest(
         # 3. Readers of it (the reader operations, as the confirmed sign-up leaves them) and posts.
         with sessions.begin() as session:
             for address in READERS:
-                signup = readers.subscribe(
-                    session=session,
-                    email=address,
-                    topics=["mexico"],
-                    frequency=Frequency.WEEKLY,
-                    timezone="UTC",
-                )
-                assert signup.subscriber_id is not None and signup.consent_id is not None
-                readers.confirm(
-                    session=session,
-                    consent_id=signup.consent_id,
-                    subscriber_id=signup.subscriber_id,
-                    token_version=1,
-                )
+                active_reader(session, address, ["mexico"], Frequency.WEEKLY)
         for title in ("Elections in Mexico", "Remittances hit a record", "Not this one"):
             slug = title.lower().replace(" ", "-")
             newsletter(

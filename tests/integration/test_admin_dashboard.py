@@ -12,6 +12,7 @@ from sqlalchemy import update
 from subscriptions import dashboard, feeds, readers
 from subscriptions.models import Consent, Frequency, Subscriber, utcnow
 from tests.consoles import Console
+from tests.factories import active_reader
 
 
 @pytest.fixture
@@ -23,17 +24,7 @@ def console(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Conso
 
 def _active(console: Console, email: str, topics: list[str], frequency: Frequency) -> int:
     with console.sessions.begin() as session:
-        signup = readers.subscribe(
-            session=session, email=email, topics=topics, frequency=frequency, timezone="UTC"
-        )
-        assert signup.subscriber_id and signup.consent_id
-        readers.confirm(
-            session=session,
-            consent_id=signup.consent_id,
-            subscriber_id=signup.subscriber_id,
-            token_version=1,
-        )
-        return signup.subscriber_id
+        return active_reader(session, email, topics, frequency)
 
 
 def test_readers_by_topic_and_frequency_count_active_readers_only(console: Console) -> None:

@@ -29,6 +29,7 @@ from subscriptions.models import (
 )
 from subscriptions.queue import PLAN_POST_ALERTS, POLL_FEED
 from tests.consoles import Console
+from tests.factories import active_reader
 
 #: (method, path, JSON body) for every endpoint of this module; {id} is an existing item's id.
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -145,20 +146,7 @@ def test_topics_create_rename_describe_archive_and_count_readers(console: Consol
         "posts": 0,
     }
     with console.sessions.begin() as session:
-        sign_up = readers.subscribe(
-            session=session,
-            email="reader@example.org",
-            topics=["russia"],
-            frequency=Frequency.DAILY,
-            timezone="UTC",
-        )
-        assert sign_up.subscriber_id is not None and sign_up.consent_id is not None
-        readers.confirm(
-            session=session,
-            consent_id=sign_up.consent_id,
-            subscriber_id=sign_up.subscriber_id,
-            token_version=1,
-        )
+        active_reader(session, "reader@example.org", ["russia"])
     url = f"/api/v1/topics/{topic['id']}"
     assert api.get(url).json()["readers"] == 1
     changed = api.patch(url, json={"name": "Russia and Ukraine", "description": "Updated."})

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from subscriptions import editors, readers
-from subscriptions.models import Digest, DigestKind, DigestStatus, Frequency
+from subscriptions import editors
+from subscriptions.models import Digest, DigestKind, DigestStatus
 from subscriptions.posts import add_post
 from tests.consoles import Console
+from tests.factories import active_reader
 from tests.integration.conftest import wait_for_files
 
 
@@ -29,17 +30,7 @@ def console(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Conso
 def add_reader(console: Console, email: str, topics: list[str]) -> int:
     """A confirmed reader of `topics`, through the reader operations."""
     with console.sessions.begin() as session:
-        signup = readers.subscribe(
-            session=session, email=email, topics=topics, frequency=Frequency.DAILY, timezone="UTC"
-        )
-        assert signup.subscriber_id is not None and signup.consent_id is not None
-        readers.confirm(
-            session=session,
-            consent_id=signup.consent_id,
-            subscriber_id=signup.subscriber_id,
-            token_version=1,
-        )
-        return signup.subscriber_id
+        return active_reader(session, email, topics)
 
 
 def add_posts(console: Console, *titles: str, topic: str = "mexico") -> list[int]:
