@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from subscriptions import editors
+from subscriptions import editors, notices
 from subscriptions.models import Editor
 from subscriptions.web.admin.auth import LOGIN_WINDOW_SECONDS
 from tests import webforms
@@ -233,3 +233,46 @@ def test_api_tokens_need_the_admin_role_and_are_shown_once(console: Console) -> 
     gone = admin.delete(f"/api/v1/tokens/{made.json()['id']}")
     assert gone.status_code == 200 and gone.json()["revoked"] is True
     assert admin.delete("/api/v1/tokens/99999").status_code == 404
+
+
+def test_the_settings_page_is_for_admins_hides_secrets_and_pauses_sending(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    secretive = Console(
+        tmp_path,
+        database_url,
+        redis_url,
+        email_url="postmark://server-token-123@api.postmarkapp.com",
+        webhook_postmark="hook-user:hook-pass-789",
+        publish_webhook_secret="publish-secret-456",
+    )
+    try:
+        editor = secretive.signed_in("ed@example.org", "editor")
+        assert editor.get("/admin/settings").status_code == 403
+        admin = secretive.signed_in("boss@example.org", "admin")
+        page = admin.get("/admin/settings")
+        assert page.status_code == 200 and "NEWSLETTER_SECRET_KEY" in page.text
+        secrets = (secretive.settings.secret_key, "server-token-123", "publish-secret-456")
+        for secret in (*secrets, "hook-pass-789"):
+            assert secret not in page.text
+        assert "set (hidden)" in page.text and "postmark://***@api.postmarkapp.com" in page.text
+        assert "<td>7</td>" in page.text  # NEWSLETTER_CONFIRM_TOKEN_DAYS is no secret
+        refused = admin.post("/admin/settings/sending", data={"action": "pause"})
+        assert refused.status_code == 400 and "Sending is on" in refused.text
+        paused = webforms.post_form(
+            admin,
+            "/admin/settings",
+            "/admin/settings/sending",
+            {"action": "pause", "reason": "provider review"},
+        )
+        assert paused.status_code == 200 and "Sending is paused: provider review" in paused.text
+        with secretive.sessions() as session:
+            assert notices.sending_paused(session=session) == "provider review"
+        resumed = webforms.post_form(
+            admin, "/admin/settings", "/admin/settings/sending", {"action": "resume"}
+        )
+        assert "Sending resumed." in resumed.text
+        with secretive.sessions() as session:
+            assert notices.sending_paused(session=session) is None
+    finally:
+        secretive.close()

@@ -1,0 +1,92 @@
+"""Console page, admins only: the running configuration (secrets never shown), sending pause and
+resume, and the notices editors must act on."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from subscriptions import notices
+from subscriptions.editors import EditorInfo
+from subscriptions.settings import Settings
+from subscriptions.web.admin.auth import AdminDep, Flash, check_form, page
+from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime
+
+router = APIRouter()
+
+#: Settings whose values are secrets: the app's key, webhook secrets and credentials.
+_SECRET_NAMES = re.compile(r"^secret_key$|_secret$|^webhook_|password")
+_URL_CREDENTIALS = re.compile(r"//[^/@]*@")
+
+
+def shown_settings(settings: Settings) -> list[tuple[str, str, str]]:
+    """(environment variable, value as shown, description) for every setting; secret values are
+    only said to be set or not, and credentials in URLs are masked."""
+    rows = []
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if _SECRET_NAMES.search(name):
+            shown = "set (hidden)" if value else "not set"
+        elif value is None:
+            shown = "not set"
+        else:
+            shown = _URL_CREDENTIALS.sub("//***@", str(value))
+        rows.append((f"NEWSLETTER_{name.upper()}", shown, field.description or ""))
+    return rows
+
+
+def _page(
+    runtime: WebRuntime,
+    request: Request,
+    session: SessionDep,
+    editor: EditorInfo,
+    status: int = 200,
+    **context: object,
+) -> HTMLResponse:
+    return page(
+        runtime,
+        request,
+        editor,
+        "admin/settings.html",
+        status,
+        settings=shown_settings(runtime.settings),
+        paused=notices.sending_paused(session=session),
+        notices=notices.open_notices(session=session),
+        **context,
+    )
+
+
+@router.get("/settings", response_class=HTMLResponse)
+def settings_page(
+    request: Request, runtime: RuntimeDep, session: SessionDep, editor: AdminDep
+) -> HTMLResponse:
+    """What this installation runs with (set in the environment; read-only here)."""
+    return _page(runtime, request, session, editor)
+
+
+@router.post("/settings/sending", response_class=HTMLResponse)
+def pause_or_resume(
+    request: Request, runtime: RuntimeDep, session: SessionDep, editor: AdminDep, form: FormDep
+) -> HTMLResponse:
+    """Pause all sending (with a reason) or resume it."""
+    error = check_form(runtime, request, form)
+    if error is not None:
+        return _page(runtime, request, session, editor, 400, error=error)
+    if form.get("action") == "pause":
+        reason = form.get("reason")
+        text = reason.strip()[:500] if isinstance(reason, str) and reason.strip() else ""
+        notices.raise_notice(
+            session=session,
+            kind=notices.SENDING_PAUSED,
+            message=text or f"paused by {editor.email}",
+        )
+        flash = Flash("notice", "Sending is paused; planned emails wait.")
+    elif form.get("action") == "resume":
+        closed = notices.resolve(session=session, kind=notices.SENDING_PAUSED)
+        flash = Flash("notice", "Sending resumed." if closed else "Sending was not paused.")
+    else:
+        return _page(runtime, request, session, editor, 400, error="Choose pause or resume.")
+    session.commit()
+    return _page(runtime, request, session, editor, flash=flash)
