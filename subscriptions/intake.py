@@ -191,34 +191,10 @@ class Intake:
         status, kick = await self._async_door(**self._door_args(entry, **limits))
         return Admission(Door(int(status)), bool(kick))
 
-    def admit(
-        self,
-        entry: Entry,
-        *,
-        nonce_key: str,
-        nonce_ttl: int,
-        ip_key: str,
-        ip_limit: int,
-        address_key: str,
-        address_limit: int,
-        window_seconds: int,
-    ) -> Admission:
-        """Run the door script; raises `redis.RedisError` when Redis cannot be reached."""
-        status, kick = cast(
-            "list[int]",
-            self._door(
-                **self._door_args(
-                    entry,
-                    nonce_key=nonce_key,
-                    nonce_ttl=nonce_ttl,
-                    ip_key=ip_key,
-                    ip_limit=ip_limit,
-                    address_key=address_key,
-                    address_limit=address_limit,
-                    window_seconds=window_seconds,
-                )
-            ),
-        )
+    def admit(self, entry: Entry, **limits: Any) -> Admission:
+        """Run the door script (`limits`: the keywords of `_door_args`); raises
+        `redis.RedisError` when Redis cannot be reached."""
+        status, kick = cast("list[int]", self._door(**self._door_args(entry, **limits)))
         return Admission(Door(int(status)), bool(kick))
 
     # --- the applier (worker) --------------------------------------------------------------------

@@ -121,6 +121,11 @@ class DeliveryStatus(enum.StrEnum):
     SUPPRESSED = "suppressed"
 
 
+#: The largest id of the 32-bit INTEGER key columns (readers, topics, posts, digests, ...): a
+#: larger id in a URL can never match, and is refused before it reaches the database.
+MAX_ID = 2_147_483_647
+
+
 class Topic(Base):
     __tablename__ = "topics"
 

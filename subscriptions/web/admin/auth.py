@@ -110,6 +110,16 @@ def check_form(runtime: WebRuntime, request: Request, form: dict[str, Any]) -> s
     return None
 
 
+def form_text(form: dict[str, Any], name: str, *, strip: bool = True) -> str:
+    """A posted console field as text: a missing or repeated one is empty, NUL characters (which
+    PostgreSQL cannot store) are dropped, and outer whitespace too unless `strip=False`."""
+    value = form.get(name)
+    if not isinstance(value, str):
+        return ""
+    value = value.replace("\x00", "")
+    return value.strip() if strip else value
+
+
 def safe_next(value: Any) -> str:
     """Only a path inside the console (no open redirect)."""
     if isinstance(value, str) and value.startswith("/admin") and not value.startswith("//"):

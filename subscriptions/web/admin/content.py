@@ -17,7 +17,7 @@ from subscriptions.editors import EditorInfo
 from subscriptions.errors import InvalidInput, NotFound
 from subscriptions.models import PostStatus
 from subscriptions.queue import PLAN_POST_ALERTS, POLL_FEED
-from subscriptions.web.admin.auth import AdminDep, EditorDep, Flash, check_form, page
+from subscriptions.web.admin.auth import AdminDep, EditorDep, Flash, check_form, form_text, page
 from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime
 
 router = APIRouter()
@@ -52,15 +52,8 @@ def _flash(notice: str) -> Flash | None:
     return Flash("notice", text) if text else None
 
 
-def _text(form: dict[str, Any], name: str) -> str:
-    """A posted field as text; a repeated or missing one is empty, NUL characters (which PostgreSQL
-    cannot store) are dropped."""
-    value = form.get(name)
-    return value.replace("\x00", "") if isinstance(value, str) else ""
-
-
 def _int(form: dict[str, Any], name: str, field: str) -> int:
-    raw = _text(form, name).strip()
+    raw = form_text(form, name, strip=False).strip()
     if not raw.isdigit() or len(raw) > 9:
         raise InvalidInput(f"{field}: give a whole number", field=name)
     return int(raw)
@@ -117,9 +110,9 @@ def create_topic(
         try:
             topics.add_topic(
                 session=session,
-                slug=_text(form, "slug"),
-                name=_text(form, "name"),
-                description=_text(form, "description"),
+                slug=form_text(form, "slug", strip=False),
+                name=form_text(form, "name", strip=False),
+                description=form_text(form, "description", strip=False),
             )
         except InvalidInput as exc:
             session.rollback()
@@ -163,8 +156,8 @@ def save_topic(
             topics.update_topic(
                 session=session,
                 topic_id=topic_id,
-                name=_text(form, "name"),
-                description=_text(form, "description"),
+                name=form_text(form, "name", strip=False),
+                description=form_text(form, "description", strip=False),
             )
             session.commit()
             return _done(f"/admin/topics/{topic_id}", "topic-saved")
@@ -193,7 +186,7 @@ def archive_topic(
     error = check_form(runtime, request, form)
     if error is not None:
         return _refused(runtime, request, editor, error)
-    archived = _text(form, "archived") != "no"
+    archived = form_text(form, "archived", strip=False) != "no"
     try:
         topics.set_topic_archived(session=session, topic_id=topic_id, archived=archived)
     except NotFound as exc:
@@ -248,11 +241,13 @@ def add_feed(
         try:
             info = feeds.add_feed(
                 session=session,
-                url=_text(form, "url"),
-                topic=_text(form, "topic"),
-                category_map=feeds.parse_category_rules(_text(form, "category_map")),
+                url=form_text(form, "url", strip=False),
+                topic=form_text(form, "topic", strip=False),
+                category_map=feeds.parse_category_rules(
+                    form_text(form, "category_map", strip=False)
+                ),
                 poll_interval_seconds=_int(form, "interval", "poll interval"),
-                requires_approval=_text(form, "requires_approval") == "yes",
+                requires_approval=form_text(form, "requires_approval", strip=False) == "yes",
             )
         except InvalidInput as exc:
             session.rollback()
@@ -318,10 +313,12 @@ def save_feed(
             feeds.update_feed(
                 session=session,
                 feed_id=feed_id,
-                topic=_text(form, "topic"),
-                category_map=feeds.parse_category_rules(_text(form, "category_map")),
+                topic=form_text(form, "topic", strip=False),
+                category_map=feeds.parse_category_rules(
+                    form_text(form, "category_map", strip=False)
+                ),
                 poll_interval_seconds=_int(form, "interval", "poll interval"),
-                requires_approval=_text(form, "requires_approval") == "yes",
+                requires_approval=form_text(form, "requires_approval", strip=False) == "yes",
             )
         except NotFound as exc:
             return _missing(runtime, request, editor, exc)
@@ -331,7 +328,7 @@ def save_feed(
         else:
             session.commit()
             return _done(f"/admin/feeds/{feed_id}", "feed-saved")
-    rules = _text(form, "category_map")
+    rules = form_text(form, "category_map", strip=False)
     return _feed_page(runtime, request, session, editor, feed_id, 400, error=error, rules=rules)
 
 
@@ -356,7 +353,10 @@ def feed_action(
             return _done(f"/admin/feeds/{feed_id}", "feed-polling" if queued else "feed-not-queued")
         reason = None
         if action == "pause":
-            reason = " ".join(_text(form, "reason").split())[:300] or f"paused by {editor.email}"
+            reason = (
+                " ".join(form_text(form, "reason", strip=False).split())[:300]
+                or f"paused by {editor.email}"
+            )
         feeds.set_feed_paused(session=session, feed_id=feed_id, reason=reason)
     except NotFound as exc:
         return _missing(runtime, request, editor, exc)
@@ -535,8 +535,8 @@ def add_suppression(
         try:
             _, created = suppressions.add_suppression(
                 session=session,
-                email=_text(form, "email"),
-                detail=_text(form, "reason"),
+                email=form_text(form, "email", strip=False),
+                detail=form_text(form, "reason", strip=False),
                 added_by=editor.email,
             )
         except InvalidInput as exc:

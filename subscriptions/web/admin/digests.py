@@ -18,10 +18,10 @@ from subscriptions import topics as topic_ops
 from subscriptions.digests import DigestSummary
 from subscriptions.editors import EditorInfo
 from subscriptions.errors import InvalidInput, NotFound
-from subscriptions.models import PostStatus
+from subscriptions.models import MAX_ID, PostStatus
 from subscriptions.queue import SEND_EDITORIAL
 from subscriptions.web import previews
-from subscriptions.web.admin.auth import EditorDep, Flash, check_form, page
+from subscriptions.web.admin.auth import EditorDep, Flash, check_form, form_text, page
 from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime
 
 router = APIRouter()
@@ -29,7 +29,6 @@ router = APIRouter()
 PER_PAGE = 25
 #: Posts offered in the composer, newest first.
 COMPOSE_POSTS = 100
-MAX_ID = 2_147_483_647
 DigestId = Path(ge=1, le=MAX_ID)
 
 #: One-line outcomes shown on the digest page after a redirect (`?done=`).
@@ -88,8 +87,8 @@ def compose(
         try:
             summary = digest_ops.create_editorial(
                 session=session,
-                subject=_text(form, "subject"),
-                intro_markdown=_text(form, "intro").replace("\r\n", "\n"),
+                subject=form_text(form, "subject"),
+                intro_markdown=form_text(form, "intro").replace("\r\n", "\n"),
                 post_ids=_ids(form, "posts"),
                 topics=_many(form, "topics"),
                 since=_moment(form, "since"),
@@ -200,7 +199,7 @@ def test_send(
     """Send a test copy to an address (the editor's own by default), rendered as a reader."""
     error = check_form(runtime, request, form)
     if error is None:
-        reader = _text(form, "as_reader") or previews.default_reader(session=session)
+        reader = form_text(form, "as_reader") or previews.default_reader(session=session)
         if not reader:
             error = "There is no active reader to render as: give an address."
         else:
@@ -210,7 +209,7 @@ def test_send(
                     settings=runtime.settings,
                     digest_id=digest_id,
                     as_reader=reader,
-                    to=_text(form, "to") or editor.email,
+                    to=form_text(form, "to") or editor.email,
                 )
             except (InvalidInput, NotFound) as exc:
                 error = str(exc)
@@ -363,13 +362,13 @@ def _composer(
         ),
         topics=topic_ops.list_topics(session=session),
         values={
-            "subject": _text(form, "subject"),
-            "intro": _text(form, "intro"),
+            "subject": form_text(form, "subject"),
+            "intro": form_text(form, "intro"),
             "posts": set(_many(form, "posts")),
             "topics": set(_many(form, "topics")),
             "audience": set(_many(form, "audience")),
-            "since": _text(form, "since"),
-            "until": _text(form, "until"),
+            "since": form_text(form, "since"),
+            "until": form_text(form, "until"),
         },
         **context,
     )
@@ -377,11 +376,6 @@ def _composer(
 
 def _done(digest_id: int, what: str) -> RedirectResponse:
     return RedirectResponse(f"/admin/digests/{digest_id}?done={quote(what)}", status_code=303)
-
-
-def _text(form: dict[str, Any], name: str) -> str:
-    value = form.get(name, "")
-    return value.strip() if isinstance(value, str) else ""
 
 
 def _many(form: dict[str, Any], name: str) -> list[str]:
@@ -401,7 +395,7 @@ def _ids(form: dict[str, Any], name: str) -> list[int]:
 
 def _moment(form: dict[str, Any], name: str) -> datetime | None:
     """A `datetime-local` field, read as UTC (the form says so); an offset may be given."""
-    value = _text(form, name)
+    value = form_text(form, name)
     if not value:
         return None
     try:

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from subscriptions import audit, imports, privacy
 from subscriptions.errors import InvalidInput, NotFound
-from subscriptions.models import SubscriberStatus
+from subscriptions.models import MAX_ID, SubscriberStatus
 from subscriptions.topics import list_topics
 from subscriptions.web.admin.auth import AdminDep, EditorDep, Flash, check_form, page
 from subscriptions.web.apiv1.readers import csv_response
@@ -25,7 +25,7 @@ from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep
 
 router = APIRouter()
 
-ReaderId = Annotated[int, Path(ge=1, le=2_147_483_647)]
+ReaderId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 PER_PAGE = 50
 STATUSES = [s.value for s in SubscriberStatus]

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 from subscriptions import notices
 from subscriptions.editors import EditorInfo
 from subscriptions.settings import Settings
-from subscriptions.web.admin.auth import AdminDep, Flash, check_form, page
+from subscriptions.web.admin.auth import AdminDep, Flash, check_form, form_text, page
 from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime
 
 router = APIRouter()
@@ -75,8 +75,7 @@ def pause_or_resume(
     if error is not None:
         return _page(runtime, request, session, editor, 400, error=error)
     if form.get("action") == "pause":
-        reason = form.get("reason")
-        text = reason.strip()[:500] if isinstance(reason, str) and reason.strip() else ""
+        text = form_text(form, "reason")[:500]
         notices.raise_notice(
             session=session,
             kind=notices.SENDING_PAUSED,

@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse
 
 from subscriptions import editors
 from subscriptions.errors import InvalidInput, NotFound
-from subscriptions.web.admin.auth import AdminDep, Flash, check_form, page
+from subscriptions.web.admin.auth import AdminDep, Flash, check_form, form_text, page
 from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime
 
 router = APIRouter()
@@ -42,11 +42,6 @@ def team_page(
     return _team(runtime, request, session, editor)
 
 
-def _text(form: dict[str, object], name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
-
-
 @router.post("/team/editors", response_class=HTMLResponse)
 def add_editor(
     request: Request, runtime: RuntimeDep, session: SessionDep, editor: AdminDep, form: FormDep
@@ -58,9 +53,9 @@ def add_editor(
         try:
             made = editors.create_editor(
                 session=session,
-                email=_text(form, "email"),
-                name=_text(form, "name"),
-                role=_text(form, "role") or "editor",
+                email=form_text(form, "email"),
+                name=form_text(form, "name"),
+                role=form_text(form, "role") or "editor",
                 password=password if isinstance(password, str) else "",
             )
         except InvalidInput as exc:
@@ -85,11 +80,11 @@ def change_editor(
     """Change a role, lock or unlock, set a new password, or end an editor's sessions."""
     error = check_form(runtime, request, form)
     if error is None:
-        action = _text(form, "action")
+        action = form_text(form, "action")
         try:
             if action == "role":
                 done = editors.update_editor(
-                    session=session, editor_id=editor_id, role=_text(form, "role")
+                    session=session, editor_id=editor_id, role=form_text(form, "role")
                 )
                 message = f"{done.email} is now {done.role}."
             elif action in ("lock", "unlock"):
@@ -128,7 +123,9 @@ def add_token(
     if error is None:
         try:
             info, plain = editors.create_token(
-                session=session, name=_text(form, "name"), role=_text(form, "role") or "editor"
+                session=session,
+                name=form_text(form, "name"),
+                role=form_text(form, "role") or "editor",
             )
         except InvalidInput as exc:
             session.rollback()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -20,6 +20,7 @@ from subscriptions.queue import PLAN_POST_ALERTS, POLL_FEED
 from subscriptions.web.apiv1.common import (
     AUTH_RESPONSES,
     AdminTokenDep,
+    IdPath,
     Page,
     PageDep,
     Problem,
@@ -34,7 +35,6 @@ router = APIRouter(tags=["content"])
 #: Text as the database can store it: no NUL character (PostgreSQL refuses it in text).
 _NO_NUL = r"^[^\x00]*$"
 Text = Annotated[str, StringConstraints(pattern=_NO_NUL)]
-IdPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 Responses = dict[int | str, dict[str, Any]]
 

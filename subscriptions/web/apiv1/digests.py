@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 from subscriptions import digests as digest_ops
 from subscriptions.digests import DigestSummary
 from subscriptions.errors import InvalidInput, NotFound
+from subscriptions.models import MAX_ID
 from subscriptions.queue import SEND_EDITORIAL
 from subscriptions.web import previews
 from subscriptions.web.api import Problem
@@ -21,7 +22,6 @@ from subscriptions.web.runtime import RuntimeDep, SessionDep
 router = APIRouter(prefix="/digests", tags=["digests"])
 
 #: Ids are 32-bit in the database; a larger one could never match.
-MAX_ID = 2_147_483_647
 DigestId = Annotated[int, Path(ge=1, le=MAX_ID, description="the digest's id")]
 PostId = Annotated[int, Field(ge=1, le=MAX_ID)]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=64)]

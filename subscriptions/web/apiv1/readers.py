@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +24,7 @@ from subscriptions.models import SubscriberStatus
 from subscriptions.web.apiv1.common import (
     AUTH_RESPONSES,
     AdminTokenDep,
+    IdPath,
     Page,
     PageDep,
     Problem,
@@ -37,7 +38,7 @@ from subscriptions.web.runtime import RuntimeDep, SessionDep, WebRuntime
 router = APIRouter(tags=["readers"])
 
 #: A reader id (the column is a 32-bit integer on PostgreSQL).
-ReaderId = Annotated[int, Path(ge=1, le=2_147_483_647)]
+ReaderId = IdPath
 
 
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = AUTH_RESPONSES
