@@ -2,7 +2,7 @@
 # The one test command: `make test` runs it, and CI runs it through .ci/run.
 #
 #   venv → lint (ruff check, ruff format --check, mypy) → unit tests → system packages →
-#   docker-compose.yml check → services (Redis, PostgreSQL 15, Chromium) →
+#   docker-compose.yml check → services (Redis, PostgreSQL 15, Chromium) → axe-core (npm) →
 #   integration tests on SQLite → integration tests on PostgreSQL → end-to-end tests (Chromium, SQLite)
 #
 # Arguments go to every pytest run:   scripts/test.sh -k digest -x      make test ARGS="-k digest -x"
@@ -172,7 +172,7 @@ stray=$(find tests -maxdepth 1 \( -name 'test_*.py' -o -name '*_test.py' \) 2>/d
 mkdir -p test-output
 export NEWSLETTER_TEST_OUTPUT_DIR=$ROOT/test-output
 export C_FORCE_ROOT=1 # Celery workers started by the tests may run as root here
-unset NEWSLETTER_TEST_DATABASE_URL NEWSLETTER_TEST_REDIS_URL NEWSLETTER_TEST_CHROMIUM
+unset NEWSLETTER_TEST_DATABASE_URL NEWSLETTER_TEST_REDIS_URL NEWSLETTER_TEST_CHROMIUM NEWSLETTER_TEST_AXE
 
 svc_init # the temporary folder for services, reports and logs; removed at exit
 
@@ -225,6 +225,19 @@ else
     unavailable Chromium "$SVC_WHY; end-to-end tests not run"
 fi
 stage_end
+
+stage_begin "axe-core for the end-to-end tests (npm ci in tests/e2e)"
+# Pinned in tests/e2e/package.json and package-lock.json (npm ci: exactly that version, about a second).
+if command -v npm >/dev/null 2>&1 || { svc_apt_install npm && command -v npm >/dev/null 2>&1; }; then
+    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error) || true
+fi
+if [[ -f tests/e2e/node_modules/axe-core/axe.min.js ]]; then
+    export NEWSLETTER_TEST_AXE=$ROOT/tests/e2e/node_modules/axe-core/axe.min.js
+    stage_end
+else
+    unavailable axe-core "npm ci in tests/e2e failed or npm is missing; accessibility checks not run"
+    stage_end skipped
+fi
 
 stage_begin "integration tests on SQLite (tests/integration)"
 run_pytest tests/integration
