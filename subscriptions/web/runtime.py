@@ -75,10 +75,11 @@ class WebRuntime:
         return HTMLResponse(self.pages.get_template(name).render(**context), status_code=status)
 
     def form_page(
-        self, request: Request, name: str, status: int = 200, **context: Any
+        self, request: Request, name: str, status: int = 200, *, timed: bool = True, **context: Any
     ) -> HTMLResponse:
-        """A rendered page whose forms carry a fresh CSRF token (and the cookie it is bound to)."""
-        cookie, token = self.forms.issue(request)
+        """A rendered page whose forms carry a fresh CSRF token (and the cookie it is bound to);
+        `timed=False`: a token exempt from the minimum fill time (`FormGuard.issue`)."""
+        cookie, token = self.forms.issue(request, timed=timed)
         response = self.page(name, status, csrf_token=token, **context)
         self.forms.set_cookie(response, cookie)
         return response
