@@ -1,0 +1,188 @@
+"""Pages that tell the reader where they stand, over HTTP against the real database and Redis.
+
+Check-your-email names the address and resends (rate-limited, the same page for every address);
+a complaint-suppressed address is told it cannot sign up and whom to write to; the unsubscribe page
+offers a pause, and leaving can be undone for 30 days without a new opt-in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from subscriptions import readers
+from subscriptions.errors import NotFound
+from subscriptions.models import Consent, Frequency, Subscriber, SubscriberStatus, Subscription
+from subscriptions.tokens import Purpose
+from tests import webforms
+from tests.integration.test_reader_pages import Site, signer
+
+RECEIPT = re.compile(r'name="receipt" value="([^"]+)"')
+
+
+@pytest.fixture
+def site(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Site]:
+    s = Site(tmp_path, database_url, redis_url)
+    yield s
+    s.app.state.runtime.engine.dispose()
+    s.worker.runtime.engine.dispose()
+
+
+def _receipt(text: str) -> str:
+    found = RECEIPT.search(text)
+    assert found, "no receipt on the page"
+    return found.group(1)
+
+
+def test_check_your_email_names_the_address_and_sends_it_again_until_the_limit(
+    site: Site,
+) -> None:
+    client = site.client()
+    page = webforms.subscribe(client, "  Typed.Reader@Example.ORG ", ["mexico"])
+    assert page.status_code == 200
+    assert '<strong class="address">Typed.Reader@Example.ORG</strong>' in page.text
+    assert "Send the email again" in page.text
+    site.apply()
+    assert [task for task, _ in site.mail_queued()] == ["newsletter.send_confirmation"]
+
+    receipt = _receipt(page.text)
+    again = client.post("/subscribe/resend", data={"receipt": receipt})
+    assert again.status_code == 200 and "We sent the email again" in again.text
+    assert "Typed.Reader@Example.ORG" in again.text
+    site.apply()
+    assert len(site.mail_queued()) == 2 and site.count(Consent) == 2
+    # A receipt works once ...
+    assert client.post("/subscribe/resend", data={"receipt": receipt}).status_code == 400
+    # ... and a forged one not at all.
+    forged = client.post("/subscribe/resend", data={"receipt": receipt[:-2] + "xx"})
+    assert forged.status_code == 400 and site.count(Consent) == 2
+    # Each resend counts against the address's hourly limit (5): the 6th sign-up is refused.
+    receipt = _receipt(again.text)
+    for _ in range(3):
+        answer = client.post("/subscribe/resend", data={"receipt": receipt})
+        assert answer.status_code == 200
+        receipt = _receipt(answer.text)
+    over = client.post("/subscribe/resend", data={"receipt": receipt})
+    assert over.status_code == 429 and "This address was signed up too many times" in over.text
+    site.apply()
+    # At most 3 confirmation emails a day to one address, however often it is asked.
+    assert len(site.mail_queued()) == readers.CONFIRMATIONS_PER_DAY
+
+
+def test_a_complaint_suppressed_address_is_told_whom_to_write_to(site: Site) -> None:
+    with site.sessions.begin() as session:
+        readers.suppress(session=session, email="angry@example.org", reason="complaint")
+    answer = webforms.subscribe(site.client(), "Angry@Example.org", ["mexico"])
+    assert answer.status_code == 403
+    assert "cannot sign up this address" in answer.text
+    assert 'href="mailto:news@example.org"' in answer.text
+    site.apply()
+    assert site.reader("angry@example.org") is None and site.mail_queued() == []
+
+
+def _two_topic_reader(site: Site) -> int:
+    reader_id = site.active_reader("leaver@example.org", ("mexico", "migration"))
+    with site.sessions.begin() as session:
+        readers.update_preferences(
+            session=session,
+            subscriber_id=reader_id,
+            frequencies={"mexico": Frequency.IMMEDIATE, "migration": Frequency.WEEKLY},
+        )
+    return reader_id
+
+
+def _frequencies(site: Site, reader_id: int) -> dict[int, str]:
+    with site.sessions() as session:
+        return {
+            s.topic_id: s.frequency.value
+            for s in session.scalars(
+                select(Subscription).where(Subscription.subscriber_id == reader_id)
+            )
+        }
+
+
+def test_unsubscribe_page_offers_a_pause_instead(site: Site) -> None:
+    reader_id = _two_topic_reader(site)
+    before = _frequencies(site, reader_id)
+    token = signer.make(Purpose.UNSUBSCRIBE, subscriber_id=reader_id, version=1)
+    client = site.client()
+    page = client.get(f"/unsubscribe/{token}")
+    manage = re.search(r'href="(/manage/[^"]+)"', page.text)
+    assert manage is not None and "Your preferences" in client.get(manage.group(1)).text
+    bad = webforms.post_form(
+        client, f"/unsubscribe/{token}", f"/unsubscribe/{token}/pause", {"weeks": "9"}
+    )
+    assert bad.status_code == 400 and "Choose how long to pause" in bad.text
+    paused = webforms.post_form(
+        client, f"/unsubscribe/{token}", f"/unsubscribe/{token}/pause", {"weeks": "2"}
+    )
+    assert paused.status_code == 200 and "Email is paused" in paused.text
+    reader = site.reader("leaver@example.org")
+    assert reader is not None and reader.status is SubscriberStatus.ACTIVE
+    assert reader.paused_until is not None
+    until = reader.paused_until
+    left = (until if until.tzinfo else until.replace(tzinfo=UTC)) - readers.utcnow()
+    assert timedelta(days=13, hours=23) < left <= timedelta(days=14)
+    assert _frequencies(site, reader_id) == before
+
+
+def test_leaving_can_be_undone_once_without_a_new_opt_in(site: Site) -> None:
+    reader_id = _two_topic_reader(site)
+    before = _frequencies(site, reader_id)
+    other = site.active_reader("other@example.org")
+    consents = site.count(Consent)
+    token = signer.make(Purpose.UNSUBSCRIBE, subscriber_id=reader_id, version=1)
+    client = site.client()
+    gone = client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert gone.status_code == 200 and "Within 30 days" in gone.text
+    assert _frequencies(site, reader_id) == {}
+    receipt = _receipt(gone.text)
+    # Another reader's unsubscribe link cannot use this receipt.
+    other_token = signer.make(Purpose.UNSUBSCRIBE, subscriber_id=other, version=1)
+    stolen = client.post(f"/unsubscribe/{other_token}/undo", data={"receipt": receipt})
+    assert stolen.status_code == 400
+    undone = client.post(f"/unsubscribe/{token}/undo", data={"receipt": receipt})
+    assert undone.status_code == 200 and "You are subscribed again" in undone.text
+    assert "Mexico" in undone.text and "Migration" in undone.text
+    reader = site.reader("leaver@example.org")
+    assert reader is not None and reader.status is SubscriberStatus.ACTIVE
+    assert reader.unsubscribed_at is None
+    assert _frequencies(site, reader_id) == before  # each topic at its own frequency
+    assert site.count(Consent) == consents and site.mail_queued() == []  # no new opt-in
+    # Once only.
+    twice = client.post(f"/unsubscribe/{token}/undo", data={"receipt": receipt})
+    assert twice.status_code == 400 and "can no longer be undone" in twice.text
+    assert _frequencies(site, reader_id) == before
+
+
+def test_undo_ends_after_30_days_and_with_a_suppression(site: Site) -> None:
+    reader_id = _two_topic_reader(site)
+    with site.sessions.begin() as session:
+        departure = readers.unsubscribe(session=session, subscriber_id=reader_id)
+    assert departure.unsubscribed_at is not None and len(departure.subscriptions) == 2
+    with site.sessions.begin() as session, pytest.raises(NotFound):
+        readers.undo_unsubscribe(
+            session=session,
+            subscriber_id=reader_id,
+            unsubscribed_at=departure.unsubscribed_at,
+            subscriptions=departure.subscriptions,
+            now=departure.unsubscribed_at + timedelta(days=30, minutes=1),
+        )
+    with site.sessions.begin() as session:
+        readers.suppress(session=session, email="leaver@example.org", reason="complaint")
+    with site.sessions.begin() as session, pytest.raises(NotFound):
+        readers.undo_unsubscribe(
+            session=session,
+            subscriber_id=reader_id,
+            unsubscribed_at=departure.unsubscribed_at,
+            subscriptions=departure.subscriptions,
+        )
+    assert _frequencies(site, reader_id) == {}
+    with site.sessions() as session:
+        reader = session.scalar(select(Subscriber).where(Subscriber.id == reader_id))
+        assert reader is not None and reader.status is SubscriberStatus.SUPPRESSED
