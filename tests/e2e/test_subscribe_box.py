@@ -38,7 +38,7 @@ class Publisher:
         site = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 body = site.pages.get(self.path.partition("?")[0])
                 if body is None:
                     self.send_error(404)
