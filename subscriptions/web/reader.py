@@ -325,7 +325,7 @@ async def subscribe(request: Request) -> Response:
         await run_in_threadpool(
             runtime.limiter.first_use, NONCE_SCOPE, check.nonce, ttl_seconds=FORM_MAX_AGE_SECONDS
         )
-        return await run_in_threadpool(reply.check_email, None)
+        return reply.check_email(None)
     live = runtime.cached_topics()
     if live is None:
         live = await run_in_threadpool(runtime.live_topics)
@@ -342,8 +342,12 @@ async def subscribe(request: Request) -> Response:
         # Sooner than a person fills the form in: maybe a bot, maybe a person who found it filled
         # in (the publisher's box). Never pretend it worked: ask for one more press.
         return await run_in_threadpool(_one_more_step, runtime, request, form, reply)
-    if await run_in_threadpool(_blocked, runtime, entry.email):
-        return await run_in_threadpool(reply.blocked)
+    if runtime.suppressed.stale():
+        await run_in_threadpool(runtime.suppressed.refresh, runtime.sessions)
+    if runtime.suppressed.may_be_blocked(entry.email) and await run_in_threadpool(
+        _blocked, runtime, entry.email
+    ):
+        return reply.blocked()
     return await _take(runtime, reply, check.nonce, entry)
 
 
@@ -515,7 +519,8 @@ async def _admit(
         return reply.limited(address_retry, "subscribe-address", settings.rate_limit_per_address)
     if admission.kick:
         await run_in_threadpool(runtime.queue.send, APPLY_SIGNUPS)
-    return await run_in_threadpool(reply.check_email, entry)
+    # On the event loop: a template and a signature, no I/O (a thread hop would cost more).
+    return reply.check_email(entry)
 
 
 def _subscribe_now(
