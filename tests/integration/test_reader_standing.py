@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from subscriptions import readers
+from subscriptions import readers, suppressions
 from subscriptions.errors import NotFound
 from subscriptions.models import Consent, Frequency, Subscriber, SubscriberStatus, Subscription
 from subscriptions.tokens import Purpose
@@ -186,3 +186,22 @@ def test_undo_ends_after_30_days_and_with_a_suppression(site: Site) -> None:
     with site.sessions() as session:
         reader = session.scalar(select(Subscriber).where(Subscriber.id == reader_id))
         assert reader is not None and reader.status is SubscriberStatus.SUPPRESSED
+
+
+def test_a_lifted_suppression_no_longer_blocks_though_the_web_still_remembers_it(
+    site: Site,
+) -> None:
+    with site.sessions.begin() as session:
+        readers.suppress(session=session, email="bounced@example.org", reason="hard_bounce")
+    client = site.client()
+    assert webforms.subscribe(client, "bounced@example.org", ["mexico"]).status_code == 403
+    with site.sessions.begin() as session:
+        [entry] = suppressions.list_suppressions(session=session).items
+        suppressions.remove_suppression(session=session, suppression_id=entry.id)
+    # The web process's copy still holds the key (until its next full read); the database says no.
+    runtime = site.app.state.runtime
+    assert runtime.suppressed.may_be_blocked("bounced@example.org")
+    answer = webforms.subscribe(client, "bounced@example.org", ["mexico"])
+    assert answer.status_code == 200 and "Check your email" in answer.text
+    site.apply()
+    assert [task for task, _ in site.mail_queued()] == ["newsletter.send_confirmation"]
