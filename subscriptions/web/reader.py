@@ -24,7 +24,6 @@ from subscriptions.tokens import Purpose, TokenClaims
 from subscriptions.topics import list_topics
 from subscriptions.web import embed
 from subscriptions.web.forms import (
-    FIELD,
     FORM_MAX_AGE_SECONDS,
     HONEYPOT,
     NONCE_SCOPE,
@@ -294,7 +293,9 @@ async def subscribe(request: Request) -> Response:
     runtime: WebRuntime = request.app.state.runtime
     settings = runtime.settings
     form = await read_form(request)
-    other = embed.cross_site(request, settings) if FIELD not in form else None
+    # Where the browser says the form comes from: a page of another site is let in only from an
+    # allowed origin (then without a token: it cannot carry our cookie), whatever token it carries.
+    other = embed.cross_site(request, settings)
     reply = Reply(
         runtime,
         request,
@@ -305,7 +306,7 @@ async def subscribe(request: Request) -> Response:
         as_json=other is not None and other.allowed and embed.wants_json(request),
         framed=form.get("embed") == "frame",
         back=embed.back_link(form.get("return_to") or request.headers.get("referer"), settings)
-        if other is not None or form.get("embed") == "frame"
+        if other is not None
         else None,
     )
     if other is not None and not other.allowed:

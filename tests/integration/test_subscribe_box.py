@@ -229,3 +229,23 @@ def test_embed_script_is_served(site: Site) -> None:
     script = site.client().get("/static/embed.js")
     assert script.status_code == 200 and "data-newsletter-box" in script.text
     assert json.dumps("application/json")[1:-1] in script.text
+
+
+def test_a_framed_token_posted_from_another_site_is_refused(site: Site) -> None:
+    framed = site.client().get("/embed/form?topic=mexico")
+    token = webforms.TOKEN.search(framed.text)
+    assert token is not None
+    answer = site.client().post(
+        "/subscribe",
+        data={
+            "csrf_token": token.group(1),
+            "embed": "frame",
+            "email": "x@example.org",
+            "topics": ["mexico"],
+            "frequency": "daily",
+        },
+        headers={"Origin": "https://evil.example"},
+    )
+    assert answer.status_code == 403
+    site.apply()
+    assert site.reader("x@example.org") is None
