@@ -11,14 +11,18 @@ means the old behaviour for that sign-up: it is stored as usual and nothing is s
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions.models import Suppression
 from subscriptions.readers import ERASED, email_hash
+
+log = logging.getLogger(__name__)
 
 
 class SuppressedAddresses:
@@ -50,8 +54,15 @@ class SuppressedAddresses:
             )
             if not full:
                 query = query.where(Suppression.id > self._last_id)
-            with sessions() as session:
-                rows = session.execute(query).all()
+            try:
+                with sessions() as session:
+                    rows = session.execute(query).all()
+            except SQLAlchemyError as exc:
+                # Sign-ups go on without the database (the worker applies them later, and skips
+                # suppressed addresses): keep what we have and try again after the interval.
+                log.warning("suppression list unavailable: %s", type(exc).__name__)
+                self._read_at = now
+                return
             keys = set() if full else set(self._keys)
             keys.update(key for _, key in rows)
             self._keys = frozenset(keys)

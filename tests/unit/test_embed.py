@@ -6,8 +6,12 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker
+
 from subscriptions.web.embed import back_link, framing_policy, origin_of, snippets
 from subscriptions.web.reader import CONSENT_WORDING, retry_words
+from subscriptions.web.suppressed import SuppressedAddresses
 from tests.factories import make_settings
 
 
@@ -87,3 +91,11 @@ def test_retry_words_say_when() -> None:
     now = datetime(2026, 12, 4, 14, 0, tzinfo=UTC)
     assert retry_words(30, now) == "Please try again in 30 seconds (after 14:00 UTC)."
     assert retry_words(12 * 60, now) == "Please try again in about 12 minutes (after 14:12 UTC)."
+
+
+def test_the_suppression_copy_keeps_going_when_the_database_fails(tmp_path: Path) -> None:
+    broken = sessionmaker(create_engine(f"sqlite:///{tmp_path}/missing/dir/x.db"))
+    copy = SuppressedAddresses()
+    assert copy.stale()
+    copy.refresh(broken)  # logs, does not raise
+    assert not copy.stale() and not copy.may_be_blocked("a@example.org")
