@@ -96,11 +96,13 @@ def _form(
     email: str = "",
     frequency: str = Frequency.DAILY.value,
     status: int = 200,
+    timed: bool = True,
 ) -> HTMLResponse:
     return runtime.form_page(
         request,
         "subscribe.html",
         status=status,
+        timed=timed,
         topics=list_topics(session=session),
         selected=selected,
         error=error,
@@ -124,7 +126,11 @@ def subscribe_form(
 def embedded_start(
     request: Request, runtime: RuntimeDep, session: SessionDep, form: FormDep
 ) -> HTMLResponse:
-    """The older "subscribe here" box: the full form, filled in, changing nothing."""
+    """The older "subscribe here" box: the full form, filled in, changing nothing.
+
+    The reader already typed their address on the publisher's page and may well press Subscribe at
+    once: this form is not held to the minimum fill time.
+    """
     email = form.get("email", "")
     topic = form.get("topic", "")
     return _form(
@@ -133,6 +139,7 @@ def embedded_start(
         session,
         selected=[topic[:64]] if isinstance(topic, str) else [],
         email=email[:320].replace("\r", "").replace("\n", "") if isinstance(email, str) else "",
+        timed=False,
     )
 
 

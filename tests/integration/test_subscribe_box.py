@@ -249,3 +249,33 @@ def test_a_framed_token_posted_from_another_site_is_refused(site: Site) -> None:
     assert answer.status_code == 403
     site.apply()
     assert site.reader("x@example.org") is None
+
+
+def test_the_older_box_form_can_be_sent_at_once(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    """The README's old snippet lands on the full form, filled in: pressing Subscribe at once (the
+    natural thing to do) signs up, though the form came back sooner than the fill time."""
+    slow = Site(tmp_path, database_url, redis_url, form_min_seconds=30)
+    client = slow.client()
+    filled = client.post("/embed", data={"email": "old.box@example.org", "topic": "mexico"})
+    assert filled.status_code == 200 and 'value="old.box@example.org"' in filled.text
+    token = webforms.TOKEN.search(filled.text)
+    assert token is not None
+    sent = client.post(
+        "/subscribe",
+        data={
+            "csrf_token": token.group(1),
+            "email": "old.box@example.org",
+            "topics": ["mexico"],
+            "frequency": "daily",
+        },
+    )
+    assert sent.status_code == 200 and "Check your email" in sent.text
+    slow.apply()
+    assert slow.reader("old.box@example.org") is not None
+    # The subscribe page itself still holds its forms to the fill time.
+    fast = webforms.subscribe(client, "fast@example.org", ["mexico"])
+    assert "One more step" in fast.text
+    slow.app.state.runtime.engine.dispose()
+    slow.worker.runtime.engine.dispose()
