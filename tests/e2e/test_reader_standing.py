@@ -215,7 +215,7 @@ def test_every_reader_page_says_where_the_reader_stands(
         engine.dispose()
 
 
-def test_an_erased_reader_who_signs_up_again_gets_the_confirmation_email(
+def test_an_erased_reader_signs_up_again_and_a_bot_in_the_honeypot_does_not(
     service_env: dict[str, str], start: Any, new_page: PageFactory
 ) -> None:
     port = free_port()
@@ -241,10 +241,24 @@ def test_an_erased_reader_who_signs_up_again_gets_the_confirmation_email(
     start(["worker", "--concurrency", "1"], env)
     wait_until_serving(f"{base}/healthz", web)
     try:
+        # A bot that fills the hidden honeypot gets the usual page, and nothing happens.
+        bot = new_page()
+        bot.goto(f"{base}/")
+        bot.evaluate("document.getElementById('website').value = 'http://spam.example'")
+        bot.get_by_label("Email address").fill("bot@example.org")
+        bot.get_by_role("checkbox", name="Mexico").check()
+        bot.get_by_role("button", name="Subscribe").click()
+        expect(bot.get_by_role("heading", name="Check your email")).to_be_visible()
+        expect(bot.locator("main .address")).to_have_text("bot@example.org")
+
         page = new_page()
         _subscribe(page, base, "Back@Example.org")
         expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
         message = _wait_for_email(outbox, "Confirm your subscription to Institute Updates")
         assert message["To"] == "back@example.org"
+        with sessions() as session:
+            emails = set(session.scalars(select(Subscriber.email)))
+        assert emails == {"back@example.org"}  # the bot's address was never stored
+        assert len(list(outbox.glob("*.eml"))) == 1
     finally:
         engine.dispose()
