@@ -73,7 +73,8 @@ def export_reader(*, session: Session, subscriber_id: int) -> dict[str, Any]:
 
 
 def erase_reader(*, session: Session, subscriber_id: int) -> None:
-    """Delete the reader and everything tied to them; only a hashed suppression entry stays."""
+    """Delete the reader and everything tied to them; only a hashed suppression entry stays
+    (reason `erased`: no email by mistake, e.g. from an import; the person's own new sign-up lifts it)."""
     reader = session.get(Subscriber, subscriber_id)
     if reader is None:
         raise NotFound("no such reader")
