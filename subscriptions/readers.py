@@ -280,6 +280,7 @@ def confirm(
     subscriber.status = SubscriberStatus.ACTIVE
     subscriber.confirmed_at = now
     subscriber.unsubscribed_at = None
+    subscriber.left_subscriptions = None  # a new opt-in: nothing left to undo
     subscriber.timezone = consent.timezone
     session.flush()
     return Confirmation(subscriber.id, subscriber.email, sorted(ids))
@@ -363,23 +364,16 @@ def update_preferences(
     session.flush()
 
 
-@dataclass(frozen=True, slots=True)
-class Departure:
-    """What `unsubscribe` removed: enough for `undo_unsubscribe` to put it back."""
-
-    subscriber_id: int
-    #: When the reader left (None when they had left before this call).
-    unsubscribed_at: datetime | None
-    #: (topic id, frequency value) of each subscription removed.
-    subscriptions: list[tuple[int, str]]
-
-
 #: How long after leaving a reader may undo it without a new opt-in.
 UNDO_DAYS = 30
 
 
-def unsubscribe(*, session: Session, subscriber_id: int) -> Departure:
-    """Stop all email to a reader at once; their subscriptions and digest marks are removed."""
+def unsubscribe(*, session: Session, subscriber_id: int) -> list[tuple[int, str]]:
+    """Stop all email to a reader at once; their subscriptions and digest marks are removed.
+
+    What was removed is kept on the reader's row (`left_subscriptions`) for `undo_unsubscribe`, and
+    returned as (topic id, frequency) pairs (empty when the reader had left already).
+    """
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
         raise NotFound("no such reader")
@@ -391,47 +385,50 @@ def unsubscribe(*, session: Session, subscriber_id: int) -> Departure:
             .order_by(Subscription.topic_id)
         )
     ]
-    left_now = subscriber.status is not SubscriberStatus.UNSUBSCRIBED
     session.execute(delete(Subscription).where(Subscription.subscriber_id == subscriber_id))
     # Without a mark, a reader who signs up again starts at their zone's latest period: a mark
     # would reopen their window back to their last digest, over what came while they were gone.
     session.execute(delete(DigestMark).where(DigestMark.subscriber_id == subscriber_id))
-    if left_now:
+    if subscriber.status is not SubscriberStatus.UNSUBSCRIBED:
         subscriber.status = SubscriberStatus.UNSUBSCRIBED
         subscriber.unsubscribed_at = utcnow()
+        subscriber.left_subscriptions = [list(pair) for pair in removed] or None
+    else:
+        removed = []
     session.flush()
-    return Departure(
-        subscriber_id, subscriber.unsubscribed_at if left_now else None, removed if left_now else []
+    return removed
+
+
+def can_undo_unsubscribe(subscriber: Subscriber, *, now: datetime | None = None) -> bool:
+    """Whether the reader left less than UNDO_DAYS ago and what they had is still kept."""
+    return (
+        subscriber.status is SubscriberStatus.UNSUBSCRIBED
+        and bool(subscriber.left_subscriptions)
+        and subscriber.unsubscribed_at is not None
+        and (now or utcnow()) - _aware(subscriber.unsubscribed_at) <= timedelta(days=UNDO_DAYS)
     )
 
 
 def undo_unsubscribe(
-    *,
-    session: Session,
-    subscriber_id: int,
-    unsubscribed_at: datetime,
-    subscriptions: Sequence[tuple[int, str]],
-    now: datetime | None = None,
+    *, session: Session, subscriber_id: int, now: datetime | None = None
 ) -> list[str]:
-    """Put back what one unsubscribe removed, within UNDO_DAYS, without a new opt-in.
+    """Put back what the reader's last unsubscribe removed, within UNDO_DAYS, without a new opt-in.
 
-    Works only while the reader is still unsubscribed from that very departure (a later
-    sign-up, a suppression or a second departure ends it). Topics archived since are left out;
-    the subscriptions start again now (new posts only, as for a new reader). Returns the topic
-    slugs restored; raises NotFound when there is nothing to undo.
+    Works once, while the reader is still unsubscribed (a new confirmation or a suppression ends
+    it). Topics archived since are left out; the subscriptions start again now (new posts only, as
+    for a new reader). Returns the topic slugs restored; NotFound when there is nothing to undo.
     """
     now = now or utcnow()
     subscriber = session.get(Subscriber, subscriber_id)
     if (
         subscriber is None
-        or subscriber.status is not SubscriberStatus.UNSUBSCRIBED
-        or subscriber.unsubscribed_at is None
-        or abs((_aware(subscriber.unsubscribed_at) - _aware(unsubscribed_at)).total_seconds()) > 1
-        or now - _aware(unsubscribed_at) > timedelta(days=UNDO_DAYS)
+        or not can_undo_unsubscribe(subscriber, now=now)
         or is_suppressed(session=session, email=subscriber.email)
     ):
         raise NotFound("there is nothing to undo")
-    wanted = dict(subscriptions)
+    wanted = {
+        int(topic_id): str(frequency) for topic_id, frequency in subscriber.left_subscriptions or []
+    }
     live = dict(
         session.execute(
             select(Topic.id, Topic.slug).where(
@@ -452,6 +449,7 @@ def undo_unsubscribe(
         )
     subscriber.status = SubscriberStatus.ACTIVE
     subscriber.unsubscribed_at = None
+    subscriber.left_subscriptions = None
     session.flush()
     return sorted(live.values())
 

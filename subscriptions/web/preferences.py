@@ -29,7 +29,6 @@ from subscriptions.tokens import Purpose
 from subscriptions.topics import list_topics
 from subscriptions.web.forms import FormRejected, refuse_line_breaks
 from subscriptions.web.reader import FREQUENCY_LABELS, too_many
-from subscriptions.web.receipts import receipts_for
 from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime, client_ip
 
 router = APIRouter()
@@ -290,6 +289,8 @@ def _leaving(
         status=status,
         token=token,
         done=reader.status is not SubscriberStatus.ACTIVE,
+        undo=readers.can_undo_unsubscribe(reader),
+        undo_days=readers.UNDO_DAYS,
         manage_url=f"/manage/{manage_token}",
         pause_weeks=PAUSE_WEEKS,
         error=error,
@@ -333,43 +334,27 @@ async def unsubscribe(token: str, request: Request, runtime: RuntimeDep) -> HTML
     no CSRF token; answers 200 at once, never a redirect. The page offers an undo for 30 days."""
     await request.body()  # accept and ignore the body, whatever its encoding
 
-    def apply() -> str | None:
+    def apply() -> bool:
         with runtime.sessions() as session, session.begin():
             reader = _reader(runtime, session, Purpose.UNSUBSCRIBE, token)
-            departure = readers.unsubscribe(session=session, subscriber_id=reader.id)
-            return receipts_for(runtime.settings.secret_key).undo(
-                departure, version=reader.token_version
-            )
+            readers.unsubscribe(session=session, subscriber_id=reader.id)
+            return readers.can_undo_unsubscribe(reader)
 
     try:
-        receipt = await run_in_threadpool(apply)
+        undo = await run_in_threadpool(apply)
     except TokenInvalid:
         return runtime.page("link_invalid.html", status=400)
-    return runtime.page(
-        "unsubscribed.html", token=token, receipt=receipt, undo_days=readers.UNDO_DAYS
-    )
+    return runtime.page("unsubscribed.html", token=token, undo=undo, undo_days=readers.UNDO_DAYS)
 
 
 @router.post("/unsubscribe/{token}/undo", response_class=HTMLResponse)
-def undo_unsubscribe(
-    token: str, runtime: RuntimeDep, session: SessionDep, form: FormDep
-) -> HTMLResponse:
-    """Put back the subscriptions one unsubscribe removed, within 30 days, without a new opt-in.
-
-    No cookie (the page that offers it answered a cookie-less one-click POST): the receipt is the
-    proof, signed, bound to this reader and to that very departure.
-    """
+def undo_unsubscribe(token: str, runtime: RuntimeDep, session: SessionDep) -> HTMLResponse:
+    """Put back the subscriptions the last unsubscribe removed, within 30 days, without a new
+    opt-in. No cookie (the page that offers it may answer a cookie-less one-click POST): the
+    unsubscribe link is the proof, as it is for leaving."""
     try:
         reader = _reader(runtime, session, Purpose.UNSUBSCRIBE, token)
-        undo = receipts_for(runtime.settings.secret_key).read_undo(str(form.get("receipt", "")))
-        if undo.subscriber_id != reader.id or undo.version != reader.token_version:
-            raise TokenInvalid("this link is not valid")
-        restored = readers.undo_unsubscribe(
-            session=session,
-            subscriber_id=reader.id,
-            unsubscribed_at=undo.unsubscribed_at,
-            subscriptions=undo.subscriptions,
-        )
+        restored = readers.undo_unsubscribe(session=session, subscriber_id=reader.id)
     except (TokenInvalid, NotFound):
         session.rollback()
         return runtime.page("undo_expired.html", status=400)

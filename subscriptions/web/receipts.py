@@ -1,19 +1,15 @@
-"""Signed receipts that reader pages hand back to the reader: "send it again" and "undo".
+"""Signed receipts that reader pages hand back to the reader: "send it again".
 
 A receipt is what the page knows and the next request needs, signed with the app's secret for one
-purpose (its own salt) and timed, so nothing has to be stored for a page the reader may never use:
-
-- a **resend** receipt carries a sign-up as it was admitted (or marked as a bot's, so that a bot's
-  "check your email" page looks the same and resends nothing); it works once and for a day;
-- an **undo** receipt carries what one unsubscribe removed and when it happened; it works for
-  `readers.UNDO_DAYS` days and only while the reader is still gone from that very departure.
+purpose (its own salt) and timed, so nothing has to be stored for a page the reader may never use. A
+**resend** receipt carries a sign-up as it was admitted (or marked as a bot's, so that a bot's "check
+your email" page looks the same and resends nothing); it works once and for a day.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -21,7 +17,6 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from subscriptions.errors import TokenInvalid
 from subscriptions.intake import Entry
-from subscriptions.readers import UNDO_DAYS, Departure
 
 #: A resend receipt works for this long after the "check your email" page was shown.
 RESEND_SECONDS = 86400
@@ -38,22 +33,11 @@ class Resend:
     email_as_typed: str
 
 
-@dataclass(frozen=True, slots=True)
-class Undo:
-    """A verified undo receipt."""
-
-    subscriber_id: int
-    version: int
-    unsubscribed_at: datetime
-    subscriptions: list[tuple[int, str]]
-
-
 class Receipts:
-    """Makes and reads resend and undo receipts with one secret key."""
+    """Makes and reads resend receipts with one secret key."""
 
     def __init__(self, secret_key: str) -> None:
         self._resend = URLSafeTimedSerializer(secret_key, salt="newsletter.resend")
-        self._undo = URLSafeTimedSerializer(secret_key, salt="newsletter.undo")
 
     def resend(self, entry: Entry | None, *, email_as_typed: str) -> str:
         """A receipt to send the confirmation of `entry` again (None: a bot's, resends nothing)."""
@@ -68,34 +52,6 @@ class Receipts:
         try:
             entry = Entry.loads(payload["e"]) if "e" in payload else None
             return Resend(entry, str(payload["n"]), str(payload["t"]))
-        except (KeyError, TypeError, ValueError):
-            raise TokenInvalid("this link is not valid") from None
-
-    def undo(self, departure: Departure, *, version: int) -> str | None:
-        """A receipt to undo `departure`, or None when it removed nothing (already gone)."""
-        if departure.unsubscribed_at is None or not departure.subscriptions:
-            return None
-        return str(
-            self._undo.dumps(
-                {
-                    "s": departure.subscriber_id,
-                    "v": version,
-                    "u": departure.unsubscribed_at.isoformat(),
-                    "t": departure.subscriptions,
-                }
-            )
-        )
-
-    def read_undo(self, receipt: str) -> Undo:
-        """The departure to undo, or TokenInvalid (forged, older than UNDO_DAYS, malformed)."""
-        payload = self._load(self._undo, receipt, UNDO_DAYS * 86400)
-        try:
-            return Undo(
-                int(payload["s"]),
-                int(payload["v"]),
-                datetime.fromisoformat(str(payload["u"])),
-                [(int(t), str(f)) for t, f in payload["t"]],
-            )
         except (KeyError, TypeError, ValueError):
             raise TokenInvalid("this link is not valid") from None
 
