@@ -90,6 +90,8 @@ def test_a_box_on_another_site_is_refused_and_nothing_is_stored(
 def test_without_origin_or_referer_a_form_needs_its_token(site: Site) -> None:
     answer = site.client().post("/subscribe", data=_box("plain@example.org"))
     assert answer.status_code == 400 and "expired" in answer.text
+    # ... and the reader lands on our form, filled in, with a token: one press and it is done.
+    assert 'value="plain@example.org"' in answer.text and 'name="csrf_token"' in answer.text
     site.apply()
     assert site.reader("plain@example.org") is None
 
