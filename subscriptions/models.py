@@ -153,6 +153,9 @@ class Subscriber(Base):
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
     confirmation_sent_at: Mapped[datetime | None]
+    #: What the last unsubscribe removed, [[topic id, frequency], ...], for its undo within
+    #: readers.UNDO_DAYS of `unsubscribed_at`; cleared by the undo or a new confirmation.
+    left_subscriptions: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
 
     subscriptions: Mapped[list[Subscription]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True

@@ -23,6 +23,7 @@ def export_reader(*, session: Session, subscriber_id: int) -> dict[str, Any]:
         .where(Subscription.subscriber_id == subscriber_id)
         .order_by(Topic.slug)
     ).all()
+    slugs = dict(session.execute(select(Topic.id, Topic.slug)).all())
     consents = session.scalars(
         select(Consent).where(Consent.subscriber_id == subscriber_id).order_by(Consent.id)
     )
@@ -41,6 +42,11 @@ def export_reader(*, session: Session, subscriber_id: int) -> dict[str, Any]:
             "created_at": _iso(reader.created_at),
             "confirmed_at": _iso(reader.confirmed_at),
             "unsubscribed_at": _iso(reader.unsubscribed_at),
+            # Kept for the 30-day undo of the last unsubscribe.
+            "left_subscriptions": [
+                {"topic": slugs.get(int(topic_id), str(topic_id)), "frequency": frequency}
+                for topic_id, frequency in reader.left_subscriptions or []
+            ],
         },
         "subscriptions": [
             {"topic": slug, "name": name, "frequency": freq.value, "since": _iso(since)}
@@ -73,7 +79,8 @@ def export_reader(*, session: Session, subscriber_id: int) -> dict[str, Any]:
 
 
 def erase_reader(*, session: Session, subscriber_id: int) -> None:
-    """Delete the reader and everything tied to them; only a hashed suppression entry stays."""
+    """Delete the reader and everything tied to them; only a hashed suppression entry stays
+    (reason `erased`: no email by mistake, e.g. from an import; the person's own new sign-up lifts it)."""
     reader = session.get(Subscriber, subscriber_id)
     if reader is None:
         raise NotFound("no such reader")

@@ -24,6 +24,7 @@ from subscriptions.models import (
     SubscriberStatus,
     Subscription,
     Suppression,
+    Topic,
     utcnow,
 )
 from subscriptions.topics import topic_ids_for_slugs
@@ -81,6 +82,20 @@ def check_timezone(name: str | None, *, default: str) -> str:
     return name
 
 
+#: A suppression with this reason only records an erasure: the person is forgotten, the address is
+#: not blacklisted, and signing up again (with its double opt-in) lifts it.
+ERASED = "erased"
+
+
+def blocking_suppression(*, session: Session, email: str) -> str | None:
+    """The reason a normalized address may not sign up (a complaint, a hard bounce, an editor's
+    decision...), or None; an erasure does not block."""
+    reason = session.scalar(
+        select(Suppression.reason).where(Suppression.email_hash == email_hash(email))
+    )
+    return None if reason in (None, ERASED) else str(reason)
+
+
 def is_suppressed(*, session: Session, email: str) -> bool:
     """Whether a normalized address is on the suppression list."""
     found = session.scalar(
@@ -123,8 +138,8 @@ def subscribe(
 ) -> SignUp:
     """Record a sign-up and its consent. The caller sends the confirmation when `consent_id` is set.
 
-    The outcome looks the same to the caller's caller whatever the address's history: a suppressed
-    address changes nothing and gets no email; a known one gets a fresh confirmation.
+    A suppressed address changes nothing and gets no email (the web tells the person before it
+    gets here); an erased one is signed up afresh; a known one gets a fresh confirmation.
     """
     if not topics:
         raise InvalidInput("choose at least one topic", field="topics")
@@ -145,11 +160,19 @@ def subscribe_many(*, session: Session, requests: Sequence[SignUpRequest]) -> li
         return []
     now = utcnow()
     hashes = {r.email: email_hash(r.email) for r in requests}
-    suppressed = set(
-        session.scalars(
-            select(Suppression.email_hash).where(Suppression.email_hash.in_(set(hashes.values())))
-        )
+    reasons = dict(
+        session.execute(
+            select(Suppression.email_hash, Suppression.reason).where(
+                Suppression.email_hash.in_(set(hashes.values()))
+            )
+        ).all()
     )
+    suppressed = {key for key, reason in reasons.items() if reason != ERASED}
+    erased = [key for key, reason in reasons.items() if reason == ERASED]
+    if erased:
+        # The person asked to be forgotten, not to be refused: a new sign-up (confirmed by email
+        # like any other) starts over.
+        session.execute(delete(Suppression).where(Suppression.email_hash.in_(erased)))
     wanted = [r for r in requests if hashes[r.email] not in suppressed]
     emails = sorted({r.email for r in wanted})
     found = session.execute(
@@ -257,9 +280,28 @@ def confirm(
     subscriber.status = SubscriberStatus.ACTIVE
     subscriber.confirmed_at = now
     subscriber.unsubscribed_at = None
+    subscriber.left_subscriptions = None  # a new opt-in: nothing left to undo
     subscriber.timezone = consent.timezone
     session.flush()
     return Confirmation(subscriber.id, subscriber.email, sorted(ids))
+
+
+def already_confirmed(
+    *, session: Session, consent_id: int, subscriber_id: int, token_version: int
+) -> bool:
+    """Whether this sign-up was confirmed and its reader is subscribed now (a confirm link used
+    a second time: the reader is told so, not that the link is broken)."""
+    row = session.execute(
+        select(Consent.confirmed_at, Subscriber.status, Subscriber.token_version)
+        .join(Subscriber, Subscriber.id == Consent.subscriber_id)
+        .where(Consent.id == consent_id, Consent.subscriber_id == subscriber_id)
+    ).first()
+    return (
+        row is not None
+        and row.confirmed_at is not None
+        and row.status is SubscriberStatus.ACTIVE
+        and row.token_version == token_version
+    )
 
 
 def renew_sign_up(*, session: Session, consent_id: int) -> int | None:
@@ -322,11 +364,27 @@ def update_preferences(
     session.flush()
 
 
-def unsubscribe(*, session: Session, subscriber_id: int) -> None:
-    """Stop all email to a reader at once; their subscriptions and digest marks are removed."""
+#: How long after leaving a reader may undo it without a new opt-in.
+UNDO_DAYS = 30
+
+
+def unsubscribe(*, session: Session, subscriber_id: int) -> list[tuple[int, str]]:
+    """Stop all email to a reader at once; their subscriptions and digest marks are removed.
+
+    What was removed is kept on the reader's row (`left_subscriptions`) for `undo_unsubscribe`, and
+    returned as (topic id, frequency) pairs (empty when the reader had left already).
+    """
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
         raise NotFound("no such reader")
+    removed = [
+        (topic_id, frequency.value)
+        for topic_id, frequency in session.execute(
+            select(Subscription.topic_id, Subscription.frequency)
+            .where(Subscription.subscriber_id == subscriber_id)
+            .order_by(Subscription.topic_id)
+        )
+    ]
     session.execute(delete(Subscription).where(Subscription.subscriber_id == subscriber_id))
     # Without a mark, a reader who signs up again starts at their zone's latest period: a mark
     # would reopen their window back to their last digest, over what came while they were gone.
@@ -334,7 +392,66 @@ def unsubscribe(*, session: Session, subscriber_id: int) -> None:
     if subscriber.status is not SubscriberStatus.UNSUBSCRIBED:
         subscriber.status = SubscriberStatus.UNSUBSCRIBED
         subscriber.unsubscribed_at = utcnow()
+        subscriber.left_subscriptions = [list(pair) for pair in removed] or None
+    else:
+        removed = []
     session.flush()
+    return removed
+
+
+def can_undo_unsubscribe(subscriber: Subscriber, *, now: datetime | None = None) -> bool:
+    """Whether the reader left less than UNDO_DAYS ago and what they had is still kept."""
+    return (
+        subscriber.status is SubscriberStatus.UNSUBSCRIBED
+        and bool(subscriber.left_subscriptions)
+        and subscriber.unsubscribed_at is not None
+        and (now or utcnow()) - _aware(subscriber.unsubscribed_at) <= timedelta(days=UNDO_DAYS)
+    )
+
+
+def undo_unsubscribe(
+    *, session: Session, subscriber_id: int, now: datetime | None = None
+) -> list[str]:
+    """Put back what the reader's last unsubscribe removed, within UNDO_DAYS, without a new opt-in.
+
+    Works once, while the reader is still unsubscribed (a new confirmation or a suppression ends
+    it). Topics archived since are left out; the subscriptions start again now (new posts only, as
+    for a new reader). Returns the topic slugs restored; NotFound when there is nothing to undo.
+    """
+    now = now or utcnow()
+    subscriber = session.get(Subscriber, subscriber_id)
+    if (
+        subscriber is None
+        or not can_undo_unsubscribe(subscriber, now=now)
+        or is_suppressed(session=session, email=subscriber.email)
+    ):
+        raise NotFound("there is nothing to undo")
+    wanted = {
+        int(topic_id): str(frequency) for topic_id, frequency in subscriber.left_subscriptions or []
+    }
+    live = dict(
+        session.execute(
+            select(Topic.id, Topic.slug).where(
+                Topic.id.in_(list(wanted)), Topic.archived_at.is_(None)
+            )
+        ).all()
+    )
+    if not live:
+        raise NotFound("the topics you had are no longer published")
+    for topic_id in sorted(live):
+        session.add(
+            Subscription(
+                subscriber_id=subscriber_id,
+                topic_id=topic_id,
+                frequency=Frequency(wanted[topic_id]),
+                created_at=now,
+            )
+        )
+    subscriber.status = SubscriberStatus.ACTIVE
+    subscriber.unsubscribed_at = None
+    subscriber.left_subscriptions = None
+    session.flush()
+    return sorted(live.values())
 
 
 def revoke_links(*, session: Session, subscriber_id: int) -> None:

@@ -86,7 +86,16 @@ class Settings(BaseSettings):
         5, ge=1, description="Sign-ups and link requests allowed per email address per hour."
     )
     form_min_seconds: float = Field(
-        2.0, ge=0, description="A form sent back faster than this is taken for a bot."
+        2.0,
+        ge=0,
+        description="A form sent back faster than this gets one more button to press.",
+    )
+    embed_origins: str = Field(
+        "",
+        description=(
+            "Sites whose pages may post the subscribe box and frame the form, comma-separated"
+            " origins (https://blog.example.org); empty: none."
+        ),
     )
     feeds_allow_private_addresses: bool = Field(
         False,
@@ -217,6 +226,34 @@ class Settings(BaseSettings):
         if value and ("@" not in value or any(c in value for c in "\r\n<>, ")):
             raise ValueError(f"NEWSLETTER_LIST_UNSUBSCRIBE_MAILTO: {value!r} is not a bare address")
         return value or None
+
+    @field_validator("embed_origins")
+    @classmethod
+    def _check_embed_origins(cls, value: str) -> str:
+        origins = []
+        for item in value.replace(" ", ",").split(","):
+            if not item:
+                continue
+            parts = urlsplit(item)
+            if (
+                parts.scheme not in {"http", "https"}
+                or not parts.netloc
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+                or "@" in parts.netloc
+            ):
+                raise ValueError(
+                    f"NEWSLETTER_EMBED_ORIGINS: {item!r} is not an origin"
+                    " (expected e.g. https://blog.example.org, without a path)"
+                )
+            origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+        return ",".join(dict.fromkeys(origins))
+
+    @property
+    def allowed_embed_origins(self) -> frozenset[str]:
+        """The origins of `embed_origins`, normalized (scheme://host[:port], lower case)."""
+        return frozenset(o for o in self.embed_origins.split(",") if o)
 
     @field_validator("default_timezone")
     @classmethod

@@ -36,11 +36,13 @@ class FormRejected(InvalidInput):
 
 @dataclass(frozen=True, slots=True)
 class FormCheck:
-    """A verified form: `is_bot` when the honeypot was filled or it came back too fast."""
+    """A verified form: `is_bot` when the honeypot was filled, `too_fast` when it came back
+    sooner than a person fills it in (a person may still have sent it: ask once more)."""
 
     is_bot: bool
     #: The token's random part: single use, marked in Redis under NONCE_SCOPE.
     nonce: str = ""
+    too_fast: bool = False
 
 
 class FormGuard:
@@ -54,13 +56,27 @@ class FormGuard:
         self._min_seconds = min_seconds
         self._secure = secure_cookie
 
-    def issue(self, request: Request) -> tuple[str, str]:
-        """A (cookie value, form token) pair; the cookie is reused when the visitor has one."""
+    def issue(self, request: Request, *, timed: bool = True) -> tuple[str, str]:
+        """A (cookie value, form token) pair; the cookie is reused when the visitor has one.
+
+        `timed=False` makes a token that passes the minimum fill time at once: for the page that
+        asks a too-fast sender to press one more button (a person does it in a second).
+        """
         cookie = request.cookies.get(COOKIE) or ""
         if len(cookie) != 32:
             cookie = secrets.token_hex(16)
-        token = str(self._serializer.dumps([cookie, secrets.token_hex(8), time.time()]))
+        shown = time.time() if timed else 0.0
+        token = str(self._serializer.dumps([cookie, secrets.token_hex(8), shown]))
         return cookie, token
+
+    def issue_framed(self, *, timed: bool = True) -> str:
+        """A token bound to no cookie, for the form framed on a publisher's page.
+
+        A framed page is cross-site, so the browser withholds our SameSite cookie; the token is
+        still signed, timed and single use, and other sites cannot read it out of the frame.
+        """
+        shown = time.time() if timed else 0.0
+        return str(self._serializer.dumps(["", secrets.token_hex(8), shown]))
 
     def set_cookie(self, response: Response, cookie: str) -> None:
         response.set_cookie(
@@ -74,8 +90,8 @@ class FormGuard:
         the same Redis round trip as its other checks). Raises FormRejected.
         """
         token = form.get(FIELD)
-        cookie = request.cookies.get(COOKIE)
-        if not isinstance(token, str) or not token or not cookie:
+        cookie = request.cookies.get(COOKIE) or ""
+        if not isinstance(token, str) or not token:
             raise FormRejected("This form has expired. Please try again.")
         try:
             payload = self._serializer.loads(token, max_age=FORM_MAX_AGE_SECONDS)
@@ -83,11 +99,15 @@ class FormGuard:
             raise FormRejected("This form has expired. Please try again.") from None
         except BadSignature:
             raise FormRejected("This form has expired. Please try again.") from None
-        if not isinstance(payload, list) or len(payload) != 3 or payload[0] != cookie:
+        if not isinstance(payload, list) or len(payload) != 3:
             raise FormRejected("This form has expired. Please try again.")
-        _, nonce, shown_at = payload
+        bound, nonce, shown_at = payload
+        # A framed form's token names no cookie (issue_framed); every other must match one.
+        framed = bound == "" and form.get("embed") == "frame"
+        if not framed and (not bound or bound != cookie):
+            raise FormRejected("This form has expired. Please try again.")
         too_fast = time.time() - float(shown_at) < self._min_seconds
-        return FormCheck(is_bot=bool(form.get(HONEYPOT)) or too_fast, nonce=str(nonce))
+        return FormCheck(is_bot=bool(form.get(HONEYPOT)), nonce=str(nonce), too_fast=too_fast)
 
     def verify(self, request: Request, form: dict[str, Any]) -> FormCheck:
         """Check a posted form's token and use it up; raise FormRejected when it cannot be trusted."""

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from subscriptions import privacy, readers
-from subscriptions.errors import InvalidInput, TokenInvalid
+from subscriptions.errors import InvalidInput, NotFound, TokenInvalid
 from subscriptions.models import (
     Frequency,
     Subscriber,
@@ -114,15 +114,15 @@ def request_link(
             "manage-ip", client_ip(request), limit=settings.rate_limit_per_ip
         )
         if retry is not None:
-            return too_many(runtime, retry)
+            return too_many(runtime, retry, "manage-ip", limit=settings.rate_limit_per_ip)
         address = readers.normalize_email(str(form.get("email", "")))
     except InvalidInput as exc:
         return runtime.form_page(request, "manage_request.html", status=400, error=str(exc))
-    if check.is_bot:
+    if check.is_bot or check.too_fast:
         return runtime.page("manage_sent.html")
     retry = runtime.limiter.hit("manage-address", address, limit=settings.rate_limit_per_address)
     if retry is not None:
-        return too_many(runtime, retry)
+        return too_many(runtime, retry, "manage-address", limit=settings.rate_limit_per_address)
     reader_id = session.scalar(
         select(Subscriber.id).where(
             Subscriber.email == address, Subscriber.status == SubscriberStatus.ACTIVE
@@ -259,31 +259,112 @@ def erase(
 
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
-def unsubscribe_page(token: str, runtime: RuntimeDep, session: SessionDep) -> HTMLResponse:
-    """One button; a GET (a person's click or a link scanner) never unsubscribes by itself."""
+def unsubscribe_page(
+    request: Request, token: str, runtime: RuntimeDep, session: SessionDep
+) -> HTMLResponse:
+    """Leave, or rather pause or keep fewer topics; a GET (a person's click or a link scanner)
+    never unsubscribes by itself."""
     try:
         reader = _reader(runtime, session, Purpose.UNSUBSCRIBE, token)
     except TokenInvalid:
         return runtime.page("link_invalid.html", status=400)
+    return _leaving(runtime, request, reader, token)
+
+
+def _leaving(
+    runtime: WebRuntime,
+    request: Request,
+    reader: Subscriber,
+    token: str,
+    *,
+    error: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    manage_token = runtime.signer.make(
+        Purpose.MANAGE, subscriber_id=reader.id, version=reader.token_version
+    )
+    return runtime.form_page(
+        request,
+        "unsubscribe.html",
+        status=status,
+        token=token,
+        done=reader.status is not SubscriberStatus.ACTIVE,
+        undo=readers.can_undo_unsubscribe(reader),
+        undo_days=readers.UNDO_DAYS,
+        manage_url=f"/manage/{manage_token}",
+        pause_weeks=PAUSE_WEEKS,
+        error=error,
+    )
+
+
+@router.post("/unsubscribe/{token}/pause", response_class=HTMLResponse)
+def pause_instead(
+    request: Request, token: str, runtime: RuntimeDep, session: SessionDep, form: FormDep
+) -> HTMLResponse:
+    """Rather than leaving: no email for 1, 2 or 4 weeks, every topic kept."""
+    try:
+        reader = _reader(runtime, session, Purpose.UNSUBSCRIBE, token)
+    except TokenInvalid:
+        return runtime.page("link_invalid.html", status=400)
+    try:
+        runtime.forms.verify(request, form)
+        if reader.status is not SubscriberStatus.ACTIVE:
+            raise InvalidInput("You are unsubscribed, so there is nothing to pause.")
+        weeks = form.get("weeks")
+        if not (isinstance(weeks, str) and weeks.isdigit() and int(weeks) in PAUSE_WEEKS):
+            raise InvalidInput("Choose how long to pause.")
+        until = utcnow() + timedelta(weeks=int(weeks))
+        readers.update_preferences(
+            session=session, subscriber_id=reader.id, frequencies={}, paused_until=until
+        )
+    except InvalidInput as exc:
+        return _leaving(runtime, request, reader, token, error=str(exc), status=400)
+    session.commit()
+    manage_token = runtime.signer.make(
+        Purpose.MANAGE, subscriber_id=reader.id, version=reader.token_version
+    )
     return runtime.page(
-        "unsubscribe.html", token=token, done=reader.status is SubscriberStatus.UNSUBSCRIBED
+        "paused.html", until=until.strftime("%d %B %Y"), manage_url=f"/manage/{manage_token}"
     )
 
 
 @router.post("/unsubscribe/{token}", response_class=HTMLResponse)
 async def unsubscribe(token: str, request: Request, runtime: RuntimeDep) -> HTMLResponse:
     """RFC 8058 one-click: any body (urlencoded or multipart `List-Unsubscribe=One-Click`), no cookie,
-    no CSRF token; answers 200 at once, never a redirect."""
+    no CSRF token; answers 200 at once, never a redirect. The page offers an undo for 30 days."""
     await request.body()  # accept and ignore the body, whatever its encoding
 
     def apply() -> bool:
         with runtime.sessions() as session, session.begin():
             reader = _reader(runtime, session, Purpose.UNSUBSCRIBE, token)
             readers.unsubscribe(session=session, subscriber_id=reader.id)
-        return True
+            return readers.can_undo_unsubscribe(reader)
 
     try:
-        await run_in_threadpool(apply)
+        undo = await run_in_threadpool(apply)
     except TokenInvalid:
         return runtime.page("link_invalid.html", status=400)
-    return runtime.page("unsubscribed.html")
+    return runtime.page("unsubscribed.html", token=token, undo=undo, undo_days=readers.UNDO_DAYS)
+
+
+@router.post("/unsubscribe/{token}/undo", response_class=HTMLResponse)
+def undo_unsubscribe(token: str, runtime: RuntimeDep, session: SessionDep) -> HTMLResponse:
+    """Put back the subscriptions the last unsubscribe removed, within 30 days, without a new
+    opt-in. No cookie (the page that offers it may answer a cookie-less one-click POST): the
+    unsubscribe link is the proof, as it is for leaving."""
+    try:
+        reader = _reader(runtime, session, Purpose.UNSUBSCRIBE, token)
+        restored = readers.undo_unsubscribe(session=session, subscriber_id=reader.id)
+    except (TokenInvalid, NotFound):
+        session.rollback()
+        return runtime.page("undo_expired.html", status=400)
+    session.commit()
+    names = dict(session.execute(select(Topic.slug, Topic.name)).all())
+    manage_token = runtime.signer.make(
+        Purpose.MANAGE, subscriber_id=reader.id, version=reader.token_version
+    )
+    return runtime.page(
+        "resubscribed.html",
+        topics=[names.get(slug, slug) for slug in restored],
+        manage_url=f"/manage/{manage_token}",
+    )

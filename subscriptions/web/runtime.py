@@ -22,6 +22,7 @@ from subscriptions.settings import Settings
 from subscriptions.tokens import TokenSigner
 from subscriptions.topics import live_topic_slugs
 from subscriptions.web.forms import FormGuard, read_form
+from subscriptions.web.suppressed import SuppressedAddresses
 
 
 @dataclass
@@ -39,6 +40,8 @@ class WebRuntime:
     intake: Intake | None = None
     #: Outbound HTTP (SNS certificates and confirmations); tests put an httpx.MockTransport here.
     http_transport: httpx.BaseTransport | None = None
+    #: The suppression list's keys, so that a sign-up need not ask the database.
+    suppressed: SuppressedAddresses = field(default_factory=SuppressedAddresses)
     _slugs: tuple[float, frozenset[str]] = (0.0, frozenset())
     _static: dict[str, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -75,10 +78,11 @@ class WebRuntime:
         return HTMLResponse(self.pages.get_template(name).render(**context), status_code=status)
 
     def form_page(
-        self, request: Request, name: str, status: int = 200, **context: Any
+        self, request: Request, name: str, status: int = 200, *, timed: bool = True, **context: Any
     ) -> HTMLResponse:
-        """A rendered page whose forms carry a fresh CSRF token (and the cookie it is bound to)."""
-        cookie, token = self.forms.issue(request)
+        """A rendered page whose forms carry a fresh CSRF token (and the cookie it is bound to);
+        `timed=False`: a token exempt from the minimum fill time (`FormGuard.issue`)."""
+        cookie, token = self.forms.issue(request, timed=timed)
         response = self.page(name, status, csrf_token=token, **context)
         self.forms.set_cookie(response, cookie)
         return response

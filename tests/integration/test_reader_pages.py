@@ -37,6 +37,7 @@ from tests.factories import SECRET, add_demo_topics, make_settings, migrated_ses
 from worker.app import create_celery
 
 signer = TokenSigner(SECRET)
+RECEIPT = re.compile(r'name="receipt" value="[^"]+"')
 
 
 class Site:
@@ -246,16 +247,22 @@ def test_answers_for_known_and_unknown_addresses_are_identical(site: Site) -> No
         "pending@example.org",
         "active@example.org",
         "gone@example.org",
-        "bounced@example.org",
     ]:
         answer = webforms.subscribe(site.client(), address, ["mexico"])
+        # The page names the address as typed and carries a fresh resend receipt: take them out.
+        body = answer.text.replace(address, "ADDRESS")
         bodies[address] = (
             answer.status_code,
-            answer.content,
+            RECEIPT.sub("RECEIPT", body),
             tuple(sorted(k for k in answer.headers if k != "content-length")),
         )
+        assert f'<strong class="address">{address}</strong>' in answer.text
     assert len(set(bodies.values())) == 1, "the answer reveals whether an address is known"
-    # ... and the suppressed address silently gets no email.
+    # A suppressed address is told that it cannot sign up (never a "check your email" for an
+    # email that will not come), and gets no email.
+    bounced = webforms.subscribe(site.client(), "bounced@example.org", ["mexico"])
+    assert bounced.status_code == 403 and "cannot sign up this address" in bounced.text
+    assert "news@example.org" in bounced.text  # how to reach the editors
     site.apply()
     queued_for = [args[0] for _, args in site.mail_queued()]
     with site.sessions() as session:
@@ -278,42 +285,55 @@ def test_manage_request_answers_the_same_for_any_address(site: Site) -> None:
     assert site.queued() == [("newsletter.send_manage_link", [reader_id])]
 
 
-def test_honeypot_and_too_fast_forms_look_accepted_but_store_nothing(
+def test_a_too_fast_form_gets_one_more_button_and_then_signs_up(
     tmp_path: Path, database_url: str, redis_url: str
 ) -> None:
     slow = Site(tmp_path, database_url, redis_url, form_min_seconds=3)
     client = slow.client()
-    normal_answer = webforms.subscribe(
-        client, "bot@example.org", ["mexico"]
-    )  # sent at once: too fast
-    assert normal_answer.status_code == 200 and "Check your email" in normal_answer.text
-    token = webforms.form_token(client, "/")
-    time.sleep(3.1)
-    trapped = client.post(
-        "/subscribe",
-        data={
-            "csrf_token": token,
-            "email": "bot2@example.org",
-            "topics": ["mexico"],
-            "frequency": "daily",
-            "website": "http://spam",
-        },
-    )
-    assert trapped.content == normal_answer.content
-    assert slow.count(Subscriber) == 0 and slow.queued() == []
-    token = webforms.form_token(client, "/")
-    time.sleep(3.1)
-    human = client.post(
-        "/subscribe",
-        data={
-            "csrf_token": token,
-            "email": "human@example.org",
-            "topics": ["mexico"],
-            "frequency": "daily",
-        },
-    )
+    fast = webforms.subscribe(client, "Quick@Example.org", ["mexico", "migration"], "weekly")
+    assert fast.status_code == 200 and "One more step" in fast.text
+    assert "Check your email" not in fast.text  # never the success page while nothing happens
+    assert fast.text.count("<button") == 1 and "Quick@Example.org" in fast.text
     slow.apply()
-    assert human.status_code == 200 and slow.count(Subscriber) == 1
+    assert slow.count(Subscriber) == 0 and slow.mail_queued() == []
+    # The person presses the one button at once (well under the 3 s): that is enough.
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', fast.text)
+    data: dict[str, Any] = {}
+    for name, value in fields:
+        data.setdefault(name, []).append(value)
+    assert data["topics"] == ["mexico", "migration"] and data["frequency"] == ["weekly"]
+    done = client.post("/subscribe", data=data)
+    assert done.status_code == 200 and "Check your email" in done.text
+    slow.apply()
+    reader = slow.reader("quick@example.org")
+    assert reader is not None and reader.status is SubscriberStatus.PENDING
+    assert [task for task, _ in slow.mail_queued()] == ["newsletter.send_confirmation"]
+    # The one-more-step form works once, like every form.
+    assert client.post("/subscribe", data=data).status_code == 400
+
+
+def test_honeypot_gets_the_usual_answer_and_stores_nothing(site: Site) -> None:
+    client = site.client()
+    human = webforms.subscribe(client, "human@example.org", ["mexico"])
+    trapped = webforms.subscribe(client, "bot@example.org", ["mexico"], website="http://spam")
+    assert trapped.status_code == human.status_code == 200
+    normalized = {
+        RECEIPT.sub("R", answer.text.replace(address, "A"))
+        for answer, address in ((human, "human@example.org"), (trapped, "bot@example.org"))
+    }
+    assert len(normalized) == 1
+    site.apply()
+    assert site.reader("bot@example.org") is None
+    assert site.reader("human@example.org") is not None
+    # The bot's "send it again" button sends nothing either, and answers the same page.
+    receipt = RECEIPT.search(trapped.text)
+    assert receipt is not None
+    again = client.post(
+        "/subscribe/resend", data={"receipt": receipt.group(0).split('value="')[1][:-1]}
+    )
+    assert again.status_code == 200 and "We sent the email again" in again.text
+    site.apply()
+    assert site.reader("bot@example.org") is None and len(site.mail_queued()) == 1
 
 
 def test_rate_limit_per_address(site: Site) -> None:
@@ -321,8 +341,13 @@ def test_rate_limit_per_address(site: Site) -> None:
     for _ in range(site.settings.rate_limit_per_address):
         assert webforms.subscribe(client, "same@example.org", ["mexico"]).status_code == 200
     over = webforms.subscribe(client, "Same@Example.org", ["mexico"])
-    assert over.status_code == 429 and "try again later" in over.text
-    assert int(over.headers["retry-after"]) > 0
+    assert over.status_code == 429 and int(over.headers["retry-after"]) > 0
+    # Which limit, and when to try again.
+    assert "This address was signed up too many times in the last hour" in over.text
+    assert "(the limit is 5 an hour)" in over.text
+    assert re.search(
+        r"Please try again in (about \d+ minutes|\d+ seconds) \(after \d\d:\d\d UTC\)", over.text
+    )
     # At most a few confirmation emails per address per day, whatever the limits say.
     site.apply()
     assert site.count(Consent) == site.settings.rate_limit_per_address
@@ -336,7 +361,7 @@ def test_rate_limit_per_ip(tmp_path: Path, database_url: str, redis_url: str) ->
     for n in range(3):
         assert webforms.subscribe(client, f"r{n}@example.org", ["mexico"]).status_code == 200
     over = webforms.subscribe(client, "r9@example.org", ["mexico"])
-    assert over.status_code == 429
+    assert over.status_code == 429 and "from your network" in over.text
     strict.apply()
     assert strict.reader("r9@example.org") is None and strict.count(Subscriber) == 3
 
@@ -370,8 +395,15 @@ def test_confirm_page_has_one_button_and_only_the_post_confirms(site: Site) -> N
     reader = site.reader("reader@example.org")
     assert reader is not None and reader.status is SubscriberStatus.ACTIVE
     assert ("newsletter.send_welcome", [consent_id]) in site.queued()
+    # The link used again: the reader is told they are subscribed, with a way to preferences.
     reused = webforms.post_form(client, "/", f"/confirm/{token}", {})
-    assert reused.status_code == 400 and "not valid" in reused.text
+    assert reused.status_code == 200 and "already confirmed" in reused.text
+    again = client.get(f"/confirm/{token}")
+    assert again.status_code == 200 and "already confirmed" in again.text
+    assert again.text.count("<button") == 0
+    manage = re.search(r'href="(/manage/[^"]+)"', again.text)
+    assert manage is not None and client.get(manage.group(1)).status_code == 200
+    assert re.search(r'href="/manage/[^"]+"', done.text), "the confirmed page links to preferences"
 
 
 def test_confirm_without_form_token_changes_nothing(site: Site) -> None:
@@ -511,7 +543,8 @@ def test_unsubscribe_get_never_unsubscribes(site: Site) -> None:
     reader_id = site.active_reader()
     token = signer.make(Purpose.UNSUBSCRIBE, subscriber_id=reader_id, version=1)
     page = site.client().get(f"/unsubscribe/{token}")
-    assert page.status_code == 200 and page.text.count("<button") == 1
+    assert page.status_code == 200 and "Take a break" in page.text and "Fewer topics" in page.text
+    assert page.text.count(">Unsubscribe</button>") == 1
     reader = site.reader("reader@example.org")
     assert reader is not None and reader.status is SubscriberStatus.ACTIVE
 
@@ -582,11 +615,14 @@ def test_erase_me_leaves_only_a_hashed_suppression(site: Site) -> None:
         [entry] = session.scalars(select(Suppression)).all()
         assert entry.email_hash == readers.email_hash("reader@example.org")
         assert "reader@example.org" not in (entry.detail or "")
-    # Signing up again: the same answer, and still no email.
+    # Erasure forgets the person, it does not blacklist the address: signing up again works
+    # like a first sign-up, with its confirmation email.
     again = webforms.subscribe(site.client(), "reader@example.org", ["mexico"])
+    assert again.status_code == 200 and "Check your email" in again.text
     site.apply()
-    assert again.status_code == 200 and site.count(Subscriber) == 0
-    assert site.mail_queued() == []
+    assert site.count(Subscriber) == 1 and site.count(Suppression) == 0
+    [(task, _)] = site.mail_queued()
+    assert task == "newsletter.send_confirmation"
 
 
 def test_security_headers_on_pages(site: Site) -> None:

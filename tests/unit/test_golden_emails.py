@@ -339,3 +339,13 @@ def test_subscription_emails_carry_the_list_headers(emails: dict[str, EmailMessa
     for name in ("confirm", "welcome", "manage_link"):
         assert emails[name].metadata == {"kind": name}
     assert "List-Unsubscribe" not in emails["confirm"].headers
+
+
+def test_every_html_email_opens_with_a_preheader() -> None:
+    """The line an inbox shows after the subject: hidden in the email, never empty."""
+    for path in sorted(GOLDEN.glob("*.html")):
+        body = path.read_text(encoding="utf-8")
+        found = re.search(r'<div class="preheader" style="display:none;[^"]*">([^<]*)</div>', body)
+        assert found is not None, f"{path.name} has no preheader"
+        text = found.group(1).replace("\u034f", "").replace("\u200c", "").replace("&nbsp;", "")
+        assert len(text.strip()) > 20, f"{path.name}: preheader {text!r}"

@@ -58,6 +58,8 @@ def test_environment_variables_and_dotenv(tmp_path: Path, monkeypatch: pytest.Mo
         ("NEWSLETTER_FROM", "not an address", "NEWSLETTER_FROM:"),
         ("NEWSLETTER_DEFAULT_TIMEZONE", "Mars/Olympus", "NEWSLETTER_DEFAULT_TIMEZONE: unknown"),
         ("NEWSLETTER_CONFIRM_TOKEN_DAYS", "zero", "NEWSLETTER_CONFIRM_TOKEN_DAYS:"),
+        ("NEWSLETTER_EMBED_ORIGINS", "https://blog.example.org/posts", "NEWSLETTER_EMBED_ORIGINS:"),
+        ("NEWSLETTER_EMBED_ORIGINS", "blog.example.org", "NEWSLETTER_EMBED_ORIGINS:"),
     ],
 )
 def test_bad_values_give_one_line_naming_the_variable(
