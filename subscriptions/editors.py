@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from subscriptions.errors import InvalidInput, NotFound
 from subscriptions.models import Editor, EditorToken, utcnow
+from subscriptions.names import check_name
 
 ROLES = ("editor", "admin")
 PREFIX = "nl_"
@@ -44,9 +45,7 @@ def _info(row: EditorToken) -> TokenInfo:
 
 def create_token(*, session: Session, name: str, role: str = "editor") -> tuple[TokenInfo, str]:
     """A new bearer token; the plain value is returned here and never again."""
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise InvalidInput("token name: give 1 to 200 characters", field="name")
+    name = check_name(name, what="token name", field="name")
     if role not in ROLES:
         raise InvalidInput(f"role {role!r}: use one of {', '.join(ROLES)}", field="role")
     plain = PREFIX + secrets.token_urlsafe(32)
@@ -148,7 +147,10 @@ def create_editor(
     if session.scalar(select(Editor.id).where(Editor.email == address)) is not None:
         raise InvalidInput(f"there is already an editor {address}", field="email")
     row = Editor(
-        email=address, name=name.strip()[:200], role=role, password_hash=_hasher.hash(password)
+        email=address,
+        name=check_name(name, what="editor name", field="name") if name.strip() else "",
+        role=role,
+        password_hash=_hasher.hash(password),
     )
     session.add(row)
     session.flush()

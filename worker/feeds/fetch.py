@@ -231,7 +231,9 @@ def _fetch(
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise FeedFetchError(f"feed is larger than {max_bytes} bytes")
                 decoder = Decoder(response.headers.get("content-encoding", ""), max_bytes)
-                for chunk in response.iter_raw():
+                # A response built in memory (httpx.MockTransport) is already read: its bytes.
+                raw = [response.content] if response.is_stream_consumed else response.iter_raw()
+                for chunk in raw:
                     decoder.feed(chunk)
                     if time.monotonic() > deadline:
                         raise FeedFetchError(f"timed out after {timeout:g} s")
