@@ -57,7 +57,7 @@ async def receive(provider: str, request: Request, runtime: RuntimeDep) -> JSONR
         events = await run_in_threadpool(_verify, runtime, provider_class, provider, call, config)
     except WebhookRejected as exc:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
-    except (ValueError, UnicodeError) as exc:
+    except (ValueError, UnicodeError, OverflowError) as exc:
         # A malformed credential or field that a provider's parser did not expect: refused, not a 500.
         return JSONResponse(
             {"detail": f"malformed webhook call ({type(exc).__name__})"}, status_code=400
