@@ -69,7 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_pages(app, runtime)
     app.add_middleware(SecurityHeaders)
     # Added last, so run first: no body is read before its size and its credentials are checked.
-    app.add_middleware(BodyLimit)
+    app.add_middleware(
+        BodyLimit,
+        page=lambda status, message: runtime.pages.get_template("error.html").render(
+            code=status, message=message
+        ),
+    )
     app.add_middleware(BearerFirst, sessions=runtime.sessions)
     if settings.trusted_proxy_list:
         # Only these peers may say who the client is (X-Forwarded-For/-Proto); see the README.

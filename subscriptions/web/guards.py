@@ -78,9 +78,16 @@ class BodyLimit:
     app's error handlers render that 413, as they render any HTTPException).
     """
 
-    def __init__(self, app: ASGIApp, classify: Callable[[str], BodyClass] = body_class) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        classify: Callable[[str], BodyClass] = body_class,
+        page: Callable[[int, str], str] | None = None,
+    ) -> None:
         self.app = app
         self.classify = classify
+        #: Renders the HTML error page of reader and console routes (status, message).
+        self.page = page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,7 +97,7 @@ class BodyLimit:
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit.max_bytes):
             status = 413 if declared.isdigit() else 400
-            await _answer(scope, send, status, BodyTooLarge(limit).detail)
+            await _answer(scope, send, status, BodyTooLarge(limit).detail, page=self.page)
             return
         seen = 0
         exceeded = answered = replaced = False
@@ -112,7 +119,7 @@ class BodyLimit:
                 # A route that caught the 413 and answered something else still answers 413.
                 replaced = exceeded and message["status"] != 413
                 if replaced:
-                    await _answer(scope, send, 413, BodyTooLarge(limit).detail)
+                    await _answer(scope, send, 413, BodyTooLarge(limit).detail, page=self.page)
                     return
             if not replaced:
                 await send(message)
@@ -122,7 +129,7 @@ class BodyLimit:
         except BodyTooLarge:
             if answered:
                 raise
-            await _answer(scope, send, 413, BodyTooLarge(limit).detail)
+            await _answer(scope, send, 413, BodyTooLarge(limit).detail, page=self.page)
 
 
 class BearerFirst:
@@ -191,6 +198,7 @@ async def _answer(
     status: int,
     detail: str,
     headers: list[tuple[bytes, bytes]] | None = None,
+    page: Callable[[int, str], str] | None = None,
 ) -> None:
     """A small answer in the route's own format: a problem under /api, JSON for webhooks, text else.
 
@@ -205,6 +213,8 @@ async def _answer(
         kind = b"application/problem+json"
     elif path.startswith("/webhooks/"):
         body, kind = json.dumps({"detail": detail}).encode(), b"application/json"
+    elif page is not None:
+        body, kind = page(status, detail).encode(), b"text/html; charset=utf-8"
     else:
         body, kind = f"{titles[status]}: {detail}\n".encode(), b"text/plain; charset=utf-8"
     await send(
