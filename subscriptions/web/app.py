@@ -20,6 +20,7 @@ from subscriptions.queue import TaskQueue
 from subscriptions.ratelimit import RateLimiter
 from subscriptions.settings import Settings, load_settings
 from subscriptions.templating import builtin_templates, template_environment
+from subscriptions.throttle import LoginThrottle
 from subscriptions.tokens import TokenSigner
 from subscriptions.web import admin, api, apiv1, health, preferences, reader, webhooks
 from subscriptions.web.admin.auth import Forbidden, LoginRequired, login_redirect
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             secure_cookie=settings.base_url.startswith("https://"),
         ),
         intake=Intake.from_url(settings.broker_url),
+        login_throttle=LoginThrottle(limiter.client),
     )
     app = FastAPI(title=settings.site_name, docs_url=None, redoc_url=None)
     app.state.runtime = runtime

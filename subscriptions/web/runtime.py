@@ -19,6 +19,7 @@ from subscriptions.intake import Intake
 from subscriptions.queue import TaskQueue
 from subscriptions.ratelimit import RateLimiter
 from subscriptions.settings import Settings
+from subscriptions.throttle import LoginThrottle
 from subscriptions.tokens import TokenSigner
 from subscriptions.topics import live_topic_slugs
 from subscriptions.web.forms import FormGuard, read_form
@@ -39,6 +40,8 @@ class WebRuntime:
     intake: Intake | None = None
     #: Outbound HTTP (SNS certificates and confirmations); tests put an httpx.MockTransport here.
     http_transport: httpx.BaseTransport | None = None
+    #: Console sign-in delays per (address, client IP); in memory unless the app gives Redis.
+    login_throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(None))
     _slugs: tuple[float, frozenset[str]] = (0.0, frozenset())
     _static: dict[str, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
