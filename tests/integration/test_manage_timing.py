@@ -83,3 +83,11 @@ def test_the_worker_mails_a_known_address_and_drops_an_unknown_one(
     assert sent.outcome != "not wanted", sent
     mails = list((tmp_path / "outbox").glob("*.eml"))
     assert len(mails) == 1 and "known@example.org" in mails[0].read_text()
+
+
+def test_the_worker_has_a_task_for_the_name_the_web_queues(tmp_path: Path) -> None:
+    from subscriptions.queue import SEND_MANAGE_LINK_TO
+    from worker.app import create_celery
+
+    app = create_celery(make_settings(tmp_path))
+    assert SEND_MANAGE_LINK_TO in app.tasks
