@@ -85,9 +85,9 @@ def test_the_worker_mails_a_known_address_and_drops_an_unknown_one(
     assert len(mails) == 1 and "known@example.org" in mails[0].read_text()
 
 
-def test_the_worker_has_a_task_for_the_name_the_web_queues(tmp_path: Path) -> None:
+def test_the_worker_has_a_task_for_the_name_the_web_queues(tmp_path: Path, redis_url: str) -> None:
     from subscriptions.queue import SEND_MANAGE_LINK_TO
     from worker.app import create_celery
 
-    app = create_celery(make_settings(tmp_path))
+    app = create_celery(make_settings(tmp_path, broker_url=redis_url))
     assert SEND_MANAGE_LINK_TO in app.tasks
