@@ -99,6 +99,11 @@ class BodyLimit:
             status = 413 if declared.isdigit() else 400
             await _answer(scope, send, status, BodyTooLarge(limit).detail, page=self.page)
             return
+        if declared is not None or _header(scope, b"transfer-encoding") is None:
+            # The server delivers no more than a declared length (HTTP/1.1 framing), and no body
+            # without one or chunked coding: only a chunked body needs counting.
+            await self.app(scope, receive, send)
+            return
         seen = 0
         exceeded = answered = replaced = False
 
