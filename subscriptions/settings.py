@@ -258,7 +258,7 @@ class Settings(BaseSettings):
     def _check_proxies(cls, value: str) -> str:
         for item in _items(value):
             try:
-                ipaddress.ip_network(item, strict=False)
+                ipaddress.ip_network(item)
             except ValueError:
                 raise ValueError(
                     f"NEWSLETTER_TRUSTED_PROXIES: {item!r} is not an address or network"
