@@ -4,8 +4,8 @@ editor API's bearer token checked before any of its bodies is read.
 Both are plain ASGI middleware. Starlette's `request.body()` and FastAPI's body models read a body
 whole before a route can look at its size or its credentials: an unauthenticated 300 MB upload then
 costs the web process 300 MB (or more, as JSON). Here the size is checked against `Content-Length`
-before the first byte is read, and counted as the chunks arrive, so no route ever holds more than
-its class's limit; an `/api/v1` call without a valid token is answered 401 before its body is read.
+before the first byte is read, and a chunked body is counted as it arrives, so no route ever holds
+more than its class's limit; an `/api/v1` call without a valid token is answered 401 before its body is read.
 """
 
 from __future__ import annotations
@@ -73,9 +73,11 @@ class BodyTooLarge(HTTPException):
 class BodyLimit:
     """Answers 413 for a body larger than its route class allows, before it is buffered.
 
-    A declared `Content-Length` over the limit is refused before any byte is read; a chunked or
-    understated body is counted as it arrives and refused at the first chunk past the limit (the
-    app's error handlers render that 413, as they render any HTTPException).
+    A declared `Content-Length` over the limit is refused before any byte is read (the server
+    never delivers more than a declared length, so such a request then passes unwrapped); a
+    chunked body is counted as it arrives and refused at the first chunk past the limit (the app's
+    error handlers render that 413, as they render any HTTPException; a route that swallows it
+    still answers 413).
     """
 
     def __init__(
