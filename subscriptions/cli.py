@@ -126,7 +126,9 @@ def web(ctx: click.Context, host: str, port: int, workers: int) -> None:
         host=host,
         port=port,
         workers=workers,
-        proxy_headers=True,
+        # The app applies forwarded headers itself, from NEWSLETTER_TRUSTED_PROXIES only
+        # (uvicorn's own default would trust 127.0.0.1).
+        proxy_headers=False,
         log_level=settings.log_level.lower(),
         access_log=False,
     )

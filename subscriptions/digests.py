@@ -22,6 +22,7 @@ from subscriptions.models import (
     post_topics,
     utcnow,
 )
+from subscriptions.names import check_name
 from subscriptions.topics import topic_ids_for_slugs
 
 MAX_POSTS = 100
@@ -122,9 +123,8 @@ def create_editorial(
     The audience is the readers of `audience_topics`, or of the chosen topics, or, when both are
     empty, every active reader.
     """
-    subject = " ".join(subject.split())
-    if not subject or len(subject) > 200:
-        raise InvalidInput("subject: give 1 to 200 characters", field="subject")
+    subject = check_name(subject, what="subject", field="subject")
+    subject = " ".join(subject.split())  # runs of spaces and tabs become one space
     if len(intro_markdown) > 20_000:
         raise InvalidInput("intro: at most 20,000 characters", field="intro")
     chosen_topics = topic_ids_for_slugs(session=session, slugs=topics) if topics else {}

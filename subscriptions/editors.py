@@ -7,16 +7,17 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from subscriptions.errors import InvalidInput, NotFound
-from subscriptions.models import Editor, EditorToken, utcnow
+from subscriptions.models import Editor, EditorSession, EditorToken, utcnow
+from subscriptions.names import check_name
 
 ROLES = ("editor", "admin")
 PREFIX = "nl_"
@@ -44,9 +45,7 @@ def _info(row: EditorToken) -> TokenInfo:
 
 def create_token(*, session: Session, name: str, role: str = "editor") -> tuple[TokenInfo, str]:
     """A new bearer token; the plain value is returned here and never again."""
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise InvalidInput("token name: give 1 to 200 characters", field="name")
+    name = check_name(name, what="token name", field="name")
     if role not in ROLES:
         raise InvalidInput(f"role {role!r}: use one of {', '.join(ROLES)}", field="role")
     plain = PREFIX + secrets.token_urlsafe(32)
@@ -148,7 +147,10 @@ def create_editor(
     if session.scalar(select(Editor.id).where(Editor.email == address)) is not None:
         raise InvalidInput(f"there is already an editor {address}", field="email")
     row = Editor(
-        email=address, name=name.strip()[:200], role=role, password_hash=_hasher.hash(password)
+        email=address,
+        name=check_name(name, what="editor name", field="name") if name.strip() else "",
+        role=role,
+        password_hash=_hasher.hash(password),
     )
     session.add(row)
     session.flush()
@@ -225,6 +227,42 @@ def end_sessions(*, session: Session, editor_id: int) -> None:
         raise NotFound(f"no editor {editor_id}")
     row.session_version += 1
     session.flush()
+
+
+def start_session(*, session: Session, editor_id: int, max_age_seconds: int) -> str:
+    """A new console session of this editor: the random id its cookie carries (only its hash is
+    kept). Sessions of this editor older than `max_age_seconds` are cleared on the way."""
+    now = utcnow()
+    session.execute(
+        delete(EditorSession).where(
+            EditorSession.editor_id == editor_id,
+            EditorSession.created_at < now - timedelta(seconds=max_age_seconds),
+        )
+    )
+    plain = secrets.token_urlsafe(24)
+    session.add(EditorSession(id_hash=_hash(plain), editor_id=editor_id, created_at=now))
+    session.flush()
+    return plain
+
+
+def session_alive(*, session: Session, editor_id: int, session_id: str) -> bool:
+    """True while the console session `session_id` of this editor has not been ended."""
+    if not session_id.isascii() or len(session_id) > 64:
+        return False
+    ended = session.execute(
+        select(EditorSession.ended_at).where(
+            EditorSession.id_hash == _hash(session_id), EditorSession.editor_id == editor_id
+        )
+    ).first()
+    return ended is not None and ended[0] is None
+
+
+def end_session(*, session: Session, session_id: str) -> None:
+    """Sign one console session out, wherever its cookie was copied to."""
+    row = session.get(EditorSession, _hash(session_id)) if session_id.isascii() else None
+    if row is not None and row.ended_at is None:
+        row.ended_at = utcnow()
+        session.flush()
 
 
 def _last_admin(session: Session, editor_id: int) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from subscriptions.errors import InvalidInput, NotFound
 from subscriptions.models import Feed, Topic, utcnow
+from subscriptions.names import check_name
 from subscriptions.topics import topic_ids_for_slugs
 
 MIN_INTERVAL_SECONDS = 60
@@ -100,7 +101,11 @@ def _check_interval(seconds: int) -> None:
 
 def _mapping(category_map: dict[str, str]) -> dict[str, str]:
     # Categories match case-insensitively (the poller casefolds what a feed sends).
-    mapping = {k.strip().casefold(): v.strip() for k, v in category_map.items() if k.strip()}
+    mapping = {
+        check_name(k, what="category map: a category", field="category_map").casefold(): v.strip()
+        for k, v in category_map.items()
+        if k.strip()
+    }
     if len(mapping) > MAX_CATEGORY_RULES:
         raise InvalidInput(
             f"category map: at most {MAX_CATEGORY_RULES} categories", field="category_map"

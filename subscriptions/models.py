@@ -455,6 +455,21 @@ class Editor(Base):
     session_version: Mapped[int] = mapped_column(default=1)
 
 
+class EditorSession(Base):
+    """A console sign-in, named by a random id in the editor's cookie (only its hash is stored).
+
+    Signing out ends the row, so a copy of the cookie stops working too; a signed cookie alone
+    would keep opening the console until it expired.
+    """
+
+    __tablename__ = "editor_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    editor_id: Mapped[int] = mapped_column(ForeignKey("editors.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+
+
 class EditorToken(Base):
     """An API bearer token; only its hash is stored."""
 

@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 QUEUE = "newsletter"
 SEND_CONFIRMATION = "newsletter.send_confirmation"
 SEND_MANAGE_LINK = "newsletter.send_manage_link"
+#: A preferences link asked for by address on /manage: the worker drops unknown addresses.
+SEND_MANAGE_LINK_TO = "newsletter.send_manage_link_to"
 SEND_WELCOME = "newsletter.send_welcome"
 APPLY_SIGNUPS = "newsletter.apply_signups"
 PLAN_POST_ALERTS = "newsletter.plan_post_alerts"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from email.utils import parseaddr
 from enum import StrEnum
@@ -159,6 +160,20 @@ class Settings(BaseSettings):
         description="A batch claimed this long ago and not recorded was abandoned by a dead worker.",
     )
     log_level: str = Field("INFO", description="Python logging level name.")
+    trusted_proxies: str = Field(
+        "",
+        description=(
+            "Proxies (addresses or networks, comma-separated) whose X-Forwarded-For/-Proto are"
+            " believed; empty trusts none."
+        ),
+    )
+    test_send_allowlist: str = Field(
+        "",
+        description=(
+            "Addresses (comma-separated) that test sends of a digest may go to, besides editors'"
+            " own."
+        ),
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -275,6 +290,29 @@ class Settings(BaseSettings):
             self.secret_key = _development_secret()
         return self
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        for item in _items(value):
+            try:
+                ipaddress.ip_network(item)
+            except ValueError:
+                raise ValueError(
+                    f"NEWSLETTER_TRUSTED_PROXIES: {item!r} is not an address or network"
+                    " (e.g. 172.18.0.0/16, the docker-compose network)"
+                ) from None
+        return value
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """The proxies whose forwarded headers are believed (none by default)."""
+        return _items(self.trusted_proxies)
+
+    @property
+    def test_send_allowed(self) -> frozenset[str]:
+        """Extra addresses (lower case) a digest's test copy may go to."""
+        return frozenset(item.lower() for item in _items(self.test_send_allowlist))
+
     @property
     def email(self) -> EmailURL:
         """The parsed email URL."""
@@ -288,6 +326,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def _items(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def _development_secret() -> str:

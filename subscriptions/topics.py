@@ -17,6 +17,7 @@ from subscriptions.models import (
     post_topics,
     utcnow,
 )
+from subscriptions.names import check_name
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 MAX_DESCRIPTION = 2000
@@ -40,14 +41,12 @@ def _info(topic: Topic) -> TopicInfo:
 def add_topic(*, session: Session, slug: str, name: str, description: str = "") -> TopicInfo:
     """Create a topic; the slug is lower-case words joined by hyphens and must be new."""
     slug = slug.strip()
-    name = name.strip()
     if not SLUG.match(slug) or len(slug) > 64:
         raise InvalidInput(
             f"topic slug {slug!r}: use lower-case letters, digits and hyphens (e.g. border-security)",
             field="slug",
         )
-    if not name or len(name) > 200:
-        raise InvalidInput("topic name: give 1 to 200 characters", field="name")
+    name = check_name(name, what="topic name", field="name")
     if len(description) > MAX_DESCRIPTION:
         raise InvalidInput(
             f"topic description: at most {MAX_DESCRIPTION} characters", field="description"
@@ -138,10 +137,7 @@ def update_topic(
     """Rename a topic and/or change its description; its slug (used in links and feeds) stays."""
     topic = _topic(session, topic_id)
     if name is not None:
-        name = name.strip()
-        if not name or len(name) > 200:
-            raise InvalidInput("topic name: give 1 to 200 characters", field="name")
-        topic.name = name
+        topic.name = check_name(name, what="topic name", field="name")
     if description is not None:
         if len(description) > MAX_DESCRIPTION:
             raise InvalidInput(

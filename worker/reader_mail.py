@@ -112,6 +112,20 @@ def send_manage_link(runtime: WorkerRuntime, subscriber_id: int) -> MailResult:
     )
 
 
+def send_manage_link_to(runtime: WorkerRuntime, address: str) -> MailResult:
+    """The preferences link asked for on /manage, when `address` is an active reader's; any other
+    address is dropped here, so that the web's answer takes as long for it."""
+    with runtime.sessions() as session:
+        reader_id = session.scalar(
+            select(Subscriber.id).where(
+                Subscriber.email == address, Subscriber.status == SubscriberStatus.ACTIVE
+            )
+        )
+    if reader_id is None:
+        return MailResult(False, "not wanted")
+    return send_manage_link(runtime, reader_id)
+
+
 def unsent_confirmations(runtime: WorkerRuntime, *, older_than_seconds: int = 30) -> list[int]:
     """Sign-ups from the last day whose confirmation was never handed over (a lost enqueue)."""
     now = utcnow()

@@ -18,6 +18,7 @@ from subscriptions.queue import (
     SEND_DIGEST,
     SEND_EDITORIAL,
     SEND_MANAGE_LINK,
+    SEND_MANAGE_LINK_TO,
     SEND_WELCOME,
 )
 from worker import dispatch, reader_mail
@@ -63,6 +64,13 @@ def register(app: NewsletterCelery) -> None:
     send_confirmation = reader_mail_task(SEND_CONFIRMATION, reader_mail.send_confirmation)
     reader_mail_task(SEND_WELCOME, reader_mail.send_welcome)
     reader_mail_task(SEND_MANAGE_LINK, reader_mail.send_manage_link)
+
+    @app.task(name=SEND_MANAGE_LINK_TO, bind=True, max_retries=MAX_TRIES, shared=False)
+    def send_manage_link_to(self: Task, address: str) -> str:
+        result = reader_mail.send_manage_link_to(app.runtime, address)
+        if result.retry:
+            raise self.retry(countdown=_backoff(self.request.retries))
+        return result.outcome
 
     @app.task(name=POLL_FEED, shared=False)
     def poll_one_feed(feed_id: int) -> str:

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from subscriptions import editors, posts
 from subscriptions.errors import InvalidInput
 from subscriptions.queue import PLAN_POST_ALERTS
+from subscriptions.web.guards import TOKEN_STATE, bearer_token
 from subscriptions.web.runtime import RuntimeDep, SessionDep, WebRuntime
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
@@ -108,15 +109,21 @@ class PostOut(BaseModel):
 
 
 def bearer(
-    runtime: RuntimeDep, session: SessionDep, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> editors.TokenInfo:
-    """The editor token in `Authorization: Bearer …`, or a 401 problem."""
-    scheme, _, token = (authorization or "").partition(" ")
-    info = (
-        editors.authenticate(session=session, token=token.strip())
-        if scheme.lower() == "bearer"
-        else None
-    )
+    """The editor token in `Authorization: Bearer …`, or a 401 problem.
+
+    `guards.BearerFirst` has normally checked it already, before the body was read, and left it in
+    the request's state; it is looked up here only when the app runs without that middleware.
+    """
+    checked = getattr(request.state, TOKEN_STATE, None)
+    if isinstance(checked, editors.TokenInfo):
+        return checked
+    token = bearer_token(authorization)
+    info = editors.authenticate(session=session, token=token) if token else None
     if info is None:
         raise Problem(
             401, "Unauthorized", "a valid editor token is required (Authorization: Bearer …)"
@@ -195,13 +202,18 @@ def verify_signature(
 ) -> None:
     """Accept only a fresh timestamp and a matching signature (constant-time compare)."""
     now = time.time() if now is None else now
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > SIGNATURE_TOLERANCE_SECONDS:
+    # isdigit() alone lets "²" through, which int() refuses; an ASCII number of sane length only.
+    if (
+        not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12)
+        or abs(now - int(timestamp)) > SIGNATURE_TOLERANCE_SECONDS
+    ):
         raise Problem(401, "Unauthorized", "missing or stale X-Newsletter-Timestamp")
     expected = hmac.new(
         secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256
     ).hexdigest()
     given = signature.removeprefix("sha256=")
-    if not hmac.compare_digest(expected, given):
+    # Bytes, not str: compare_digest raises TypeError on a non-ASCII str (a header can hold one).
+    if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape")):
         raise Problem(401, "Unauthorized", "the signature does not match")
 
 

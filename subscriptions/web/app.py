@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from subscriptions.db import create_db_engine, session_factory
 from subscriptions.errors import InvalidInput
@@ -19,10 +20,12 @@ from subscriptions.queue import TaskQueue
 from subscriptions.ratelimit import RateLimiter
 from subscriptions.settings import Settings, load_settings
 from subscriptions.templating import builtin_templates, template_environment
+from subscriptions.throttle import LoginThrottle
 from subscriptions.tokens import TokenSigner
 from subscriptions.web import admin, api, apiv1, health, preferences, reader, webhooks
 from subscriptions.web.admin.auth import Forbidden, LoginRequired, login_redirect
 from subscriptions.web.forms import FormGuard
+from subscriptions.web.guards import BearerFirst, BodyLimit
 from subscriptions.web.runtime import WebRuntime
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             secure_cookie=settings.base_url.startswith("https://"),
         ),
         intake=Intake.from_url(settings.broker_url),
+        login_throttle=LoginThrottle(limiter.client),
     )
     app = FastAPI(title=settings.site_name, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
@@ -66,6 +70,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", static, name="static")
     _install_error_pages(app, runtime)
     app.add_middleware(SecurityHeaders)
+    # Added last, so run first: no body is read before its size and its credentials are checked.
+    app.add_middleware(
+        BodyLimit,
+        page=lambda status, message: runtime.pages.get_template("error.html").render(
+            code=status, message=message
+        ),
+    )
+    app.add_middleware(BearerFirst, sessions=runtime.sessions)
+    if settings.trusted_proxy_list:
+        # Only these peers may say who the client is (X-Forwarded-For/-Proto); see the README.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
     return app
 
 

@@ -24,7 +24,7 @@ from subscriptions.models import (
     Topic,
     utcnow,
 )
-from subscriptions.queue import SEND_MANAGE_LINK
+from subscriptions.queue import SEND_MANAGE_LINK, SEND_MANAGE_LINK_TO
 from subscriptions.tokens import Purpose
 from subscriptions.topics import list_topics
 from subscriptions.web.forms import FormRejected, refuse_line_breaks
@@ -123,13 +123,9 @@ def request_link(
     retry = runtime.limiter.hit("manage-address", address, limit=settings.rate_limit_per_address)
     if retry is not None:
         return too_many(runtime, retry, "manage-address", limit=settings.rate_limit_per_address)
-    reader_id = session.scalar(
-        select(Subscriber.id).where(
-            Subscriber.email == address, Subscriber.status == SubscriberStatus.ACTIVE
-        )
-    )
-    if reader_id is not None:
-        runtime.queue.send(SEND_MANAGE_LINK, reader_id)
+    # The same work for every address (the worker drops unknown ones), so that the time of the
+    # answer does not tell whether an address is subscribed.
+    runtime.queue.send(SEND_MANAGE_LINK_TO, address)
     return runtime.page("manage_sent.html")
 
 

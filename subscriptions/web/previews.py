@@ -14,13 +14,18 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from subscriptions.errors import InvalidInput
-from subscriptions.models import Subscriber, SubscriberStatus
+from subscriptions.errors import InvalidInput, RateLimited
+from subscriptions.models import Editor, Subscriber, SubscriberStatus
+from subscriptions.ratelimit import RateLimiter
 from subscriptions.readers import normalize_email
 from subscriptions.settings import Settings
 
 if TYPE_CHECKING:
     from worker.digests.render import DigestRenderer
+
+#: Test copies per recipient, and in all, per hour: a test send is for looking, not for mailing.
+TEST_SENDS_PER_ADDRESS = 10
+TEST_SENDS_IN_ALL = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +62,26 @@ def send_test(
 ) -> str:
     """Send the preview for `as_reader` to `to`, marked as a test; the address it went to.
 
-    InvalidInput when the provider does not take it (the provider's reason is in the message).
+    A test copy goes only to an editor's address or one in NEWSLETTER_TEST_SEND_ALLOWLIST
+    (InvalidInput otherwise), at most TEST_SENDS_PER_ADDRESS an hour to each and
+    TEST_SENDS_IN_ALL in all (RateLimited). InvalidInput when the provider does not take it (the
+    provider's reason is in the message).
     """
     from worker.digests.editorial import send_test as render_and_send
     from worker.providers import Outcome, provider_from_url
 
     address = normalize_email(to)
     reader = normalize_email(as_reader)
+    allowed = address in settings.test_send_allowed or session.scalar(
+        select(Editor.id).where(Editor.email == address, Editor.disabled_at.is_(None))
+    )
+    if not allowed:
+        raise InvalidInput(
+            "a test copy goes only to an editor's address"
+            " or to one listed in NEWSLETTER_TEST_SEND_ALLOWLIST",
+            field="to",
+        )
+    _count_test_send(settings, address)
     with provider_from_url(settings.email) as provider:
         result = render_and_send(
             session,
@@ -79,6 +97,21 @@ def send_test(
             f"the test send failed: {result.outcome.value}: {result.detail}", field="to"
         )
     return address
+
+
+def _count_test_send(settings: Settings, address: str) -> None:
+    limiter = RateLimiter(settings.broker_url)
+    try:
+        retry = limiter.hit("test-send", address, limit=TEST_SENDS_PER_ADDRESS) or limiter.hit(
+            "test-send-all", "", limit=TEST_SENDS_IN_ALL
+        )
+    finally:
+        if limiter.client is not None:
+            limiter.client.close()
+    if retry is not None:
+        raise RateLimited(
+            f"too many test sends; try again in {retry // 60 + 1} minutes", retry_after=retry
+        )
 
 
 def _renderer(settings: Settings) -> DigestRenderer:

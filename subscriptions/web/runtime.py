@@ -19,6 +19,7 @@ from subscriptions.intake import Intake
 from subscriptions.queue import TaskQueue
 from subscriptions.ratelimit import RateLimiter
 from subscriptions.settings import Settings
+from subscriptions.throttle import LoginThrottle
 from subscriptions.tokens import TokenSigner
 from subscriptions.topics import live_topic_slugs
 from subscriptions.web.forms import FormGuard, read_form
@@ -42,6 +43,8 @@ class WebRuntime:
     http_transport: httpx.BaseTransport | None = None
     #: The suppression list's keys, so that a sign-up need not ask the database.
     suppressed: SuppressedAddresses = field(default_factory=SuppressedAddresses)
+    #: Console sign-in delays per (address, client IP); in memory unless the app gives Redis.
+    login_throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(None))
     _slugs: tuple[float, frozenset[str]] = (0.0, frozenset())
     _static: dict[str, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)

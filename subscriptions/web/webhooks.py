@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from subscriptions.events import record_event
 from subscriptions.web.runtime import RuntimeDep, WebRuntime
 from worker.providers import PROVIDERS
+from worker.providers.base import Provider
 from worker.providers.webhooks import WebhookConfig, WebhookEvent, WebhookRejected, WebhookRequest
 
 router = APIRouter()
@@ -51,20 +52,39 @@ async def receive(provider: str, request: Request, runtime: RuntimeDep) -> JSONR
             {"detail": f"webhooks for {provider} are not configured"}, status_code=403
         )
     try:
-        provider_class.verify_webhook(call, config)
-        events = provider_class.parse_events(call)
-        replay = provider_class.replay_key(call)
-        if replay is not None and not runtime.limiter.bind_once(
-            f"webhook:{provider}",
-            replay,
-            body.decode("utf-8", "replace"),
-            ttl_seconds=2 * config.tolerance_seconds,
-        ):
-            raise WebhookRejected("this signature was already used", status=401)
+        # Off the event loop: SES/SNS verification may fetch a certificate (up to 10 s), and
+        # every check is CPU work that would otherwise hold up every other request.
+        events = await run_in_threadpool(_verify, runtime, provider_class, provider, call, config)
     except WebhookRejected as exc:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+    except (ValueError, UnicodeError, OverflowError) as exc:
+        # A malformed credential or field that a provider's parser did not expect: refused, not a 500.
+        return JSONResponse(
+            {"detail": f"malformed webhook call ({type(exc).__name__})"}, status_code=400
+        )
     stored = await run_in_threadpool(_apply, runtime, provider, events)
     return JSONResponse({"received": len(events), "stored": stored})
+
+
+def _verify(
+    runtime: WebRuntime,
+    provider_class: type[Provider],
+    provider: str,
+    call: WebhookRequest,
+    config: WebhookConfig,
+) -> list[WebhookEvent]:
+    """Verify the call's signature, parse its events and refuse a replayed signature."""
+    provider_class.verify_webhook(call, config)
+    events = provider_class.parse_events(call)
+    replay = provider_class.replay_key(call)
+    if replay is not None and not runtime.limiter.bind_once(
+        f"webhook:{provider}",
+        replay,
+        call.body.decode("utf-8", "replace"),
+        ttl_seconds=2 * config.tolerance_seconds,
+    ):
+        raise WebhookRejected("this signature was already used", status=401)
+    return events
 
 
 def _apply(runtime: WebRuntime, provider: str, events: list[WebhookEvent]) -> int:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from subscriptions import editors, notices
 from subscriptions.models import Editor
-from subscriptions.web.admin.auth import LOGIN_WINDOW_SECONDS
+from subscriptions.throttle import ADDRESS_CAP, PAIR_FREE, LoginThrottle
 from tests import webforms
 from tests.consoles import PASSWORD, Console
 
@@ -91,27 +93,97 @@ def test_sign_in_needs_the_form_token_and_no_open_redirect(console: Console) -> 
     assert answer.headers["location"] == "/admin"  # type: ignore[attr-defined]
 
 
-def test_sign_in_attempts_are_rate_limited(console: Console) -> None:
+class Clock:
+    """The sign-in throttle's clock, moved by the test instead of waited for."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _throttled(console: Console, redis_url: str) -> Clock:
+    clock = Clock()
+    console.app.state.runtime.login_throttle = LoginThrottle(
+        redis.Redis.from_url(redis_url), clock=clock
+    )
+    return clock
+
+
+def _from(console: Console, ip: str) -> TestClient:
+    return TestClient(
+        console.app, base_url="http://127.0.0.1:8000", follow_redirects=False, client=(ip, 40000)
+    )
+
+
+def _try(client: TestClient, password: str) -> Any:
+    return webforms.post_form(
+        client, "/admin/login", "/admin/login", {"email": "ed@example.org", "password": password}
+    )
+
+
+def test_failed_sign_ins_from_one_place_wait_longer_and_longer(
+    console: Console, redis_url: str
+) -> None:
     console.editor("ed@example.org")
-    client = console.client()
-    # The limits count in fixed windows: do not start right before one ends.
-    left = LOGIN_WINDOW_SECONDS - time.time() % LOGIN_WINDOW_SECONDS
-    if left < 20:
-        time.sleep(left + 0.5)
-    statuses = []
-    for _ in range(12):
-        answer = webforms.post_form(
-            client,
-            "/admin/login",
-            "/admin/login",
-            {"email": "ed@example.org", "password": "x" * 12},
-        )
-        statuses.append(answer.status_code)
-    assert statuses[:10] == [400] * 10 and statuses[10:] == [429, 429]
-    assert "try again later" in answer.text and int(answer.headers["retry-after"]) > 0
-    # Even the right password waits now: guessing cannot go on.
-    _, late = sign_in(console, "ed@example.org", PASSWORD)
-    assert late.status_code == 429  # type: ignore[attr-defined]
+    clock = _throttled(console, redis_url)
+    client = _from(console, "203.0.113.9")
+    assert [_try(client, "x" * 12).status_code for _ in range(PAIR_FREE)] == [400] * PAIR_FREE
+    waits = []
+    for _ in range(4):
+        refused = _try(client, "x" * 12)
+        assert refused.status_code == 429 and "try again later" in refused.text
+        waits.append(int(refused.headers["retry-after"]))
+        clock.now += waits[-1]
+        assert _try(client, "x" * 12).status_code == 400  # a try is let through after the wait
+    assert waits == [1, 2, 4, 8]
+    # The right password waits too (guessing cannot go on), then works and clears the count.
+    assert _try(client, PASSWORD).status_code == 429
+    clock.now += 16
+    assert _try(client, PASSWORD).status_code == 303
+    assert _try(client, "x" * 12).status_code == 400
+
+
+def test_failures_from_elsewhere_never_lock_the_admin_out(console: Console, redis_url: str) -> None:
+    console.editor("ed@example.org")
+    clock = _throttled(console, redis_url)
+    # A spread-out attack: several places, a few wrong passwords each.
+    for place in range(5):
+        attacker = _from(console, f"203.0.113.{place + 1}")
+        for _ in range(PAIR_FREE):
+            answer = _try(attacker, "x" * 12)
+            if answer.status_code == 429:  # the address's own short delay
+                assert int(answer.headers["retry-after"]) <= ADDRESS_CAP
+                clock.now += int(answer.headers["retry-after"])
+                answer = _try(attacker, "x" * 12)
+            assert answer.status_code == 400
+    assert _try(attacker, "x" * 12).status_code == 429  # the last attacker's own pair waits
+    admin = _from(console, "198.51.100.20")
+    first = _try(admin, PASSWORD)
+    # From elsewhere, the right password waits at most the short per-address delay.
+    if first.status_code == 429:
+        assert int(first.headers["retry-after"]) <= ADDRESS_CAP
+        clock.now += ADDRESS_CAP
+        first = _try(admin, PASSWORD)
+    assert first.status_code == 303
+    assert admin.get("/admin").status_code == 200
+
+
+def test_a_copied_session_cookie_stops_working_when_that_session_signs_out(
+    console: Console,
+) -> None:
+    browser = console.signed_in("ed@example.org", "editor")
+    cookie = browser.cookies.get("nl_admin")
+    assert cookie
+    thief = console.client()
+    thief.headers["Cookie"] = f"nl_admin={cookie}"
+    assert thief.get("/admin/settings").status_code in (200, 403)  # signed in (an editor)
+    assert thief.get("/admin").status_code == 200
+    out = webforms.post_form(browser, "/admin", "/admin/logout", {})
+    assert out.status_code == 303
+    assert thief.get("/admin").status_code == 303
+    assert thief.get("/admin/settings").status_code == 303
 
 
 def test_sign_out_here_and_everywhere(console: Console) -> None:

@@ -210,6 +210,7 @@ def test_list_is_paginated_newest_first_with_every_kind(console: Console) -> Non
 
 def test_preview_as_a_reader_and_a_test_send(console: Console, tmp_path: Path) -> None:
     api = console.api("editor")
+    console.editor("editor@example.org", "editor")  # test copies go to editors only (issue #12)
     add_reader(console, "first@example.org", ["refugees"])
     add_reader(console, "mx@example.org", ["mexico"])
     digest = compose(api, add_posts(console, "Elections", "Trade"))

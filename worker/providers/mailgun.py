@@ -192,10 +192,11 @@ class MailgunProvider(HttpProvider):
             raise WebhookRejected("mailgun webhook signature is incomplete", status=401)
         message = f"{timestamp}{token}".encode()
         expected = hmac.new(config.secret.encode(), message, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, str(given).lower()):
+        # Bytes: compare_digest raises TypeError on a non-ASCII str, which a forger can send.
+        if not hmac.compare_digest(expected.encode(), str(given).lower().encode()):
             raise WebhookRejected("mailgun webhook signature does not match", status=401)
         if (
-            not str(timestamp).isdigit()
+            not (str(timestamp).isascii() and str(timestamp).isdigit())
             or abs(config.now - int(str(timestamp))) > config.tolerance_seconds
         ):
             raise WebhookRejected("mailgun webhook timestamp is stale", status=403)

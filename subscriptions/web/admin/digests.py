@@ -17,7 +17,7 @@ from subscriptions import posts as post_ops
 from subscriptions import topics as topic_ops
 from subscriptions.digests import DigestSummary
 from subscriptions.editors import EditorInfo
-from subscriptions.errors import InvalidInput, NotFound
+from subscriptions.errors import InvalidInput, NotFound, RateLimited
 from subscriptions.models import MAX_ID, PostStatus
 from subscriptions.queue import SEND_EDITORIAL
 from subscriptions.web import previews
@@ -211,7 +211,7 @@ def test_send(
                     as_reader=reader,
                     to=form_text(form, "to") or editor.email,
                 )
-            except (InvalidInput, NotFound) as exc:
+            except (InvalidInput, NotFound, RateLimited) as exc:
                 error = str(exc)
             else:
                 return _done(digest_id, "test")

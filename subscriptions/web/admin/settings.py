@@ -18,7 +18,34 @@ router = APIRouter()
 
 #: Settings whose values are secrets: the app's key, webhook secrets and credentials.
 _SECRET_NAMES = re.compile(r"^secret_key$|_secret$|^webhook_|password")
-_URL_CREDENTIALS = re.compile(r"//[^/@]*@")
+#: Query parameters whose values are credentials (`?password=`, `?api_key=`, `?token=` ...).
+_SECRET_PARAMS = re.compile(r"pass|secret|token|key|auth|credential", re.IGNORECASE)
+
+
+def mask_url(value: str) -> str:
+    """`value` with the credentials of a URL masked: the password (or a lone user part, which for
+    e.g. `postmark://TOKEN@host` is the token) and secret-looking query values.
+
+    Parsed, not matched: a password may hold `/`, `@` or `:` unescaped, as operators write them
+    (`postgresql://news:S3cr/tPass@db/x`, `redis://:p@ssw0rd@host`). The user information runs
+    up to the LAST `@` before the query, which is where every URL parser that accepts such a
+    password ends it.
+    """
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value
+    head, qmark, query = rest.partition("?")
+    at = head.rfind("@")
+    if at >= 0:
+        userinfo, location = head[:at], head[at + 1 :]
+        user, colon, _ = userinfo.partition(":")
+        head = f"{user}:***@{location}" if colon else f"***@{location}"
+    if qmark:
+        query = "&".join(
+            f"{name}=***" if eq and _SECRET_PARAMS.search(name) else f"{name}{eq}{item}"
+            for name, eq, item in (pair.partition("=") for pair in query.split("&"))
+        )
+    return f"{scheme}://{head}{qmark}{query}"
 
 
 def shown_settings(settings: Settings) -> list[tuple[str, str, str]]:
@@ -32,7 +59,7 @@ def shown_settings(settings: Settings) -> list[tuple[str, str, str]]:
         elif value is None:
             shown = "not set"
         else:
-            shown = _URL_CREDENTIALS.sub("//***@", str(value))
+            shown = mask_url(str(value))
         rows.append((f"NEWSLETTER_{name.upper()}", shown, field.description or ""))
     return rows
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from subscriptions import digests as digest_ops
 from subscriptions.digests import DigestSummary
-from subscriptions.errors import InvalidInput, NotFound
+from subscriptions.errors import InvalidInput, NotFound, RateLimited
 from subscriptions.models import MAX_ID
 from subscriptions.queue import SEND_EDITORIAL
 from subscriptions.web import previews
@@ -42,6 +42,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "no such digest (or reader)",
         409: "the digest's state does not allow this",
         422: "invalid input",
+        429: "too many test sends (to that address, or in all) this hour",
     }
     return {s: problem(reasons[s]) for s in sorted({422, *statuses})}
 
@@ -266,7 +267,7 @@ def preview_digest(
     return PreviewOut(reader=shown.reader, subject=shown.subject, html=shown.html, text=shown.text)
 
 
-@router.post("/{digest_id}/test", response_model=TestOut, responses=_problems(400, 401, 404))
+@router.post("/{digest_id}/test", response_model=TestOut, responses=_problems(400, 401, 404, 429))
 def test_digest(
     digest_id: DigestId, body: TestIn, token: TokenDep, runtime: RuntimeDep, session: SessionDep
 ) -> TestOut:
@@ -284,6 +285,8 @@ def test_digest(
         )
     except (InvalidInput, NotFound) as exc:
         raise _problem(exc) from None
+    except RateLimited as exc:
+        raise Problem(429, "Too Many Requests", str(exc)) from None
     return TestOut(to=to, as_reader=reader)
 
 

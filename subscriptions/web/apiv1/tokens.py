@@ -12,6 +12,7 @@ from subscriptions.errors import InvalidInput, NotFound
 from subscriptions.web.apiv1.common import (
     AUTH_RESPONSES,
     AdminTokenDep,
+    IdPath,
     Page,
     PageDep,
     TokenDep,
@@ -90,7 +91,7 @@ def create_token(body: TokenIn, token: AdminTokenDep, session: SessionDep) -> Ne
     response_model=TokenOut,
     responses={**AUTH_RESPONSES, 404: problem("no such token")},
 )
-def revoke_token(token_id: int, token: AdminTokenDep, session: SessionDep) -> TokenOut:
+def revoke_token(token_id: IdPath, token: AdminTokenDep, session: SessionDep) -> TokenOut:
     """Revoke a token at once (admins); it stays listed as revoked."""
     try:
         info = editors.revoke_token(session=session, token_id=token_id)
