@@ -82,6 +82,10 @@ def dev(ctx: click.Context, host: str, port: int) -> None:
     except OperationalError as exc:
         _fail(f"cannot migrate the database: {_first_line(exc)}")
     env = dict(os.environ)
+    if "base_url" not in settings.model_fields_set:
+        # Links in emails follow --port unless NEWSLETTER_BASE_URL says otherwise (issue #13).
+        env["NEWSLETTER_BASE_URL"] = sv.default_base_url(host, port)
+    base_url = env.get("NEWSLETTER_BASE_URL", settings.base_url)
     supervisor = sv.Supervisor()
     supervisor.install_signal_handlers()
     var = Path("var")
@@ -97,15 +101,20 @@ def dev(ctx: click.Context, host: str, port: int) -> None:
         url = f"http://{host}:{port}/"
         sv.wait_for_http(url + "healthz", supervisor)
         click.echo(f"\n  {settings.site_name} is running at {url}")
+        click.echo(f"  Links in emails point to {base_url}.")
         click.echo(f"  Emails go to {settings.email.redacted()}.  Ctrl-C stops everything.\n")
         while (dead := supervisor.dead()) is None:
             time.sleep(0.5)
+        supervisor.ignore_signals()
         supervisor.stop()
         _fail(f"{dead.name} exited with code {dead.process.returncode}; stopped the rest")
     except KeyboardInterrupt:
+        supervisor.ignore_signals()
         click.echo("\nstopping…", err=True)
         supervisor.stop()
+        click.echo("stopped.", err=True)
     except ServiceUnavailable as exc:
+        supervisor.ignore_signals()
         supervisor.stop()
         _fail(str(exc))
 
@@ -119,7 +128,11 @@ def web(ctx: click.Context, host: str, port: int, workers: int) -> None:
     """Serve the web app (reader pages, admin, API, webhooks) with uvicorn."""
     import uvicorn
 
+    from subscriptions.supervisor import base_url_mismatch
+
     settings = _settings(ctx)
+    if warning := base_url_mismatch(settings.base_url, host, port):
+        click.echo(warning, err=True)
     uvicorn.run(
         "subscriptions.web.app:create_app",
         factory=True,
