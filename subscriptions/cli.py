@@ -67,14 +67,19 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Port to serve on  [default: NEWSLETTER_PORT, 8000]",
+)
 @click.pass_context
-def dev(ctx: click.Context, host: str, port: int) -> None:
+def dev(ctx: click.Context, host: str, port: int | None) -> None:
     """Run everything on one machine: migrate, embedded Redis, web, worker and beat."""
     from subscriptions import supervisor as sv
     from subscriptions.migrate import upgrade
 
     settings = _settings(ctx)
+    port = port or settings.port
     if not sv.port_is_free(host, port):
         _fail(f"port {port} on {host} is taken; stop what uses it or pass --port", code=1)
     try:
@@ -121,16 +126,21 @@ def dev(ctx: click.Context, host: str, port: int) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Port to serve on  [default: NEWSLETTER_PORT, 8000]",
+)
 @click.option("--workers", default=1, show_default=True, help="Web server processes.")
 @click.pass_context
-def web(ctx: click.Context, host: str, port: int, workers: int) -> None:
+def web(ctx: click.Context, host: str, port: int | None, workers: int) -> None:
     """Serve the web app (reader pages, admin, API, webhooks) with uvicorn."""
     import uvicorn
 
     from subscriptions.supervisor import base_url_mismatch
 
     settings = _settings(ctx)
+    port = port or settings.port
     if warning := base_url_mismatch(settings.base_url, host, port):
         click.echo(warning, err=True)
     uvicorn.run(
