@@ -86,6 +86,9 @@ def dev(ctx: click.Context, host: str, port: int | None) -> None:
         upgrade(settings.database_url)
     except OperationalError as exc:
         _fail(f"cannot migrate the database: {_first_line(exc)}")
+    from subscriptions.metrics import use_metrics_dir
+
+    use_metrics_dir(settings.metrics_dir, clear=True)  # dev starts every process that counts there
     env = dict(os.environ)
     if "base_url" not in settings.model_fields_set:
         # Links in emails follow --port unless NEWSLETTER_BASE_URL says otherwise (issue #13).
@@ -137,9 +140,12 @@ def web(ctx: click.Context, host: str, port: int | None, workers: int) -> None:
     """Serve the web app (reader pages, admin, API, webhooks) with uvicorn."""
     import uvicorn
 
+    from subscriptions.logs import uvicorn_log_config
+    from subscriptions.metrics import use_metrics_dir
     from subscriptions.supervisor import base_url_mismatch
 
     settings = _settings(ctx)
+    use_metrics_dir(settings.metrics_dir)
     port = port or settings.port
     if warning := base_url_mismatch(settings.base_url, host, port):
         click.echo(warning, err=True)
@@ -151,6 +157,7 @@ def web(ctx: click.Context, host: str, port: int | None, workers: int) -> None:
         workers=workers,
         proxy_headers=True,
         log_level=settings.log_level.lower(),
+        log_config=uvicorn_log_config(settings.log_format, settings.log_level),
         access_log=False,
     )
 
@@ -161,8 +168,13 @@ def web(ctx: click.Context, host: str, port: int | None, workers: int) -> None:
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int, pool: str) -> None:
     """Run a Celery worker that sends email and does the background work."""
+    from subscriptions.metrics import use_metrics_dir
+
+    use_metrics_dir(_settings(ctx).metrics_dir)
+    from subscriptions.logs import configure_logging
     from worker.app import create_celery
 
+    configure_logging(_settings(ctx).log_format, _settings(ctx).log_level)
     app = create_celery(_settings(ctx))
     app.worker_main(
         ["worker", "--loglevel", _settings(ctx).log_level, "-c", str(concurrency), "-P", pool,
@@ -175,8 +187,13 @@ def worker(ctx: click.Context, concurrency: int, pool: str) -> None:
 @click.pass_context
 def beat(ctx: click.Context, schedule_file: str) -> None:
     """Run the scheduler (exactly one per deployment): feed polls, digests, sweeps."""
+    from subscriptions.metrics import use_metrics_dir
+
+    use_metrics_dir(_settings(ctx).metrics_dir)
+    from subscriptions.logs import configure_logging
     from worker.app import create_celery
 
+    configure_logging(_settings(ctx).log_format, _settings(ctx).log_level)
     Path(schedule_file).parent.mkdir(parents=True, exist_ok=True)
     app = create_celery(_settings(ctx))
     app.start(["beat", "--loglevel", _settings(ctx).log_level, "--schedule", schedule_file])

@@ -163,6 +163,10 @@ class Settings(BaseSettings):
         None,
         description="Bearer token that `GET /metrics` (Prometheus) requires; unset turns the endpoint off.",
     )
+    metrics_dir: Path = Field(
+        Path("var/metrics"),
+        description="Folder where each process keeps its counters for /metrics (shared by a host's processes).",
+    )
     log_format: str = Field(
         "text", description="`text` for people, `json` for one JSON object a line (log collectors)."
     )

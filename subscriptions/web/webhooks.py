@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from subscriptions import metrics
 from subscriptions.events import record_event
 from subscriptions.web.runtime import RuntimeDep, WebRuntime
 from worker.providers import PROVIDERS
@@ -63,6 +64,7 @@ async def receive(provider: str, request: Request, runtime: RuntimeDep) -> JSONR
             raise WebhookRejected("this signature was already used", status=401)
     except WebhookRejected as exc:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+    metrics.count_webhook_events(provider, [event.type.value for event in events])
     stored = await run_in_threadpool(_apply, runtime, provider, events)
     return JSONResponse({"received": len(events), "stored": stored})
 

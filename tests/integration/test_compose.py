@@ -59,6 +59,7 @@ SAMPLE = {
     "NEWSLETTER_LOG_LEVEL": "DEBUG",
     "NEWSLETTER_LOG_FORMAT": "json",
     "NEWSLETTER_METRICS_TOKEN": "metrics-token-0123456789",
+    "NEWSLETTER_METRICS_DIR": "/app/var/prometheus",
 }
 
 
