@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ def test_metrics_need_the_token_and_count_across_worker_processes(
         **service_env,
         "NEWSLETTER_METRICS_TOKEN": TOKEN,
         "NEWSLETTER_METRICS_DIR": str(tmp_path / "metrics"),
+        "NEWSLETTER_LOG_FORMAT": "json",
     }
     sessions = migrated_sessions(env["NEWSLETTER_DATABASE_URL"])
     with transaction(sessions) as session:
@@ -68,7 +70,7 @@ def test_metrics_need_the_token_and_count_across_worker_processes(
         ).stdout  # fmt: skip
         newsletter("digest", "send", created.split("\t", 1)[0], env=env)
         # Prefork with two pool processes: the counts of each reach the web's /metrics.
-        start(["worker", "--concurrency", "2"], env)
+        worker = start(["worker", "--concurrency", "2"], env)
         wait_for_files(tmp_path / "outbox", 3)  # two digest emails and one confirmation
         deadline = time.monotonic() + 30
         while True:
@@ -85,3 +87,7 @@ def test_metrics_need_the_token_and_count_across_worker_processes(
     assert _value(text, "newsletter_intake_backlog") == 0
     assert _value(text, 'newsletter_queue_length{queue="newsletter"}') >= 0
     assert list((tmp_path / "metrics").glob("counter_*.db")), "no multiprocess files written"
+    # NEWSLETTER_LOG_FORMAT=json: web and worker log records are JSON objects, one a line.
+    for process in (web, worker):
+        records = [json.loads(line) for line in process.output().splitlines() if line.startswith("{")]
+        assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
