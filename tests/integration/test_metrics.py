@@ -89,5 +89,7 @@ def test_metrics_need_the_token_and_count_across_worker_processes(
     assert list((tmp_path / "metrics").glob("counter_*.db")), "no multiprocess files written"
     # NEWSLETTER_LOG_FORMAT=json: web and worker log records are JSON objects, one a line.
     for process in (web, worker):
-        records = [json.loads(line) for line in process.output().splitlines() if line.startswith("{")]
+        records = [
+            json.loads(line) for line in process.output().splitlines() if line.startswith("{")
+        ]
         assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
