@@ -71,3 +71,28 @@ def test_the_embedded_redis_keeps_an_append_only_file() -> None:
     argv = " ".join(embedded_redis_argv(Path("/tmp/x"), 6399))
     assert "--appendonly yes" in argv and "--appendfsync everysec" in argv
     assert "--bind 127.0.0.1" in argv
+
+
+def test_the_counters_and_the_ledger_state_appear_in_one_exposition(tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    from subscriptions import metrics
+    from tests.factories import migrated_sessions
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = value("newsletter_webhook_events_total", provider="postmark", type="bounced")
+    metrics.count_webhook_events("postmark", ["bounced", "bounced", "delivered"])
+    metrics.count_feed_poll("failed")
+    metrics.count_rate_limit_wait(0.25)
+    metrics.count_rate_limit_wait(0.0)  # no wait: not counted
+    assert (
+        value("newsletter_webhook_events_total", provider="postmark", type="bounced") == before + 2
+    )
+    sessions = migrated_sessions(f"sqlite:///{tmp_path / 'm.db'}")
+    text = metrics.render(sessions, None, None).decode()
+    assert 'newsletter_webhook_events_total{provider="postmark",type="delivered"}' in text
+    assert 'newsletter_feed_polls_total{result="failed"}' in text
+    assert "newsletter_rate_limit_wait_seconds_total" in text
+    assert "# TYPE newsletter_deliveries gauge" in text
