@@ -67,21 +67,33 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Port to serve on  [default: NEWSLETTER_PORT, 8000]",
+)
 @click.pass_context
-def dev(ctx: click.Context, host: str, port: int) -> None:
+def dev(ctx: click.Context, host: str, port: int | None) -> None:
     """Run everything on one machine: migrate, embedded Redis, web, worker and beat."""
     from subscriptions import supervisor as sv
     from subscriptions.migrate import upgrade
 
     settings = _settings(ctx)
+    port = port or settings.port
     if not sv.port_is_free(host, port):
         _fail(f"port {port} on {host} is taken; stop what uses it or pass --port", code=1)
     try:
         upgrade(settings.database_url)
     except OperationalError as exc:
         _fail(f"cannot migrate the database: {_first_line(exc)}")
+    from subscriptions.metrics import use_metrics_dir
+
+    use_metrics_dir(settings.metrics_dir, clear=True)  # dev starts every process that counts there
     env = dict(os.environ)
+    if "base_url" not in settings.model_fields_set:
+        # Links in emails follow --port unless NEWSLETTER_BASE_URL says otherwise (issue #13).
+        env["NEWSLETTER_BASE_URL"] = sv.default_base_url(host, port)
+    base_url = env.get("NEWSLETTER_BASE_URL", settings.base_url)
     supervisor = sv.Supervisor()
     supervisor.install_signal_handlers()
     var = Path("var")
@@ -97,29 +109,46 @@ def dev(ctx: click.Context, host: str, port: int) -> None:
         url = f"http://{host}:{port}/"
         sv.wait_for_http(url + "healthz", supervisor)
         click.echo(f"\n  {settings.site_name} is running at {url}")
+        click.echo(f"  Links in emails point to {base_url}.")
         click.echo(f"  Emails go to {settings.email.redacted()}.  Ctrl-C stops everything.\n")
         while (dead := supervisor.dead()) is None:
             time.sleep(0.5)
+        supervisor.ignore_signals()
         supervisor.stop()
         _fail(f"{dead.name} exited with code {dead.process.returncode}; stopped the rest")
     except KeyboardInterrupt:
+        supervisor.ignore_signals()
         click.echo("\nstopping…", err=True)
         supervisor.stop()
+        click.echo("stopped.", err=True)
     except ServiceUnavailable as exc:
+        supervisor.ignore_signals()
         supervisor.stop()
         _fail(str(exc))
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Port to serve on  [default: NEWSLETTER_PORT, 8000]",
+)
 @click.option("--workers", default=1, show_default=True, help="Web server processes.")
 @click.pass_context
-def web(ctx: click.Context, host: str, port: int, workers: int) -> None:
+def web(ctx: click.Context, host: str, port: int | None, workers: int) -> None:
     """Serve the web app (reader pages, admin, API, webhooks) with uvicorn."""
     import uvicorn
 
+    from subscriptions.logs import uvicorn_log_config
+    from subscriptions.metrics import use_metrics_dir
+    from subscriptions.supervisor import base_url_mismatch
+
     settings = _settings(ctx)
+    use_metrics_dir(settings.metrics_dir)
+    port = port or settings.port
+    if warning := base_url_mismatch(settings.base_url, host, port):
+        click.echo(warning, err=True)
     uvicorn.run(
         "subscriptions.web.app:create_app",
         factory=True,
@@ -130,6 +159,7 @@ def web(ctx: click.Context, host: str, port: int, workers: int) -> None:
         # (uvicorn's own default would trust 127.0.0.1).
         proxy_headers=False,
         log_level=settings.log_level.lower(),
+        log_config=uvicorn_log_config(settings.log_format, settings.log_level),
         access_log=False,
     )
 
@@ -140,8 +170,13 @@ def web(ctx: click.Context, host: str, port: int, workers: int) -> None:
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int, pool: str) -> None:
     """Run a Celery worker that sends email and does the background work."""
+    from subscriptions.metrics import use_metrics_dir
+
+    use_metrics_dir(_settings(ctx).metrics_dir)
+    from subscriptions.logs import configure_logging
     from worker.app import create_celery
 
+    configure_logging(_settings(ctx).log_format, _settings(ctx).log_level)
     app = create_celery(_settings(ctx))
     app.worker_main(
         ["worker", "--loglevel", _settings(ctx).log_level, "-c", str(concurrency), "-P", pool,
@@ -154,8 +189,13 @@ def worker(ctx: click.Context, concurrency: int, pool: str) -> None:
 @click.pass_context
 def beat(ctx: click.Context, schedule_file: str) -> None:
     """Run the scheduler (exactly one per deployment): feed polls, digests, sweeps."""
+    from subscriptions.metrics import use_metrics_dir
+
+    use_metrics_dir(_settings(ctx).metrics_dir)
+    from subscriptions.logs import configure_logging
     from worker.app import create_celery
 
+    configure_logging(_settings(ctx).log_format, _settings(ctx).log_level)
     Path(schedule_file).parent.mkdir(parents=True, exist_ok=True)
     app = create_celery(_settings(ctx))
     app.start(["beat", "--loglevel", _settings(ctx).log_level, "--schedule", schedule_file])

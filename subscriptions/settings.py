@@ -38,6 +38,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
+        # docker-compose passes every setting as `${NEWSLETTER_X:-}`: an empty value means "not set".
+        env_ignore_empty=True,
     )
 
     environment: Environment = Field(
@@ -55,7 +57,14 @@ class Settings(BaseSettings):
         "outbox://var/outbox", description="Where email goes: provider and its options, as a URL."
     )
     base_url: str = Field(
-        "http://127.0.0.1:8000", description="Public URL of the web app, used in links in emails."
+        "http://127.0.0.1:8000",
+        description="Public URL of the web app, used in links in emails (default: http://127.0.0.1:PORT).",
+    )
+    port: int = Field(
+        8000,
+        ge=1,
+        le=65535,
+        description="Port `newsletter web` and `newsletter dev` serve on unless --port says otherwise.",
     )
     secret_key: str = Field(
         "",
@@ -174,6 +183,24 @@ class Settings(BaseSettings):
             " own."
         ),
     )
+    metrics_token: str | None = Field(
+        None,
+        description="Bearer token that `GET /metrics` (Prometheus) requires; unset turns the endpoint off.",
+    )
+    metrics_dir: Path = Field(
+        Path("var/metrics"),
+        description="Folder where each process keeps its counters for /metrics (shared by a host's processes).",
+    )
+    log_format: str = Field(
+        "text", description="`text` for people, `json` for one JSON object a line (log collectors)."
+    )
+
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        if value.lower() not in {"text", "json"}:
+            raise ValueError(f"NEWSLETTER_LOG_FORMAT: {value!r} is not text or json")
+        return value.lower()
 
     @field_validator("database_url")
     @classmethod
@@ -278,6 +305,13 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"NEWSLETTER_DEFAULT_TIMEZONE: unknown time zone {value!r}") from None
         return value
+
+    @model_validator(mode="after")
+    def _default_base_url(self) -> Settings:
+        if "base_url" not in self.model_fields_set:
+            # Through __dict__: an assignment would mark base_url as set, and `dev` asks whether it was.
+            self.__dict__["base_url"] = f"http://127.0.0.1:{self.port}"
+        return self
 
     @model_validator(mode="after")
     def _check_secret(self) -> Settings:

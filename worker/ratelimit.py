@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import redis
 
+from subscriptions import metrics
+
 # KEYS[1] bucket; ARGV: emission interval (ms per unit), burst tolerance (ms), cost (units), now (ms).
 # Returns the milliseconds to wait before the cost may be spent (0: taken now).
 _GCRA = """
@@ -98,6 +100,7 @@ class GlobalRateLimiter:
                     raise TimeoutError(f"rate limit: would wait more than {max_wait:.0f} s")
                 time.sleep(pause)
                 waited += pause
+        metrics.count_rate_limit_wait(waited)
         return waited
 
 

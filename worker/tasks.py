@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from subscriptions import metrics
 from subscriptions.db import transaction
 from subscriptions.feeds import claim_due_feeds
 from subscriptions.queue import (
@@ -81,6 +82,7 @@ def register(app: NewsletterCelery) -> None:
             timeout=settings.feeds_timeout_seconds,
         )
         report = poll_feed(app.runtime.sessions, feed_id, options)
+        metrics.count_feed_poll(report.status)
         # The posts are committed: their alerts are planned by name (the planner owns that task).
         for post_id in report.announce:
             app.send_task(PLAN_POST_ALERTS, args=[post_id])

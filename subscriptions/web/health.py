@@ -1,10 +1,13 @@
-"""GET /healthz: is the database reachable, is the broker reachable."""
+"""GET /healthz: is the database reachable, is the broker reachable. GET /metrics: Prometheus."""
 
 from __future__ import annotations
 
+import hmac
+
 import redis
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -47,3 +50,23 @@ def healthz(runtime: RuntimeDep) -> JSONResponse:
 def livez() -> JSONResponse:
     """The process answers; no checks (also the bare baseline of the subscribe benchmark)."""
     return JSONResponse({"status": "ok"})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, runtime: RuntimeDep) -> Response:
+    """Prometheus text format; needs `Authorization: Bearer NEWSLETTER_METRICS_TOKEN`, off when unset."""
+    from subscriptions.metrics import CONTENT_TYPE, render
+
+    token = runtime.settings.metrics_token
+    if not token:
+        raise HTTPException(404)
+    given = request.headers.get("authorization", "").encode()
+    if not hmac.compare_digest(given, f"Bearer {token}".encode()):
+        return JSONResponse(
+            {"detail": "metrics need Authorization: Bearer <NEWSLETTER_METRICS_TOKEN>"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    stream = runtime.intake.stream if runtime.intake else None
+    body = await run_in_threadpool(render, runtime.sessions, runtime.settings.broker_url, stream)
+    return Response(body, media_type=CONTENT_TYPE)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from subscriptions import metrics
 from subscriptions.events import record_event
 from subscriptions.web.runtime import RuntimeDep, WebRuntime
 from worker.providers import PROVIDERS
@@ -62,6 +63,7 @@ async def receive(provider: str, request: Request, runtime: RuntimeDep) -> JSONR
         return JSONResponse(
             {"detail": f"malformed webhook call ({type(exc).__name__})"}, status_code=400
         )
+    metrics.count_webhook_events(provider, [event.type.value for event in events])
     stored = await run_in_threadpool(_apply, runtime, provider, events)
     return JSONResponse({"received": len(events), "stored": stored})
 

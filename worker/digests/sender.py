@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, literal, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from subscriptions import metrics
 from subscriptions.models import Delivery, DeliveryStatus, Digest, DigestStatus, utcnow
 from subscriptions.notices import REQUEST_WRONG, SENDING_PAUSED, raise_notice, sending_paused
 from subscriptions.readers import suppress
@@ -203,6 +204,7 @@ class Sender:
                 len(messages), requests=self._provider.requests_for(len(messages))
             )
         results = self._provider.send(messages) if messages else []
+        metrics.count_outcomes(self._provider.name, [r.outcome.value for r in results])
         with self._sessions() as session, session.begin():
             sent_at = utcnow()
             sent = [
