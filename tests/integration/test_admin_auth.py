@@ -317,6 +317,7 @@ def test_the_settings_page_is_for_admins_hides_secrets_and_pauses_sending(
         email_url="postmark://server-token-123@api.postmarkapp.com",
         webhook_postmark="hook-user:hook-pass-789",
         publish_webhook_secret="publish-secret-456",
+        metrics_token="metrics-token-321",
     )
     try:
         editor = secretive.signed_in("ed@example.org", "editor")
@@ -325,7 +326,7 @@ def test_the_settings_page_is_for_admins_hides_secrets_and_pauses_sending(
         page = admin.get("/admin/settings")
         assert page.status_code == 200 and "NEWSLETTER_SECRET_KEY" in page.text
         secrets = (secretive.settings.secret_key, "server-token-123", "publish-secret-456")
-        for secret in (*secrets, "hook-pass-789"):
+        for secret in (*secrets, "hook-pass-789", "metrics-token-321"):
             assert secret not in page.text
         assert "set (hidden)" in page.text and "postmark://***@api.postmarkapp.com" in page.text
         assert "<td>7</td>" in page.text  # NEWSLETTER_CONFIRM_TOKEN_DAYS is no secret
