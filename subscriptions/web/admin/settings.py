@@ -17,7 +17,7 @@ from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntim
 router = APIRouter()
 
 #: Settings whose values are secrets: the app's key, webhook secrets and credentials.
-_SECRET_NAMES = re.compile(r"^secret_key$|_secret$|^webhook_|password")
+_SECRET_NAMES = re.compile(r"^secret_key$|_secret$|_token$|^webhook_|password")
 #: Query parameters whose values are credentials (`?password=`, `?api_key=`, `?token=` ...).
 _SECRET_PARAMS = re.compile(r"pass|secret|token|key|auth|credential", re.IGNORECASE)
 
