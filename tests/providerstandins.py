@@ -4,11 +4,12 @@
 before) with three more endpoints on the same 127.0.0.1 port:
 
 - SendGrid v3: `POST /v3/mail/send`, `Authorization: Bearer KEY`, JSON with `personalizations`;
-  202 with an empty body and `X-Message-Id`; errors as `{"errors": [{"message", "field"}]}`; each
+  each copy's subject and content get that personalization's `substitutions` applied (tag replaced
+  by value); 202 with an empty body and `X-Message-Id`; errors as `{"errors": [{"message", "field"}]}`; each
   address at most once per request (400 otherwise).
 - Mailgun: `POST /v3/{domain}/messages`, HTTP Basic `api:KEY`, multipart/form-data with `to`
   repeated and a `recipient-variables` JSON; each recipient gets its own copy with `%recipient.x%`
-  substituted from its variables; 200 `{"id", "message"}`; errors as `{"message"}`; an unknown
+  substituted from its variables (subject, text, html, `h:` and `v:` fields); 200 `{"id", "message"}`; errors as `{"message"}`; an unknown
   domain is 404.
 - SES v2: `POST /v2/email/outbound-emails`, SigV4-signed (checked with `worker.providers.sigv4`
   against the stand-in's credentials), JSON with `Content.Raw.Data` (base64 MIME, parsed to record
@@ -160,15 +161,27 @@ class ProviderStandIns(ProviderServer):
                     self._answer(400, {"errors": [{"field": "from", "message": "The from object must be provided for every email send."}]})  # fmt: skip
                     return
                 shared = dict(body.get("headers") or {})
-                messages = [
-                    (
-                        p["to"][0]["email"],
-                        p.get("subject") or body["subject"],
-                        {**shared, **(p.get("headers") or {})},
-                        {k: str(v) for k, v in (p.get("custom_args") or {}).items()},
+                content = {c["type"]: c["value"] for c in body["content"]}
+                messages = []
+                for p in personalizations:
+                    # Substitutions: each tag replaced by its value in this copy's subject and
+                    # content (SendGrid's substitution tags, in the order given).
+                    subject = p.get("subject") or body["subject"]
+                    text, html = content.get("text/plain"), content.get("text/html")
+                    for tag, value in (p.get("substitutions") or {}).items():
+                        subject = subject.replace(tag, value)
+                        text = text.replace(tag, value) if text is not None else None
+                        html = html.replace(tag, value) if html is not None else None
+                    messages.append(
+                        (
+                            p["to"][0]["email"],
+                            subject,
+                            {**shared, **(p.get("headers") or {})},
+                            {k: str(v) for k, v in (p.get("custom_args") or {}).items()},
+                            text,
+                            html,
+                        )
                     )
-                    for p in personalizations
-                ]
                 if self._accept(fault, messages):
                     self._reply(202, b"", {"X-Message-Id": uuid.uuid4().hex[:22]})
 
@@ -210,7 +223,10 @@ class ProviderStandIns(ProviderServer):
 
                     headers = {k[2:]: fill(v[-1]) for k, v in fields.items() if k.startswith("h:")}
                     metadata = {k[2:]: fill(v[-1]) for k, v in fields.items() if k.startswith("v:")}
-                    messages.append((address, fill(fields["subject"][0]), headers, metadata))
+                    text = fill(fields["text"][0]) if "text" in fields else None
+                    html = fill(fields["html"][0]) if "html" in fields else None
+                    subject = fill(fields["subject"][0])
+                    messages.append((address, subject, headers, metadata, text, html))
                 if self._accept(fault, messages):
                     self._answer(
                         200,
