@@ -43,9 +43,10 @@ DEFAULT_RATES: dict[str, tuple[float, float]] = {
     # published, so 10 requests/s, each with up to 1,000 personalizations (…/mail-send/limitations).
     "sendgrid": (10_000.0, 10.0),
     # Mailgun publishes no number: a 429 says "account-requests-per-sec limit exceeded, try again
-    # after N seconds" (documentation.mailgun.com …/quickstart-guide/responses); 5 requests/s, each
-    # with up to 1,000 recipients (…/user-manual/sending-messages/batch-sending).
-    "mailgun": (10_000.0, 5.0),
+    # after N seconds" (documentation.mailgun.com …/quickstart-guide/responses); 10 requests/s, the
+    # same cautious default as Postmark, each with up to 1,000 recipients
+    # (…/user-manual/sending-messages/batch-sending).
+    "mailgun": (10_000.0, 10.0),
     # Resend: "2 requests per second" per team by default (resend.com/docs/api-reference/rate-limit),
     # no limit on messages; 100 emails per batch request (resend.com/docs/dashboard/emails/batch-sending).
     "resend": (1_000.0, 2.0),
