@@ -21,11 +21,14 @@ readers / 1,000 + distinct bodies. The machine's load average is printed before 
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import httpx
 import redis
@@ -79,7 +82,7 @@ class Row:
         return self.requests <= -(-self.readers // 1000) + self.distinct_bodies
 
 
-def make_provider(name: str, server: ProviderStandIns) -> Provider:
+def make_provider(name: str, server: Any) -> Provider:
     base = f"http://127.0.0.1:{server.port}"
     provider: Provider
     if name == "postmark":
@@ -118,8 +121,13 @@ def run_provider(name: str, readers: int, redis_url: str, folder: Path) -> Row:
     limiter = GlobalRateLimiter(
         client, name, messages=Rate(messages_rate), requests=Rate(requests_rate)
     )
-    with ProviderStandIns(token="bench-token") as server:
-        server.keep_bodies = False
+    parent, child = multiprocessing.Pipe()
+    # The stand-in runs in a process of its own: its work (parsing, expanding each reader's copy)
+    # is the provider's, and must not share this process's interpreter lock with the sender.
+    process = multiprocessing.get_context("fork").Process(target=_serve, args=(child,), daemon=True)
+    process.start()
+    try:
+        server = parent.recv()
         provider = make_provider(name, server)
         renderer = DigestRenderer(template_environment(settings, "email"))
         sender = Sender(
@@ -149,11 +157,43 @@ def run_provider(name: str, readers: int, redis_url: str, folder: Path) -> Row:
             not_sent += sum(r.outcome is not Outcome.SENT for r in results)
         seconds = time.perf_counter() - started
         provider.close()
+        parent.send("report")
+        requests, counts = parent.recv()
+    finally:
+        process.terminate()
+        process.join(10)
+    once = not_sent == 0 and len(counts) == readers and all(c == 1 for c in counts.values())
+    return Row(name, readers, requests, seconds, once)
+
+
+@dataclass
+class _Address:
+    """What the parent needs of the stand-in to build a provider: its port and credentials."""
+
+    port: int
+    token: str
+    mailgun_domain: str
+    ses_credentials: object
+    ses_region: str
+
+
+def _serve(pipe: Connection) -> None:
+    """The stand-in's process: serve until asked for the report (requests, accepted per address)."""
+    with ProviderStandIns(token="bench-token") as server:
+        server.keep_bodies = False
+        address = _Address(
+            server.port,
+            server.token,
+            server.mailgun_domain,
+            server.ses_credentials,
+            server.ses_region,
+        )
+        pipe.send(address)
+        pipe.recv()
         counts: dict[str, int] = {}
         for accepted in server.accepted:
             counts[accepted.to.lower()] = counts.get(accepted.to.lower(), 0) + 1
-        once = not_sent == 0 and len(counts) == readers and all(c == 1 for c in counts.values())
-        return Row(name, readers, len(server.requests), seconds, once)
+        pipe.send((len(server.requests), counts))
 
 
 def print_table(rows: list[Row]) -> None:
