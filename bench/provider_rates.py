@@ -146,7 +146,7 @@ def run_provider(name: str, readers: int, redis_url: str, folder: Path) -> Row:
                     token_version=1,
                     mailable=True,
                     kind="immediate",
-                    groups=VARIANTS[(n * 7 // size) % 2],
+                    groups=VARIANTS[0 if n <= readers // 2 else 1],
                     subscriptions=(("Mexico", "immediate"),),
                 )
                 for n in range(low, min(low + size, readers + 1))

@@ -320,11 +320,17 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, list[str]]:
         for name, value in parse_qsl(raw.decode(), keep_blank_values=True):
             fields.setdefault(name, []).append(value)
         return fields
-    message = email.message_from_bytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + raw, policy=email.policy.HTTP
-    )
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True) or b""
-        fields.setdefault(str(name), []).append(payload.decode("utf-8"))
+    # Split on the boundary (RFC 7578): the email package's parser takes seconds for the thousand
+    # `to` fields of a batch, and the benchmarks run this stand-in at 100,000 readers.
+    boundary = re.search(r'boundary="?([^";]+)"?', content_type)
+    if boundary is None:
+        return fields
+    for part in raw.split(b"--" + boundary[1].encode())[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, body = part.partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]*)"', head)
+        if name is not None:
+            value = body[:-2] if body.endswith(b"\r\n") else body
+            fields.setdefault(name[1].decode(), []).append(value.decode("utf-8"))
     return fields
