@@ -212,21 +212,33 @@ class ProviderStandIns(ProviderServer):
                 except ValueError:
                     self._answer(400, {"message": "recipient-variables parameter is not a valid JSON"})  # fmt: skip
                     return
+                # Each field cut once at its `%recipient.NAME%` placeholders, then filled per
+                # recipient (an unknown NAME stays as written).
+                templates = {
+                    name: _RECIPIENT_VARIABLE.split(
+                        values[-1] if name[:2] in ("h:", "v:") else values[0]
+                    )
+                    for name, values in fields.items()
+                    if name[:2] in ("h:", "v:") or name in ("text", "html", "subject")
+                }
                 messages = []
                 for address in recipients:
                     own = variables.get(address, {})
 
-                    def fill(value: str, own: dict[str, Any] = own) -> str:
-                        return _RECIPIENT_VARIABLE.sub(
-                            lambda m: str(own[m[1]]) if m[1] in own else m[0], value
-                        )
+                    def fill(name: str, own: dict[str, Any] = own) -> str:
+                        pieces = templates[name]
+                        out = [pieces[0]]
+                        for i in range(1, len(pieces), 2):
+                            key = pieces[i]
+                            out.append(str(own[key]) if key in own else f"%recipient.{key}%")
+                            out.append(pieces[i + 1])
+                        return "".join(out)
 
-                    headers = {k[2:]: fill(v[-1]) for k, v in fields.items() if k.startswith("h:")}
-                    metadata = {k[2:]: fill(v[-1]) for k, v in fields.items() if k.startswith("v:")}
-                    text = fill(fields["text"][0]) if "text" in fields else None
-                    html = fill(fields["html"][0]) if "html" in fields else None
-                    subject = fill(fields["subject"][0])
-                    messages.append((address, subject, headers, metadata, text, html))
+                    headers = {k[2:]: fill(k) for k in templates if k.startswith("h:")}
+                    metadata = {k[2:]: fill(k) for k in templates if k.startswith("v:")}
+                    text = fill("text") if "text" in templates else None
+                    html = fill("html") if "html" in templates else None
+                    messages.append((address, fill("subject"), headers, metadata, text, html))
                 if self._accept(fault, messages):
                     self._answer(
                         200,

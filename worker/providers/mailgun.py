@@ -163,23 +163,24 @@ class MailgunProvider(HttpProvider):
         tag = first.metadata.get("kind") or self.tag
         if tag:
             data["o:tag"] = tag
-        variables: dict[str, dict[str, str]] = {to.addr_spec: {} for _, to in group}
+        addresses = [to.addr_spec for _, to in group]  # a property that formats: once each
+        variables: dict[str, dict[str, str]] = {address: {} for address in addresses}
         for prefix, field in (("h:", "headers"), ("v:", "metadata")):
             fields: Mapping[str, str] = getattr(first, field)
             for name in fields:
-                values = [(to.addr_spec, getattr(m, field)[name]) for m, to in group]
-                if len({value for _, value in values}) == 1:
-                    data[prefix + name] = values[0][1]
+                values = [getattr(m, field)[name] for m, _ in group]
+                if len(set(values)) == 1:
+                    data[prefix + name] = values[0]
                     continue
                 data[prefix + name] = f"%recipient.{prefix}{name}%"
-                for address, value in values:
+                for address, value in zip(addresses, values, strict=True):
                     variables[address][prefix + name] = value
         if shared is not None:
-            names = shared.variables()
-            for message, to in group:
-                own = variables[to.addr_spec]
-                for name in names:
-                    own[variable(shared.key, name)] = message.slot_values[name]
+            names = [(variable(shared.key, name), name) for name in shared.variables()]
+            for (message, _), address in zip(group, addresses, strict=True):
+                own = variables[address]
+                for key, name in names:
+                    own[key] = message.slot_values[name]
         data["recipient-variables"] = json.dumps(variables, ensure_ascii=False)
         return data
 
