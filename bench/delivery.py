@@ -1192,6 +1192,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per send at most")
     parser.add_argument("--stall", type=float, default=120, help="give up after this long idle")
     parser.add_argument(
+        "--provider",
+        help="comma-separated postmark,sendgrid,mailgun,resend,ses: send through each at its default"
+        " rate instead (bench/provider_rates.py; needs --redis-url; --readers takes one count)",
+    )
+    parser.add_argument(
         "--dispatch-every",
         type=float,
         default=1.0,
@@ -1208,7 +1213,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--readers takes whole numbers, comma-separated")
     if not args.counts or min(args.counts) < 1:
         parser.error("--readers needs at least one count above 0")
-    if bool(args.database_url) != bool(args.redis_url):
+    if bool(args.database_url) != bool(args.redis_url) and not args.provider:
         parser.error("give both --database-url and --redis-url, or neither")
     if min(args.workers, args.concurrency, args.senders) < 1:
         parser.error("--workers, --concurrency and --senders must be at least 1")
@@ -1223,6 +1228,18 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.provider:
+        import provider_rates
+
+        names = [n.strip() for n in args.provider.split(",") if n.strip()]
+        unknown = [n for n in names if n not in provider_rates.NAMES]
+        if unknown or not args.redis_url:
+            print(
+                f"--provider takes {', '.join(provider_rates.NAMES)} and needs --redis-url",
+                file=sys.stderr,
+            )
+            return 2
+        return provider_rates.main(names, max(args.counts), args.redis_url)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
     run = secrets.token_hex(3)

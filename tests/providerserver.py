@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -47,6 +48,10 @@ class Accepted:
     headers: dict[str, str]
     metadata: dict[str, str]
     at: float
+    #: The reader's copy of the body after the provider's substitutions (SendGrid and Mailgun
+    #: stand-ins, when `keep_bodies` is on).
+    text: str | None = None
+    html: str | None = None
 
 
 class ProviderServer:
@@ -57,6 +62,8 @@ class ProviderServer:
         self.accepted: list[Accepted] = []
         self.requests: list[tuple[float, str, int]] = []  # (time, path, messages in it)
         self.faults: list[Fault] = []
+        #: Keep each reader's expanded body in `Accepted` (off for benchmarks: still expanded).
+        self.keep_bodies = True
         self._idempotency: dict[str, tuple[str, bytes]] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -133,14 +140,16 @@ class ProviderServer:
                 with contextlib.suppress(OSError):
                     self.connection.shutdown(2)
 
-            def _record(
-                self, messages: list[tuple[str, str, dict[str, str], dict[str, str]]]
-            ) -> None:
+            def _record(self, messages: Sequence[tuple[Any, ...]]) -> None:
+                """Record (to, subject, headers, metadata[, text, html]) per accepted message."""
                 now = time.time()
                 with server._lock:
                     server.requests.append((now, self.path, len(messages)))
-                    for to, subject, headers, metadata in messages:
-                        server.accepted.append(Accepted(to, subject, headers, metadata, now))
+                    for to, subject, headers, metadata, *body in messages:
+                        text, html = body if body and server.keep_bodies else (None, None)
+                        server.accepted.append(
+                            Accepted(to, subject, headers, metadata, now, text, html)
+                        )
 
             def _postmark(self, raw: bytes) -> None:
                 if self.headers.get("X-Postmark-Server-Token") != server.token:

@@ -102,21 +102,94 @@ def svix_headers(secret: str, message_id: str, timestamp: int, body: bytes) -> d
     }
 
 
-def sns_key() -> tuple[rsa.RSAPrivateKey, bytes]:
-    """An RSA key and a self-signed PEM certificate for it, named like SNS's own."""
+def _ca(name: str, issuer: tuple[rsa.RSAPrivateKey, x509.Certificate] | None = None) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:  # fmt: skip
+    """A test CA: a root (self-signed) or an intermediate under `issuer`."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    signer_key, issuer_name = (key, subject) if issuer is None else (issuer[0], issuer[1].subject)
     certificate = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(datetime(2010, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2040, 1, 1, tzinfo=UTC))
-        .sign(key, hashes.SHA256())
+        .not_valid_after(datetime(2045, 1, 1, tzinfo=UTC))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()),
+            critical=False,
+        )
+        .sign(signer_key, hashes.SHA256())
     )
-    return key, certificate.public_bytes(serialization.Encoding.PEM)
+    return key, certificate
+
+
+#: A test PKI standing in for Amazon's: SNS signing certificates chain to SNS_TEST_ROOT through
+#: SNS_TEST_INTERMEDIATE; tests trust the root with `trust_sns_test_root`.
+SNS_TEST_ROOT = _ca("Test Root CA for SNS")
+SNS_TEST_INTERMEDIATE = _ca("Test Intermediate CA for SNS", SNS_TEST_ROOT)
+
+
+def sns_certificate(
+    key: rsa.RSAPrivateKey,
+    *,
+    not_before: datetime = datetime(2010, 1, 1, tzinfo=UTC),
+    not_after: datetime = datetime(2040, 1, 1, tzinfo=UTC),
+    issuer: tuple[rsa.RSAPrivateKey, x509.Certificate] = SNS_TEST_INTERMEDIATE,
+    name: str = "sns.amazonaws.com",
+    with_chain: bool = True,
+    aia: str | None = None,
+) -> bytes:
+    """A PEM signing certificate for `key` issued like SNS's (then the intermediate, if with_chain)."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(issuer[1].subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[0].public_key()),
+            critical=False,
+        )
+    )
+    if aia is not None:
+        access = x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(aia)
+        )
+        builder = builder.add_extension(x509.AuthorityInformationAccess([access]), critical=False)
+    leaf = builder.sign(issuer[0], hashes.SHA256())
+    pem = leaf.public_bytes(serialization.Encoding.PEM)
+    if with_chain:
+        pem += issuer[1].public_bytes(serialization.Encoding.PEM)
+    return pem
+
+
+def sns_key() -> tuple[rsa.RSAPrivateKey, bytes]:
+    """An RSA key and a PEM signing certificate for it (with its intermediate), named like SNS's own."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key, sns_certificate(key)
+
+
+def trust_sns_test_root(monkeypatch: Any) -> Any:
+    """Make SNS verification trust the test root (a fresh key cache): returns the cache."""
+    from worker.providers import sns
+
+    certificates = sns.SigningCertificates(roots=[SNS_TEST_ROOT[1]])
+    monkeypatch.setattr(sns, "DEFAULT_CERTIFICATES", certificates)
+    return certificates
 
 
 def sns_timestamp(at: float) -> str:

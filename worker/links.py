@@ -14,6 +14,8 @@ from subscriptions.tokens import Purpose, TokenSigner
 class ReaderLinks:
     manage: str
     unsubscribe: str
+    #: The signed unsubscribe token of `unsubscribe` (also the mailto: subject's token).
+    unsubscribe_token: str = ""
 
 
 def reader_links(
@@ -25,6 +27,7 @@ def reader_links(
     return ReaderLinks(
         manage=f"{settings.base_url}/manage/{manage}",
         unsubscribe=f"{settings.base_url}/unsubscribe/{unsubscribe}",
+        unsubscribe_token=unsubscribe,
     )
 
 
@@ -42,9 +45,19 @@ def _list_id(base_url: str, site_name: str) -> str:
 
 
 def list_headers(settings: Settings, links: ReaderLinks) -> dict[str, str]:
-    """List-Unsubscribe with the reader's one-click URL, List-Unsubscribe-Post, and List-Id."""
+    """List-Unsubscribe with the reader's one-click URL, List-Unsubscribe-Post, and List-Id.
+
+    With NEWSLETTER_LIST_UNSUBSCRIBE_MAILTO set, List-Unsubscribe also offers (RFC 2369, after the
+    https URL) `mailto:ADDRESS?subject=unsubscribe-TOKEN`, TOKEN being the reader's signed
+    unsubscribe token: opaque, unforgeable, and the same one `POST /unsubscribe/{TOKEN}` accepts, which
+    is how an operator acts on a mail that arrives there (see README, "Unsubscribing by email").
+    """
+    unsubscribe = f"<{links.unsubscribe}>"
+    if settings.list_unsubscribe_mailto and links.unsubscribe_token:
+        mailto = settings.list_unsubscribe_mailto
+        unsubscribe += f", <mailto:{mailto}?subject=unsubscribe-{links.unsubscribe_token}>"
     return {
-        "List-Unsubscribe": f"<{links.unsubscribe}>",
+        "List-Unsubscribe": unsubscribe,
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         "List-Id": list_id(settings),
     }

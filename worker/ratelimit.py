@@ -30,14 +30,32 @@ return 0
 """
 
 
-#: Defaults per provider (messages/s, requests/s), kept under what each documents or allows by default;
-#: NEWSLETTER_RATE_MESSAGES_PER_SECOND and NEWSLETTER_RATE_REQUESTS_PER_SECOND override them.
+#: Defaults per provider (messages/s, requests/s), each from the provider's documentation (or, where
+#: it publishes no number, a cautious choice that says so); NEWSLETTER_RATE_MESSAGES_PER_SECOND and
+#: NEWSLETTER_RATE_REQUESTS_PER_SECOND override them. The limiter sends at most a tenth of the
+#: messages rate per request (BATCH_SHARE), so where a provider limits requests only, the messages
+#: rate is set to ten full batches a second: a request may then carry the provider's whole batch.
 DEFAULT_RATES: dict[str, tuple[float, float]] = {
-    "postmark": (500.0, 10.0),
-    "sendgrid": (1000.0, 10.0),
-    "mailgun": (500.0, 5.0),
-    "resend": (200.0, 2.0),  # 2 requests a second per team by default
-    "ses": (14.0, 14.0),  # a new account's MaxSendRate; raise it with the setting
+    # Postmark publishes no number, only a 429 (postmarkapp.com/developer/api/overview); 10
+    # requests/s is our cautious default. Batches of 500 (…/send-email-with-api/batch-emails).
+    "postmark": (5_000.0, 10.0),
+    # SendGrid: v3 Mail Send is outside the 600 requests/min limit of other endpoints (twilio.com
+    # changelog "Imposing Rate Limits on some SendGrid V2 API Endpoints", 2019-10-10) and its limit
+    # is read from X-RateLimit-* (…/how-to-use-the-sendgrid-v3-api/rate-limits); no number is
+    # published, so 10 requests/s, each with up to 1,000 personalizations (…/mail-send/limitations).
+    "sendgrid": (10_000.0, 10.0),
+    # Mailgun publishes no number: a 429 says "account-requests-per-sec limit exceeded, try again
+    # after N seconds" (documentation.mailgun.com …/quickstart-guide/responses); 10 requests/s, the
+    # same cautious default as Postmark, each with up to 1,000 recipients
+    # (…/user-manual/sending-messages/batch-sending).
+    "mailgun": (10_000.0, 10.0),
+    # Resend: "2 requests per second" per team by default (resend.com/docs/api-reference/rate-limit),
+    # no limit on messages; 100 emails per batch request (resend.com/docs/dashboard/emails/batch-sending).
+    "resend": (1_000.0, 2.0),
+    # SES counts recipients: MaxSendRate, 14/s for a new production account, 1/s in the sandbox
+    # (docs.aws.amazon.com/ses/latest/dg/quotas.html); read yours with GetAccount and set it.
+    "ses": (14.0, 14.0),
+    # Relays differ; 20/s is a cautious default.
     "smtp": (20.0, 20.0),
     "outbox": (100_000.0, 100_000.0),
 }

@@ -35,6 +35,7 @@ from subscriptions.web.app import create_app
 from tests import webforms
 from tests.factories import SECRET, add_demo_topics, make_settings, migrated_sessions
 from worker.app import create_celery
+from worker.links import list_headers, reader_links
 
 signer = TokenSigner(SECRET)
 RECEIPT = re.compile(r'name="receipt" value="[^"]+"')
@@ -689,3 +690,25 @@ def test_a_body_no_form_could_send_gets_a_clear_400(
     assert answer.status_code == (413 if message == "too large" else 400)
     assert message in answer.text.lower()
     assert "Traceback" not in answer.text and site.queued() == [] and site.count(Consent) == 0
+
+
+def test_the_mailto_unsubscribe_token_unsubscribes_by_the_documented_operator_step(
+    site: Site,
+) -> None:
+    """An email sent to the List-Unsubscribe mailto carries `unsubscribe-TOKEN` in its subject; the
+    operator (README, "Unsubscribing by email") posts that TOKEN to /unsubscribe/TOKEN."""
+
+    reader_id = site.active_reader()
+    settings = site.settings.model_copy(update={"list_unsubscribe_mailto": "unsub@example.org"})
+    links = reader_links(settings, signer, subscriber_id=reader_id, version=1)
+    header = list_headers(settings, links)["List-Unsubscribe"]
+    match = re.search(r"<mailto:unsub@example\.org\?subject=unsubscribe-([\w.-]+)>", header)
+    assert match is not None and str(reader_id) != match[1]
+    answer = site.client().post(
+        f"/unsubscribe/{match[1]}",
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 200
+    reader = site.reader("reader@example.org")
+    assert reader is not None and reader.status is SubscriberStatus.UNSUBSCRIBED

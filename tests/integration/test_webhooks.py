@@ -94,6 +94,12 @@ class Keys:
     forger_sns: rsa.RSAPrivateKey
 
 
+@pytest.fixture(autouse=True)
+def trusted_sns_test_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SNS verification (in this process: the app runs in a TestClient) trusts the test PKI's root."""
+    signing.trust_sns_test_root(monkeypatch)
+
+
 @pytest.fixture(scope="module")
 def keys() -> Keys:
     """Generated once per module: the RSA keys are the slow part."""

@@ -51,7 +51,7 @@ from worker.digests.render import (
     reasons_line,
     subject_for,
 )
-from worker.digests.sender import Sender
+from worker.digests.sender import Sender, message_id
 from worker.links import reader_links
 from worker.providers import EmailMessage, Outcome, Provider, SendResult
 
@@ -494,3 +494,11 @@ def test_text_summary_keeps_words_of_separate_blocks_apart() -> None:
         "<p>One.</p><ul><li>Two</li><li>Three</li></ul><p>Four<br>Five</p>",
     )
     assert view.summary_text.split() == ["One.", "Two", "Three", "Four", "Five"]
+
+
+def test_message_ids_have_a_random_part_and_never_repeat() -> None:
+    """The same digest and delivery ids (as after a database reset) never give the same Message-ID."""
+
+    ids = [message_id(1, 1, "news.example.org") for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"<nl\.1\.1\.[\w-]{16}@news\.example\.org>", i) for i in ids)

@@ -446,3 +446,41 @@ def test_malformed_bodies_are_400(body: bytes) -> None:
     with pytest.raises(WebhookRejected) as rejected:
         PostmarkProvider.parse_events(call(body))
     assert rejected.value.status == 400
+
+
+def test_a_batch_over_50_mb_is_split_into_requests_under_it() -> None:
+    """500 messages of ~150 KB (~75 MB of JSON): two requests, each under Postmark's 50 MB."""
+    recorder = Recorder()
+    provider = make_provider(recorder)
+    html = "<p>" + "Привет, мир & <b>x</b> " * 6_000 + "</p>"  # ~150 KB as UTF-8 JSON
+    batch = [make_message(n, html=html) for n in range(500)]
+    results = provider.send(batch)
+    assert outcomes(results) == [Outcome.SENT] * 500
+    sizes = [len(r.content) for r in recorder.requests]
+    assert len(sizes) == 2 and sum(sizes) > PostmarkProvider.max_request_bytes
+    assert all(size <= PostmarkProvider.max_request_bytes for size in sizes)
+    # Every message once, in order, and each result from its own request's answer.
+    sent = [m["To"] for i in range(2) for m in recorder.batch(i)]
+    assert sent == [f"Reader {n} <reader{n}@example.net>" for n in range(500)]
+    first = len(recorder.batch(0))
+    assert results[first].provider_message_id == "id-0"
+
+
+def test_after_a_refused_part_of_a_split_batch_the_rest_is_not_sent() -> None:
+    recorder = Recorder(httpx.Response(429, json={"ErrorCode": 429, "Message": "Rate limit"}))
+    provider = make_provider(recorder)
+    provider.max_request_bytes = 3_000  # type: ignore[misc]  # two messages a request
+    results = provider.send([make_message(n) for n in range(5)])
+    assert len(recorder.requests) == 1
+    assert outcomes(results) == [Outcome.TEMPORARY] * 5
+    assert all("not sent" in r.detail for r in results[len(recorder.batch(0)) :])
+
+
+def test_a_message_over_10_mb_fails_alone() -> None:
+    recorder = Recorder()
+    provider = make_provider(recorder)
+    big = make_message(2, text="x" * 10_000_001)
+    results = provider.send([make_message(1), big, make_message(3)])
+    assert outcomes(results) == [Outcome.SENT, Outcome.REQUEST_WRONG, Outcome.SENT]
+    assert "10,000,000" in results[1].detail
+    assert len(recorder.batch(0)) == 2

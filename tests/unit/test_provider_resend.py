@@ -488,3 +488,21 @@ def test_malformed_events_are_bad_requests(body: str) -> None:
     with pytest.raises(WebhookRejected) as caught:
         ResendProvider.parse_events(svix_request(body))
     assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("previous_complaint", EventType.COMPLAINED),
+        ("previous_bounce", EventType.BOUNCED),
+        (None, EventType.BOUNCED),
+    ],
+)
+def test_suppressed_event_is_typed_by_its_reason(reason: str | None, expected: EventType) -> None:
+    payload = fixture("webhook_email_suppressed.json")
+    if reason is not None:
+        payload["data"]["suppressed"]["reason"] = reason
+    (event,) = ResendProvider.parse_events(svix_request(json.dumps(payload)))
+    assert event.type is expected
+    if reason is not None:
+        assert reason in event.detail

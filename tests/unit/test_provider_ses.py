@@ -20,6 +20,7 @@ import pytest
 from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError
 from tests.unit.test_sns import SnsSigner, at, load_fixture
+from tests.webhooksigning import trust_sns_test_root
 from worker.providers import sigv4
 from worker.providers.base import EmailMessage, Outcome
 from worker.providers.ses import SesProvider
@@ -330,6 +331,12 @@ TOPIC = "arn:aws:sns:us-west-2:123456789012:MyTopic"
 @pytest.fixture(scope="module")
 def signer() -> SnsSigner:
     return SnsSigner.create()
+
+
+@pytest.fixture(autouse=True)
+def trusted_test_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SNS verification trusts the test PKI's root (and starts with an empty key cache)."""
+    trust_sns_test_root(monkeypatch)
 
 
 def notification(signer: SnsSigner, event: dict[str, Any] | str) -> tuple[WebhookRequest, float]:

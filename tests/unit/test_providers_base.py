@@ -264,3 +264,40 @@ def test_plain_addresses_parse_as_the_parser_would() -> None:
             assert expected is None, value
             continue
         assert (address.display_name, address.username, address.domain) == expected, value
+
+
+def _strict_round_trip(message: EmailMessage) -> tuple[list[bytes], Any]:
+    raw = build_mime(message).as_bytes()
+    _, _, body = raw.partition(b"\n\n")
+    parsed = email.parser.BytesParser(policy=email.policy.strict).parsebytes(raw)
+    return body.split(b"\n"), parsed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A long digest: ASCII paragraphs as single lines far over 76 characters.
+        ("A long paragraph of a digest, with a link https://example.org/" + "p" * 120 + " ") * 60
+        + "\n",
+        # A Cyrillic one: base64 or quoted-printable, both limited to 76 characters a line.
+        ("Пограничная безопасность: новые публикации недели, подробный обзор " * 40 + "\n") * 5,
+    ],
+    ids=["long-ascii", "cyrillic"],
+)
+def test_encoded_body_lines_are_at_most_76_characters(text: str) -> None:
+    """RFC 2045 6.7/6.8: encoded lines are at most 76 characters; long headers stay unfolded."""
+    unsubscribe = "<https://news.example.org/unsubscribe/" + "t" * 200 + ">"
+    message = make_message(
+        text=text,
+        html=f"<p>{text}</p>",
+        headers={"List-Unsubscribe": unsubscribe, "List-Unsubscribe-Post": "x=y"},
+    )
+    lines, parsed = _strict_round_trip(message)
+    assert max(len(line.rstrip(b"\r")) for line in lines) <= 76
+    assert parsed.get_body(("plain",)).get_content() == text
+    assert parsed.get_body(("html",)).get_content() == f"<p>{text}</p>\n"
+    assert {p["Content-Transfer-Encoding"] for p in parsed.iter_parts()} <= {
+        "quoted-printable",
+        "base64",
+    }
+    assert parsed["List-Unsubscribe"] == unsubscribe

@@ -14,9 +14,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID
 
 from subscriptions.errors import ConfigurationError
+from tests.webhooksigning import sns_certificate, trust_sns_test_root
 from worker.providers.sns import (
     SNS_MAX_AGE_SECONDS,
     canonical_string,
@@ -41,19 +41,14 @@ def make_certificate(
     not_before: datetime = datetime(2010, 1, 1, tzinfo=UTC),
     not_after: datetime = datetime(2040, 1, 1, tzinfo=UTC),
 ) -> bytes:
-    """A self-signed PEM certificate for the key, named like SNS's own."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM)
+    """A PEM signing certificate for the key, issued under the test PKI like SNS's own."""
+    return sns_certificate(key, not_before=not_before, not_after=not_after)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def trusted_test_root(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """SNS verification trusts the test PKI's root (and starts with an empty key cache)."""
+    return trust_sns_test_root(monkeypatch)
 
 
 @dataclass
@@ -320,3 +315,103 @@ def test_without_a_certificate_fetcher_it_is_a_configuration_error(signer: SnsSi
         verify_sns_message(
             signer.body(envelope), fetch_certificate=None, now=at(envelope), tolerance_seconds=300
         )
+
+
+# --- certificate chain and cache ----------------------------------------------------------------
+
+
+def _notification_signed_by(key: rsa.RSAPrivateKey, url: str) -> tuple[bytes, float]:
+    envelope = {**load_fixture("sns_notification.json"), "SigningCertURL": url}
+    envelope.pop("Signature", None)
+    signer = SnsSigner(key, b"")
+    return signer.body(envelope), at(envelope)
+
+
+def test_a_self_signed_certificate_is_refused_even_with_a_good_signature() -> None:
+    """Chain validation: a certificate named like SNS's but not issued under a trusted root."""
+    from worker.providers.sns import verify_sns_message
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rogue_ca = (key, x509.load_pem_x509_certificates(make_certificate(key))[0])
+    self_signed = sns_certificate(key, issuer=rogue_ca, with_chain=False)
+    url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-rogue.pem"
+    body, now = _notification_signed_by(key, url)
+    with pytest.raises(WebhookRejected, match="does not chain to a trusted root") as refused:
+        verify_sns_message(
+            body, fetch_certificate=lambda _: self_signed, now=now, tolerance_seconds=300
+        )
+    assert refused.value.status == 403
+
+
+def test_a_certificate_for_another_name_is_refused() -> None:
+    from worker.providers.sns import verify_sns_message
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = sns_certificate(key, name="attacker.example.org")
+    url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-other.pem"
+    body, now = _notification_signed_by(key, url)
+    with pytest.raises(WebhookRejected, match="does not chain"):
+        verify_sns_message(body, fetch_certificate=lambda _: other, now=now, tolerance_seconds=300)
+
+
+def test_a_leaf_served_alone_is_completed_from_its_aia_url_on_amazontrust_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SNS serves the leaf alone: its issuer comes from the AIA "CA Issuers" URL (amazontrust.com)."""
+    from tests.webhooksigning import SNS_TEST_INTERMEDIATE, SNS_TEST_ROOT
+    from worker.providers import sns
+
+    intermediate = SNS_TEST_INTERMEDIATE[1].public_bytes(serialization.Encoding.DER)
+    asked: list[str] = []
+
+    def issuer(url: str) -> bytes:
+        asked.append(url)
+        return intermediate
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for aia, accepted in (
+        ("http://crt.r2m01.amazontrust.com/r2m01.cer", True),
+        ("http://crt.attacker.example.org/ca.cer", False),
+    ):
+        certificates = sns.SigningCertificates(roots=[SNS_TEST_ROOT[1]], fetch_issuer=issuer)
+        monkeypatch.setattr(sns, "DEFAULT_CERTIFICATES", certificates)
+        leaf = sns_certificate(key, with_chain=False, aia=aia)
+        url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-leaf.pem"
+        body, now = _notification_signed_by(key, url)
+        if accepted:
+            sns.verify_sns_message(body, fetch_certificate=lambda _, leaf=leaf: leaf, now=now, tolerance_seconds=300)  # fmt: skip
+        else:
+            with pytest.raises(WebhookRejected, match="does not chain"):
+                sns.verify_sns_message(body, fetch_certificate=lambda _, leaf=leaf: leaf, now=now, tolerance_seconds=300)  # fmt: skip
+    assert asked == ["http://crt.r2m01.amazontrust.com/r2m01.cer"]
+
+
+def test_verified_certificates_are_cached_by_url_with_a_bound(trusted_test_root: Any) -> None:
+    """Fetched and validated once per URL; the cache keeps at most its size (least recent out)."""
+    from worker.providers import sns
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = sns_certificate(key)
+    fetched: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        fetched.append(url)
+        return pem
+
+    certificates = sns.SigningCertificates(roots=trusted_test_root._roots, size=3)
+    urls = [
+        f"https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{n}.pem" for n in range(5)
+    ]
+    now = datetime(2030, 1, 1, tzinfo=UTC).timestamp()
+    for url in [urls[0], urls[0], urls[0]]:
+        certificates.key(url, fetch, now)
+    assert fetched == [urls[0]]
+    for url in urls:
+        certificates.key(url, fetch, now)
+    assert len(certificates) == 3
+    certificates.key(urls[4], fetch, now)  # still cached
+    certificates.key(urls[0], fetch, now)  # evicted: fetched again
+    assert fetched == [urls[0], *urls[1:], urls[0]]
+    # A cached certificate past its validity is refused without a fetch.
+    with pytest.raises(WebhookRejected, match="not valid now"):
+        certificates.key(urls[4], fetch, datetime(2041, 1, 1, tzinfo=UTC).timestamp())

@@ -20,6 +20,7 @@ from markupsafe import Markup
 
 from subscriptions.content import plain_text
 from subscriptions.markdown import markdown_html, markdown_text
+from worker.providers.base import SharedBody
 from worker.rendering import RenderedEmail
 
 #: The per-reader parts; each appears in one HTML context only (attribute or text). While a body is
@@ -191,18 +192,9 @@ class DigestRenderer:
 
     def personalize(self, body: Body, parts: ReaderParts) -> RenderedEmail:
         """One reader's email from a shared body."""
-        raw = {
-            "MANAGE": parts.manage_url,
-            "UNSUBSCRIBE": parts.unsubscribe_url,
-            "REASONS": parts.reasons,
-        }
-        html_values = {
-            "MANAGE": _attribute(parts.manage_url),
-            "UNSUBSCRIBE": _attribute(parts.unsubscribe_url),
-            "REASONS": _text(parts.reasons),
-        }
-        text = _join(body.text_pieces, [raw[s] for s in body.text_slots])
-        html = _join(body.html_pieces, [html_values[s] for s in body.html_slots])
+        values = slot_values(parts)
+        text = _join(body.text_pieces, [values[f"{s}.t"] for s in body.text_slots])
+        html = _join(body.html_pieces, [values[f"{s}.h"] for s in body.html_slots])
         return RenderedEmail(text=text, html=html)
 
     def full_render(
@@ -233,6 +225,29 @@ class DigestRenderer:
             self._env.get_template(f"{name}.html").render(**context, **values)
         )
         return subject, RenderedEmail(text=text, html=html)
+
+
+def shared_body(body: Body) -> SharedBody:
+    """The body as providers that merge per-reader values take it (a new random key each call)."""
+    return SharedBody(
+        key=secrets.token_hex(8),
+        text_pieces=body.text_pieces,
+        text_slots=body.text_slots,
+        html_pieces=body.html_pieces,
+        html_slots=body.html_slots,
+    )
+
+
+def slot_values(parts: ReaderParts) -> dict[str, str]:
+    """A reader's value for each slot: `NAME.t` as it goes in the text, `NAME.h` as written in HTML."""
+    return {
+        "MANAGE.t": parts.manage_url,
+        "UNSUBSCRIBE.t": parts.unsubscribe_url,
+        "REASONS.t": parts.reasons,
+        "MANAGE.h": _attribute(parts.manage_url),
+        "UNSUBSCRIBE.h": _attribute(parts.unsubscribe_url),
+        "REASONS.h": _text(parts.reasons),
+    }
 
 
 # The inliner re-serializes HTML (html5ever): attribute values escape & " and no-break space; text

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import secrets
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -30,9 +31,17 @@ from subscriptions.settings import Settings
 from subscriptions.tokens import TokenSigner
 from worker.digests.jobs import DigestInfo, Job, JobCache, load_jobs
 from worker.digests.planner import refresh_digest_status
-from worker.digests.render import Body, DigestRenderer, ReaderParts, reasons_line
+from worker.digests.render import (
+    Body,
+    DigestRenderer,
+    ReaderParts,
+    reasons_line,
+    shared_body,
+    slot_values,
+)
 from worker.links import list_headers, reader_links
 from worker.providers import EmailMessage, Outcome, Provider, SendResult
+from worker.providers.base import SharedBody
 from worker.ratelimit import GlobalRateLimiter
 
 log = logging.getLogger(__name__)
@@ -149,7 +158,7 @@ class Sender:
         self._renderer = renderer
         self._settings = settings
         self._signer = signer
-        self._bodies: dict[tuple[int, tuple[object, ...]], Body] = {}
+        self._bodies: dict[tuple[int, tuple[object, ...]], tuple[Body, SharedBody]] = {}
         self._jobs = JobCache()
         self._domain = urlsplit(settings.base_url).hostname or "localhost"
 
@@ -200,9 +209,7 @@ class Sender:
                 report.add(DeliveryStatus.FAILED.value)
         # Committed: from here on a crash leaves these deliveries handed over (see reap()).
         if messages and self._limiter is not None:
-            self._limiter.acquire(
-                len(messages), requests=self._provider.requests_for(len(messages))
-            )
+            self._limiter.acquire(len(messages), requests=self._provider.requests_for(messages))
         results = self._provider.send(messages) if messages else []
         metrics.count_outcomes(self._provider.name, [r.outcome.value for r in results])
         with self._sessions() as session, session.begin():
@@ -279,8 +286,8 @@ class Sender:
 
     def _message(self, info: DigestInfo, job: Job) -> EmailMessage:
         key = (info.id, job.variant)
-        body = self._bodies.get(key)
-        if body is None:
+        cached = self._bodies.get(key)
+        if cached is None:
             if len(self._bodies) > 256:
                 self._bodies.clear()
             body = self._renderer.body(
@@ -289,28 +296,26 @@ class Sender:
                 intro_markdown=info.intro_markdown,
                 editorial_subject=info.subject,
             )
-            self._bodies[key] = body
+            cached = self._bodies[key] = (body, shared_body(body))
+        body, shared = cached
         links = reader_links(
             self._settings, self._signer, subscriber_id=job.subscriber_id, version=job.token_version
         )
-        email = self._renderer.personalize(
-            body, ReaderParts(links.manage, links.unsubscribe, reasons_line(job.subscriptions))
-        )
-        headers = list_headers(self._settings, links)
-        if self._settings.list_unsubscribe_mailto:
-            mailto = f"mailto:{self._settings.list_unsubscribe_mailto}?subject=unsubscribe-{job.subscriber_id}"
-            headers["List-Unsubscribe"] += f", <{mailto}>"
+        parts = ReaderParts(links.manage, links.unsubscribe, reasons_line(job.subscriptions))
+        email = self._renderer.personalize(body, parts)
         return EmailMessage(
             to=job.email,
             sender=self._settings.from_address,
             subject=body.subject,
             text=email.text,
             html=email.html,
-            headers=headers,
-            # Derived from the delivery: unique per email, and the same on every retry of it.
-            message_id=f"<nl.{info.id}.{job.delivery_id}@{self._domain}>",
+            headers=list_headers(self._settings, links),
+            message_id=message_id(info.id, job.delivery_id, self._domain),
             metadata={"delivery_id": str(job.delivery_id)},
             idempotency_key=f"delivery-{job.delivery_id}",
+            # Providers that merge per-reader values send the shared body once per request.
+            shared=shared,
+            slot_values=slot_values(parts),
         )
 
     def _record(
@@ -390,6 +395,12 @@ def record_sent(session: Session, sent: list[tuple[int, str | None]], *, sent_at
             for i, m in sent
         ],
     )  # fmt: skip
+
+
+def message_id(digest_id: int, delivery_id: int, domain: str) -> str:
+    """`<nl.DIGEST.DELIVERY.RANDOM@host>`: 96 random bits, so no two emails ever share one (not even
+    after the database is reset and ids start again) and none can be guessed from another."""
+    return f"<nl.{digest_id}.{delivery_id}.{secrets.token_urlsafe(12)}@{domain}>"
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> timedelta:

@@ -7,7 +7,7 @@ import email.utils
 import functools
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.headerregistry import Address
@@ -45,6 +45,10 @@ _METADATA_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 # 998 characters: folding them before the URL makes some readers of the header see a leading space.
 _POLICY = email.policy.default.clone(cte_type="7bit", max_line_length=998)
 _POLICY_UTF8 = email.policy.default.clone(utf8=True, max_line_length=998)
+#: Bodies are encoded under this line length instead: Python's content manager takes the policy's
+#: max_line_length for quoted-printable and base64 lines, and RFC 2045 (6.7, 6.8) allows encoded
+#: lines of at most 76 characters. A 7bit/8bit body with a longer line becomes quoted-printable.
+BODY_LINE_LENGTH = 76
 
 
 class Outcome(StrEnum):
@@ -58,9 +62,53 @@ class Outcome(StrEnum):
     UNKNOWN = "unknown"
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class SharedBody:
+    """A body many readers share, cut at its per-reader slots: piece, slot, piece, … (text and HTML).
+
+    One object per rendered variant, referenced by every message of that variant. Providers that
+    merge per-recipient values themselves (SendGrid substitutions, Mailgun recipient-variables) send
+    it once per request with a tag in each slot, and each reader's `EmailMessage.slot_values`.
+    `key` is random and goes into every tag, so the text of a post cannot contain one. Compared by
+    identity (`eq=False`): grouping by it costs nothing per message.
+    """
+
+    key: str
+    text_pieces: tuple[str, ...]
+    text_slots: tuple[str, ...]
+    html_pieces: tuple[str, ...] | None = None
+    html_slots: tuple[str, ...] = ()
+
+    def template(self, tag: Callable[[str], str]) -> tuple[str, str | None]:
+        """Text and HTML with slot `S` written as `tag(S + ".t")` in the text, `tag(S + ".h")` in HTML."""
+        text = _join(self.text_pieces, [tag(f"{s}.t") for s in self.text_slots])
+        if self.html_pieces is None:
+            return text, None
+        return text, _join(self.html_pieces, [tag(f"{s}.h") for s in self.html_slots])
+
+    def variables(self) -> list[str]:
+        """The variable names a reader's `slot_values` must hold (`MANAGE.t`, `MANAGE.h`, …)."""
+        names = dict.fromkeys(f"{s}.t" for s in self.text_slots)
+        names.update(dict.fromkeys(f"{s}.h" for s in self.html_slots))
+        return list(names)
+
+
+def _join(pieces: Sequence[str], values: Sequence[str]) -> str:
+    out = [pieces[0]]
+    for value, piece in zip(values, pieces[1:], strict=True):
+        out.append(value)
+        out.append(piece)
+    return "".join(out)
+
+
 @dataclass(frozen=True, slots=True)
 class EmailMessage:
-    """One email to one recipient, as the worker hands it to a provider."""
+    """One email to one recipient, as the worker hands it to a provider.
+
+    `text` and `html` are always the reader's complete email. When `shared` is set, they equal
+    `shared` with each slot filled from `slot_values` (`MANAGE.t` -> value in the text, `MANAGE.h`
+    -> value as written in HTML); providers may send the shared form instead (see SharedBody).
+    """
 
     to: str
     sender: str
@@ -71,6 +119,8 @@ class EmailMessage:
     message_id: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
+    shared: SharedBody | None = None
+    slot_values: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +163,8 @@ class Provider(ABC):
     def _send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
         """Send a batch that is known to be within the limit."""
 
-    def requests_for(self, messages: int) -> int:
-        """API requests one batch of `messages` costs (for the global requests-per-second limit)."""
+    def requests_for(self, messages: Sequence[EmailMessage]) -> int:
+        """API requests one batch costs (for the global requests-per-second limit)."""
         return 1
 
     #: Whether this provider posts events to /webhooks/{name}.
@@ -258,7 +308,13 @@ def build_mime(message: EmailMessage) -> MIMEMessage:
     mime["Message-ID"] = message.message_id or email.utils.make_msgid(domain=sender.domain)
     for name, value in extra:
         mime[name] = value
+    # Encode the bodies under the 76-character policy, then fold the headers under the long one.
+    header_policy = mime.policy
+    mime.policy = header_policy.clone(max_line_length=BODY_LINE_LENGTH)
     mime.set_content(message.text)
     if message.html is not None:
         mime.add_alternative(message.html, subtype="html")
+    mime.policy = header_policy
+    for part in mime.walk():
+        part.policy = header_policy
     return mime

@@ -113,6 +113,24 @@ def not_tried(cause: SendResult) -> SendResult:
 STOP_BATCH = (Outcome.TEMPORARY, Outcome.ACCOUNT_BLOCKED, Outcome.UNKNOWN)
 
 
+def count_requests(
+    messages: Sequence[EmailMessage], content_key: Callable[[EmailMessage], Hashable]
+) -> int:
+    """The requests send_by_content makes for `messages`: one per content, more where an address repeats."""
+    groups: dict[Hashable, list[set[str]]] = {}
+    count = 0
+    for message in messages:
+        email = message.to.lower()
+        requests = groups.setdefault(content_key(message), [])
+        request = next((r for r in requests if email not in r), None)
+        if request is None:
+            request = set()
+            requests.append(request)
+            count += 1
+        request.add(email)
+    return count
+
+
 def send_by_content(
     messages: Sequence[EmailMessage],
     content_key: Callable[[EmailMessage], Hashable],

@@ -2,13 +2,16 @@
 
 One request carries one subject and body for up to 1000 recipients, with per-recipient values in the
 `recipient-variables` JSON (which also makes Mailgun send each reader a copy addressed to them
-alone). A header or metadata value that differs between readers is sent as
-`h:List-Unsubscribe=%recipient.h:List-Unsubscribe%` or `v:delivery_id=%recipient.v:delivery_id%`,
-its value in each reader's variables; a value shared by all is sent as is. Messages are grouped by
-content (sender, subject, text, html, tag, header names, metadata keys) and each distinct content is
-sent once; no diffing of bodies: newsletter bodies carry each reader's own links, so in practice
-most groups hold one message and identical mail shares one request. A group is split where an
-address would repeat, as the variables are keyed by address.
+alone). A digest's readers of one variant share one body (`EmailMessage.shared`): it is sent once
+per request with `%recipient.nl<key>_MANAGE_h%` in each per-reader slot, and each reader's values
+under those names in their variables; Mailgun substitutes them into each reader's copy
+(documentation.mailgun.com …/sending-messages/batch-sending), so every reader receives exactly the
+email rendered for them (a test expands requests that way and compares). A header or metadata value
+that differs between readers is sent as `h:List-Unsubscribe=%recipient.h:List-Unsubscribe%` or
+`v:delivery_id=%recipient.v:delivery_id%`, its value in each reader's variables; a value shared by
+all is sent as is. Messages are grouped by content (sender, subject, shared body or else text and
+html, tag, header names, metadata keys), each distinct content is sent once, and a group is split
+where an address would repeat, as the variables are keyed by address.
 
 Mailgun answers one `{id, message}` per request, used for every message in it (`EmailMessage.message_id`
 is not sent; `o:tag` is the message's `kind` metadata or the URL's `tag`). After a request that
@@ -39,7 +42,13 @@ from worker.providers.base import (
     SendResult,
     check_url_options,
 )
-from worker.providers.http import HttpProvider, send_by_content, temporary, transport_failure
+from worker.providers.http import (
+    HttpProvider,
+    count_requests,
+    send_by_content,
+    temporary,
+    transport_failure,
+)
 from worker.providers.webhooks import (
     EventType,
     WebhookConfig,
@@ -109,52 +118,69 @@ class MailgunProvider(HttpProvider):
             api_key, domain, base_url=cls.base_url_from(url), tag=url.params.get("tag") or None
         )
 
-    def requests_for(self, messages: int) -> int:
-        """At most one request per message: readers' bodies usually differ (their own links)."""
-        return messages
+    def requests_for(self, messages: Sequence[EmailMessage]) -> int:
+        """One request per shared body (or distinct content), split where an address repeats."""
+        return count_requests(messages, self._content)
+
+    def _content(self, message: EmailMessage) -> Hashable:
+        """What messages sent in one request must share."""
+        tag = message.metadata.get("kind") or self.tag
+        if _substitutable(message):
+            body: tuple[object, ...] = (message.shared,)
+        else:
+            body = (message.text, message.html)
+        return (
+            *(message.sender, message.subject, *body, tag),
+            frozenset(message.headers),
+            frozenset(message.metadata),
+        )
 
     def _send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
-        def content(message: EmailMessage) -> Hashable:
-            tag = message.metadata.get("kind") or self.tag
-            return (
-                *(message.sender, message.subject, message.text, message.html, tag),
-                frozenset(message.headers),
-                frozenset(message.metadata),
-            )
-
         def post(
             indexes: list[int], addresses: Mapping[int, tuple[Address, Address]]
         ) -> SendResult:
             group = [(messages[i], addresses[i][0]) for i in indexes]
             return self._post(self._form(group, addresses[indexes[0]][1]))
 
-        return send_by_content(messages, content, post)
+        return send_by_content(messages, self._content, post)
 
     def _form(self, group: list[tuple[EmailMessage, Address]], sender: Address) -> dict[str, Any]:
         """The form fields of one request: shared content once, per-reader values as variables."""
         first = group[0][0]
+        shared = first.shared if _substitutable(first) else None
+        if shared is not None:
+            text, html = shared.template(lambda name: f"%recipient.{variable(shared.key, name)}%")
+        else:
+            text, html = first.text, first.html
         data: dict[str, Any] = {
             "from": str(sender),
             "to": [str(to) for _, to in group],
             "subject": first.subject,
-            "text": first.text,
+            "text": text,
         }
-        if first.html is not None:
-            data["html"] = first.html
+        if html is not None:
+            data["html"] = html
         tag = first.metadata.get("kind") or self.tag
         if tag:
             data["o:tag"] = tag
-        variables: dict[str, dict[str, str]] = {to.addr_spec: {} for _, to in group}
+        addresses = [to.addr_spec for _, to in group]  # a property that formats: once each
+        variables: dict[str, dict[str, str]] = {address: {} for address in addresses}
         for prefix, field in (("h:", "headers"), ("v:", "metadata")):
             fields: Mapping[str, str] = getattr(first, field)
             for name in fields:
-                values = [(to.addr_spec, getattr(m, field)[name]) for m, to in group]
-                if len({value for _, value in values}) == 1:
-                    data[prefix + name] = values[0][1]
+                values = [getattr(m, field)[name] for m, _ in group]
+                if len(set(values)) == 1:
+                    data[prefix + name] = values[0]
                     continue
                 data[prefix + name] = f"%recipient.{prefix}{name}%"
-                for address, value in values:
+                for address, value in zip(addresses, values, strict=True):
                     variables[address][prefix + name] = value
+        if shared is not None:
+            names = [(variable(shared.key, name), name) for name in shared.variables()]
+            for (message, _), address in zip(group, addresses, strict=True):
+                own = variables[address]
+                for key, name in names:
+                    own[key] = message.slot_values[name]
         data["recipient-variables"] = json.dumps(variables, ensure_ascii=False)
         return data
 
@@ -220,6 +246,18 @@ class MailgunProvider(HttpProvider):
             raise WebhookRejected(
                 f"mailgun webhook event is malformed: {exc}", status=400
             ) from None
+
+
+def variable(key: str, name: str) -> str:
+    """The recipient variable of one slot of a shared body: `nl<key>_MANAGE_h` (key: random per body)."""
+    return f"nl{key}_{name.replace('.', '_')}"
+
+
+def _substitutable(message: EmailMessage) -> bool:
+    """Whether the message can go as its shared body plus recipient variables."""
+    return message.shared is not None and all(
+        name in message.slot_values for name in message.shared.variables()
+    )
 
 
 def _body(request: WebhookRequest) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import httpx
 
@@ -36,7 +36,13 @@ from worker.providers.base import (
     check_message,
     check_url_options,
 )
-from worker.providers.http import HttpProvider, temporary, transport_failure
+from worker.providers.http import (
+    STOP_BATCH,
+    HttpProvider,
+    not_tried,
+    temporary,
+    transport_failure,
+)
 from worker.providers.webhooks import (
     EventType,
     WebhookConfig,
@@ -128,19 +134,44 @@ class PostmarkProvider(HttpProvider):
             tag=url.params.get("tag") or None,
         )
 
+    #: "50 MB total" per batch request and "10 MB" per message (postmarkapp.com/developer/api/overview,
+    #: HTTP 413); a request over either is refused whole. Decimal megabytes, the stricter reading.
+    max_request_bytes: ClassVar[int] = 50_000_000
+    max_message_bytes: ClassVar[int] = 10_000_000
+
     def _send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
+        """Elements serialized one by one, sent in requests that stay under max_request_bytes."""
         results: list[SendResult | None] = [None] * len(messages)
-        payload: list[dict[str, Any]] = []
-        positions: list[int] = []
+        chunks: list[tuple[list[int], list[bytes]]] = [([], [])]
+        size = 2  # the brackets
         for index, message in enumerate(messages):
             try:
-                payload.append(self._element(message))
+                element = _json(self._element(message))
             except (InvalidInput, ValueError) as exc:
                 results[index] = SendResult(Outcome.REQUEST_WRONG, detail=str(exc))
                 continue
+            if len(element) > self.max_message_bytes:
+                detail = f"message of {len(element):,} bytes is over Postmark's {self.max_message_bytes:,} bytes"
+                results[index] = SendResult(Outcome.REQUEST_WRONG, detail=detail)
+                continue
+            positions, elements = chunks[-1]
+            if elements and size + 1 + len(element) > self.max_request_bytes:
+                positions, elements = [], []
+                chunks.append((positions, elements))
+                size = 2
+            size += len(element) + (1 if elements else 0)
             positions.append(index)
-        if payload:
-            for index, result in zip(positions, self._post(payload), strict=True):
+            elements.append(element)
+        stopped: SendResult | None = None
+        for positions, elements in chunks:
+            if not elements:
+                continue
+            if stopped is not None:
+                answers = [not_tried(stopped)] * len(elements)
+            else:
+                answers, whole = self._post(b"[" + b",".join(elements) + b"]", len(elements))
+                stopped = whole if whole is not None and whole.outcome in STOP_BATCH else None
+            for index, result in zip(positions, answers, strict=True):
                 results[index] = result
         return [r for r in results if r is not None]
 
@@ -164,22 +195,27 @@ class PostmarkProvider(HttpProvider):
             element["Tag"] = tag
         return element
 
-    def _post(self, payload: list[dict[str, Any]]) -> list[SendResult]:
-        count = len(payload)
+    def _post(self, payload: bytes, count: int) -> tuple[list[SendResult], SendResult | None]:
+        """The results of one batch request, and the request's own result when it has one."""
         try:
-            response = self.client.post("/email/batch", json=payload)
+            response = self.client.post(
+                "/email/batch", content=payload, headers={"Content-Type": "application/json"}
+            )
         except httpx.HTTPError as exc:
-            return [transport_failure(exc)] * count
+            failure = transport_failure(exc)
+            return [failure] * count, failure
         if response.status_code != 200:
-            return [_refusal(response, count)] * count
+            refusal = _refusal(response, count)
+            return [refusal] * count, refusal
         try:
             answers = response.json()
         except ValueError:
             answers = None
         if not isinstance(answers, list) or len(answers) != count:
             detail = "Postmark answered 200 without one result per message; they may have been sent"
-            return [SendResult(Outcome.UNKNOWN, detail=detail)] * count
-        return [_answer(a) for a in answers]
+            unknown = SendResult(Outcome.UNKNOWN, detail=detail)
+            return [unknown] * count, unknown
+        return [_answer(a) for a in answers], None
 
     @classmethod
     def verify_webhook(cls, request: WebhookRequest, config: WebhookConfig) -> None:
@@ -229,6 +265,11 @@ def _answer(answer: object) -> SendResult:
     if not isinstance(code, int):
         return SendResult(Outcome.REQUEST_WRONG, detail=detail)
     return SendResult(ERROR_CODES.get(code, Outcome.REQUEST_WRONG), detail=detail)
+
+
+def _json(element: dict[str, Any]) -> bytes:
+    """One element as the request carries it (compact UTF-8 JSON), so its size is known exactly."""
+    return json.dumps(element, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _refusal(response: httpx.Response, count: int) -> SendResult:

@@ -56,6 +56,12 @@ _EVENT_TYPES: dict[str, EventType] = {
     # Never handed to a mail server (bad recipient, domain, quota): the provider refused it.
     "email.failed": EventType.DROPPED,
 }
+#: `email.suppressed` `data.suppressed.reason` -> type (the spec's enum: previous_bounce,
+#: previous_complaint); any other reason keeps the `email.suppressed` default above.
+SUPPRESSION_REASONS: dict[str, EventType] = {
+    "previous_bounce": EventType.BOUNCED,
+    "previous_complaint": EventType.COMPLAINED,
+}
 
 
 class ResendProvider(HttpProvider):
@@ -298,6 +304,11 @@ def _classify(kind: str, data: Mapping[str, Any]) -> tuple[EventType, str]:
             part = data[section]
             words = (part.get("type"), part.get("reason"), part.get("message"))
             reason = ": ".join([section, *(str(word) for word in words if word)])
+    if kind == "email.suppressed" and isinstance(data.get("suppressed"), dict):
+        # Suppressed for an earlier complaint is a complaint (and is reported as one), not a bounce.
+        why = SUPPRESSION_REASONS.get(str(data["suppressed"].get("reason") or ""))
+        if why is not None:
+            return why, reason
     return _EVENT_TYPES.get(kind, EventType.OTHER), reason
 
 

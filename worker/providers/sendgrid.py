@@ -1,12 +1,17 @@
 """SendGrid v3: `POST /v3/mail/send` with one content and many `personalizations`, signed event webhook.
 
 A request carries one subject and body and up to 1000 personalizations, each with its own `to`,
-`headers` (the reader's List-Unsubscribe…) and `custom_args` (`delivery_id`). So the messages of a
-batch are grouped by content (sender, subject, text, html, tag): each distinct content is sent once,
-with the personalizations of every message that has it, and a group is split only where an address
-would repeat (SendGrid wants each address once per request). No diffing of bodies into
-`substitutions`: newsletter bodies carry each reader's own links, so in practice most groups hold
-one message and a batch costs about one request per reader; identical mail shares one request.
+`headers` (the reader's List-Unsubscribe…), `custom_args` (`delivery_id`) and `substitutions`. A
+digest's readers of one variant share one body (`EmailMessage.shared`): it is sent once per request
+with a tag such as `%nl3f9a….MANAGE.h%` in each per-reader slot, and each personalization carries
+the reader's values for those tags. SendGrid replaces the tags in the subject and content of each
+reader's copy ("substitutions", docs.sendgrid.com …/substitution-tags), so every reader receives
+exactly the email rendered for them; a test expands requests that way and compares. The
+documented limits are kept: ≤1000 personalizations a request and ≤10,000 bytes of substitutions
+a personalization (a reader whose values are larger is sent their complete email in a request of
+its own content). Messages without a shared body are grouped by their complete content (sender,
+subject, text, html, tag). A group is split only where an address would repeat (SendGrid wants each
+address once per request).
 
 SendGrid answers 202 with one `X-Message-Id` for the whole request, used for every message in it
 (`EmailMessage.message_id` is not sent; `categories` is the message's `kind` metadata or the URL's `tag`).
@@ -38,7 +43,13 @@ from worker.providers.base import (
     SendResult,
     check_url_options,
 )
-from worker.providers.http import HttpProvider, send_by_content, temporary, transport_failure
+from worker.providers.http import (
+    HttpProvider,
+    count_requests,
+    send_by_content,
+    temporary,
+    transport_failure,
+)
 from worker.providers.webhooks import (
     EventType,
     WebhookConfig,
@@ -104,21 +115,24 @@ class SendgridProvider(HttpProvider):
             )
         return cls(api_key, base_url=cls.base_url_from(url), tag=url.params.get("tag") or None)
 
-    def requests_for(self, messages: int) -> int:
-        """At most one request per message: readers' bodies usually differ (their own links)."""
-        return messages
+    def requests_for(self, messages: Sequence[EmailMessage]) -> int:
+        """One request per shared body (or distinct content), split where an address repeats."""
+        return count_requests(messages, self._content)
+
+    def _content(self, message: EmailMessage) -> Hashable:
+        """What messages sent in one request must share."""
+        tag = message.metadata.get("kind") or self.tag
+        if _substitutable(message):
+            return (message.sender, message.subject, message.shared, tag)
+        return (message.sender, message.subject, message.text, message.html, tag, None)
 
     def _send_batch(self, messages: Sequence[EmailMessage]) -> list[SendResult]:
-        def content(message: EmailMessage) -> Hashable:
-            tag = message.metadata.get("kind") or self.tag
-            return (message.sender, message.subject, message.text, message.html, tag)
-
         def post(
             indexes: list[int], addresses: Mapping[int, tuple[Address, Address]]
         ) -> SendResult:
             return self._post(self._body([messages[i] for i in indexes], indexes, addresses))
 
-        return send_by_content(messages, content, post)
+        return send_by_content(messages, self._content, post)
 
     def _body(
         self,
@@ -128,6 +142,7 @@ class SendgridProvider(HttpProvider):
     ) -> dict[str, Any]:
         """One request: the group's shared content once, one personalization per reader."""
         first = group[0]
+        shared = first.shared if _substitutable(first) else None
         personalizations = []
         for message, index in zip(group, indexes, strict=True):
             personalization: dict[str, Any] = {"to": [_mailbox(addresses[index][0])]}
@@ -135,10 +150,16 @@ class SendgridProvider(HttpProvider):
                 personalization["headers"] = dict(message.headers)
             if message.metadata:
                 personalization["custom_args"] = dict(message.metadata)
+            if shared is not None:
+                personalization["substitutions"] = substitutions(message)
             personalizations.append(personalization)
-        content = [{"type": "text/plain", "value": first.text}]
-        if first.html is not None:
-            content.append({"type": "text/html", "value": first.html})
+        if shared is not None:
+            text, html = shared.template(lambda name: substitution_tag(shared.key, name))
+        else:
+            text, html = first.text, first.html
+        content = [{"type": "text/plain", "value": text}]
+        if html is not None:
+            content.append({"type": "text/html", "value": html})
         body: dict[str, Any] = {
             "personalizations": personalizations,
             "from": _mailbox(addresses[indexes[0]][1]),
@@ -210,6 +231,40 @@ def load_verification_key(secret: str) -> ec.EllipticCurvePublicKey:
             " P-256 public key shown under Mail Settings > Signed Event Webhook)"
         )
     return key
+
+
+#: "The total collective size of your substitutions may not exceed 10,000 bytes per
+#: personalization object" (SendGrid v3 Mail Send reference, `personalizations.substitutions`).
+MAX_SUBSTITUTION_BYTES = 10_000
+
+
+def substitution_tag(key: str, name: str) -> str:
+    """The tag of one slot in a shared body: `%nl<key>.MANAGE.t%` (the key is random per body)."""
+    return f"%nl{key}.{name}%"
+
+
+def substitutions(message: EmailMessage) -> dict[str, str]:
+    """One reader's `substitutions`: the tag of each slot of their shared body -> their value."""
+    assert message.shared is not None
+    key = message.shared.key
+    return {
+        substitution_tag(key, name): message.slot_values[name]
+        for name in message.shared.variables()
+    }
+
+
+def _substitutable(message: EmailMessage) -> bool:
+    """Whether the message can go as its shared body plus substitutions (within SendGrid's limit)."""
+    if message.shared is None:
+        return False
+    names = message.shared.variables()
+    if any(name not in message.slot_values for name in names):
+        return False
+    size = sum(
+        len(substitution_tag(message.shared.key, n).encode()) + len(message.slot_values[n].encode())
+        for n in names
+    )
+    return size <= MAX_SUBSTITUTION_BYTES
 
 
 def _mailbox(address: Address) -> dict[str, str]:

@@ -3,25 +3,39 @@
 Follows https://docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message.html : the
 certificate URL must be HTTPS on an `sns.<region>.amazonaws.com` host, the signature covers a
 canonical `Key\\nValue\\n` string, SignatureVersion 1 is SHA1withRSA and 2 is SHA256withRSA.
-Fetching the certificate is the caller's (an injected, caching HTTPS fetcher), so this stays pure.
+Fetching the certificate is the caller's (an injected HTTPS fetcher). The certificate's chain is
+validated, as AWS recommends, against the system's trust store (the roots OpenSSL uses, e.g.
+/etc/ssl/certs/ca-certificates.crt), for the name `sns.amazonaws.com`, at the message's `now`:
+intermediates come from the PEM file itself or, where SNS serves the leaf alone, from the leaf's
+Authority Information Access "CA Issuers" URL on an `amazontrust.com` host (as a browser completes a
+chain). A verified key is remembered by certificate URL (SigningCertificates, LRU-bounded), so a
+certificate is fetched and checked once per process, not once per message.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
+import os
 import re
-from collections.abc import Callable, Collection, Mapping
+import ssl
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID
+from cryptography.x509.verification import DNSName, PolicyBuilder, Store, VerificationError
 
 from subscriptions.errors import ConfigurationError
 from worker.providers.webhooks import WebhookRejected
@@ -160,26 +174,166 @@ def verify_sns_message(
     )
 
 
+#: The name SNS signing certificates are issued to.
+SNS_CERTIFICATE_NAME = "sns.amazonaws.com"
+#: Hosts an intermediate certificate may be fetched from (AIA "CA Issuers" of Amazon's CAs).
+ISSUER_HOST = re.compile(r"^([a-z0-9-]+\.)*amazontrust\.com$")
+_MAX_ISSUER_BYTES = 64 * 1024
+
+
+@functools.lru_cache(maxsize=1)
+def system_roots() -> tuple[x509.Certificate, ...]:
+    """The trust anchors of the system's store (the CA file OpenSSL uses), read once."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.exists(candidate):
+            with open(candidate, "rb") as handle:
+                return tuple(x509.load_pem_x509_certificates(handle.read()))
+    raise ConfigurationError(
+        "SNS verification needs the system's CA certificates (install ca-certificates, or set"
+        " SSL_CERT_FILE)"
+    )
+
+
+def fetch_issuer(url: str) -> bytes:
+    """An intermediate certificate from an Amazon Trust Services AIA URL (DER or PEM)."""
+    try:
+        with httpx.Client(timeout=10) as client:
+            response = client.get(url)
+            response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise WebhookRejected(
+            f"cannot fetch the issuer certificate: {type(exc).__name__}", status=503
+        ) from None
+    return response.content[:_MAX_ISSUER_BYTES]
+
+
+class SigningCertificates:
+    """SNS signing keys whose certificate chain was validated, remembered by URL (at most `size`).
+
+    `roots` are the trust anchors (default: the system's store); `fetch_issuer` fetches a missing
+    intermediate from the leaf's AIA URL (only on an amazontrust.com host). Thread-safe: the web
+    app may verify from several threads.
+    """
+
+    def __init__(
+        self,
+        roots: Sequence[x509.Certificate] | None = None,
+        *,
+        size: int = 32,
+        fetch_issuer: Callable[[str], bytes] = fetch_issuer,
+    ) -> None:
+        self._roots = roots
+        self._size = size
+        self._fetch_issuer = fetch_issuer
+        self._keys: OrderedDict[str, tuple[rsa.RSAPublicKey, datetime, datetime]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def key(
+        self, url: str, fetch_certificate: Callable[[str], bytes], now: float
+    ) -> rsa.RSAPublicKey:
+        """The RSA key of the certificate at `url`, its chain valid now; WebhookRejected otherwise."""
+        at = datetime.fromtimestamp(now, UTC)
+        with self._lock:
+            cached = self._keys.get(url)
+            if cached is not None:
+                self._keys.move_to_end(url)
+        if cached is not None:
+            key, not_before, not_after = cached
+            if not not_before <= at <= not_after:
+                raise WebhookRejected(
+                    f"SNS signing certificate at {url} is not valid now", status=403
+                )
+            return key
+        try:
+            certificates = x509.load_pem_x509_certificates(fetch_certificate(url))
+        except ValueError:
+            raise WebhookRejected(f"no PEM certificate at {url}", status=403) from None
+        leaf, intermediates = certificates[0], list(certificates[1:])
+        if not leaf.not_valid_before_utc <= at <= leaf.not_valid_after_utc:
+            raise WebhookRejected(f"SNS signing certificate at {url} is not valid now", status=403)
+        public_key = leaf.public_key()
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            raise WebhookRejected(f"SNS signing certificate at {url} has no RSA key", status=403)
+        self._validate(url, leaf, intermediates, at)
+        with self._lock:
+            self._keys[url] = (public_key, leaf.not_valid_before_utc, leaf.not_valid_after_utc)
+            while len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+        return public_key
+
+    def _validate(
+        self, url: str, leaf: x509.Certificate, intermediates: list[x509.Certificate], at: datetime
+    ) -> None:
+        roots = self._roots if self._roots is not None else system_roots()
+        verifier = (
+            PolicyBuilder()
+            .store(Store(list(roots)))
+            .time(at)
+            .build_server_verifier(DNSName(SNS_CERTIFICATE_NAME))
+        )
+        try:
+            verifier.verify(leaf, intermediates)
+            return
+        except VerificationError as first:
+            issuer = self._aia_issuer(leaf)
+            if issuer is None:
+                raise WebhookRejected(
+                    f"SNS signing certificate at {url} does not chain to a trusted root: {first}",
+                    status=403,
+                ) from None
+        try:
+            verifier.verify(leaf, [*intermediates, issuer])
+        except VerificationError as exc:
+            raise WebhookRejected(
+                f"SNS signing certificate at {url} does not chain to a trusted root: {exc}",
+                status=403,
+            ) from None
+
+    def _aia_issuer(self, leaf: x509.Certificate) -> x509.Certificate | None:
+        """The leaf's issuer from its AIA "CA Issuers" URL, if that is on an amazontrust.com host."""
+        try:
+            access = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
+        except x509.ExtensionNotFound:
+            return None
+        for description in access.value:
+            if description.access_method != AuthorityInformationAccessOID.CA_ISSUERS:
+                continue
+            location = description.access_location
+            if not isinstance(location, x509.UniformResourceIdentifier):
+                continue
+            parts = urlsplit(location.value)
+            if parts.scheme not in ("http", "https") or not ISSUER_HOST.fullmatch(
+                parts.hostname or ""
+            ):
+                continue
+            data = self._fetch_issuer(location.value)
+            try:
+                if data.lstrip().startswith(b"-----BEGIN"):
+                    return x509.load_pem_x509_certificate(data)
+                return x509.load_der_x509_certificate(data)
+            except ValueError:
+                return None
+        return None
+
+
+#: The process's verified SNS keys, checked against the system's trust store.
+DEFAULT_CERTIFICATES = SigningCertificates()
+
+
 def _certificate_key(
     url: str, fetch_certificate: Callable[[str], bytes] | None, now: float
 ) -> rsa.RSAPublicKey:
-    """The RSA key of the certificate at `url`, if the certificate is valid now."""
+    """The RSA key of the certificate at `url`, if its chain is trusted and valid now."""
     if fetch_certificate is None:
         # A deployment error, not a bad request: the web app must pass its HTTPS fetcher.
         raise ConfigurationError(
             "SNS verification needs WebhookConfig.fetch_certificate (a caching HTTPS fetcher)"
         )
-    try:
-        certificate = x509.load_pem_x509_certificate(fetch_certificate(url))
-    except ValueError:
-        raise WebhookRejected(f"no PEM certificate at {url}", status=403) from None
-    at = datetime.fromtimestamp(now, UTC)
-    if not certificate.not_valid_before_utc <= at <= certificate.not_valid_after_utc:
-        raise WebhookRejected(f"SNS signing certificate at {url} is not valid now", status=403)
-    public_key = certificate.public_key()
-    if not isinstance(public_key, rsa.RSAPublicKey):
-        raise WebhookRejected(f"SNS signing certificate at {url} has no RSA key", status=403)
-    return public_key
+    return DEFAULT_CERTIFICATES.key(url, fetch_certificate, now)
 
 
 def parse_timestamp(value: str) -> datetime:
