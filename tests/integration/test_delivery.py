@@ -34,7 +34,7 @@ from tests.factories import SECRET, add_demo_topics, make_settings, migrated_ses
 from tests.providerserver import Fault, ProviderServer
 from worker.digests import planner
 from worker.digests.render import DigestRenderer
-from worker.digests.sender import Sender, reap
+from worker.digests.sender import Sender, claim, hand_over, reap
 from worker.providers import PostmarkProvider, Provider, ResendProvider
 
 
@@ -319,22 +319,12 @@ def test_the_reaper_takes_back_abandoned_claims(
 ) -> None:
     rig = Rig(tmp_path, database_url, server, postmark(server), readers=6)
     with rig.sessions.begin() as session:
-        ids = session.scalars(select(Delivery.id).order_by(Delivery.id)).all()
         # A worker died after claiming three (never handed over) and after handing over three.
-        session.execute(
-            Delivery.__table__.update()
-            .where(Delivery.id.in_(ids[:3]))
-            .values(status="claimed", claimed_at=utcnow() - timedelta(hours=1))
-        )
-        session.execute(
-            Delivery.__table__.update()
-            .where(Delivery.id.in_(ids[3:]))
-            .values(
-                status="claimed",
-                claimed_at=utcnow() - timedelta(hours=1),
-                handed_at=utcnow() - timedelta(hours=1),
-            )
-        )
+        an_hour_ago = utcnow() - timedelta(hours=1)
+        kept = claim(session, rig.digest_id, 3, now=an_hour_ago)
+        handed = claim(session, rig.digest_id, 3, now=an_hour_ago)
+        assert kept is not None and handed is not None
+        assert hand_over(session, handed, now=an_hour_ago)
     with rig.sessions.begin() as session:
         assert reap(session, supports_idempotency=False) == 3
     rig.send_all()

@@ -1,11 +1,18 @@
 """The ledger's sending side: claim a batch, send it through the provider, record each outcome.
 
-claim → hand over → send → record. The claim and the hand-over are one write, committed only once the
-batch's messages are rendered, just before the provider is called: a worker that dies before that
-commit leaves the rows pending (the transaction is rolled back); one that dies after it leaves
-claimed, handed-over deliveries the reaper recognises: resent under the same idempotency key where
-the provider honours one, otherwise recorded as unknown, never sent twice. Recording a batch's sent
-results is one more write: two per delivery in all.
+claim → hand over → send → record, three commits per batch:
+
+1. The claim takes up to a provider batch of pending deliveries into a new `batches` row (its
+   idempotency key fixed there, once), or takes one waiting batch whole through its row, and
+   renders the messages in the same transaction. Committed, the rows are claimed but not handed
+   over: a worker that dies now, or while it waits for the rate limiter, leaves a claim the reaper
+   puts back to waiting after the claim timeout, to be sent normally (never `unknown`).
+2. The hand-over commits `batches.handed_at` when the request is about to leave (after the rate
+   limiter), fenced by the claim's token so a worker whose claim was reaped cannot hand it over.
+3. The record commits each delivery's outcome. A batch with rows left to retry waits as one batch
+   for one due time; a retry is always the whole batch, by the one worker that claims its row,
+   under the same key. A claim abandoned after the hand-over may have reached the provider: the
+   reaper sends it again under its key where the provider honours one, otherwise records `unknown`.
 """
 
 from __future__ import annotations
@@ -19,14 +26,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, literal, or_, select, text, update
+from sqlalchemy import delete, func, insert, literal, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from subscriptions.models import Delivery, DeliveryStatus, Digest, DigestStatus, utcnow
+from subscriptions.models import (
+    Batch,
+    BatchStatus,
+    Delivery,
+    DeliveryStatus,
+    Digest,
+    DigestStatus,
+    utcnow,
+)
 from subscriptions.notices import REQUEST_WRONG, SENDING_PAUSED, raise_notice, sending_paused
 from subscriptions.readers import suppress
 from subscriptions.settings import Settings
 from subscriptions.tokens import TokenSigner
+from worker.crashpoints import crash_point
 from worker.digests.jobs import DigestInfo, Job, JobCache, load_jobs
 from worker.digests.planner import refresh_digest_status
 from worker.digests.render import Body, DigestRenderer, ReaderParts, reasons_line
@@ -57,63 +73,108 @@ class BatchReport:
 #: even in a generic (prepared) plan.
 _PENDING = literal(DeliveryStatus.PENDING.value, literal_execute=True)
 _CLAIMED = literal(DeliveryStatus.CLAIMED.value, literal_execute=True)
+_WAITING = literal(BatchStatus.WAITING.value, literal_execute=True)
+_BATCH_CLAIMED = literal(BatchStatus.CLAIMED.value, literal_execute=True)
 
 
-def claim(
-    session: Session, digest_id: int, limit: int, *, now: datetime, handed: bool = False
-) -> tuple[list[int], bool]:
-    """Claim due pending deliveries of a digest for this worker; returns (ids, is_retry_of_a_batch).
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One batch claimed by this worker: its rows, its key, and the token that fences the claim."""
 
-    A batch whose outcome was unknown is claimed again whole, under its old key, so that an
-    idempotent provider recognises it. Otherwise up to `limit` fresh deliveries get a new key. On
-    PostgreSQL, FOR UPDATE SKIP LOCKED lets many workers claim from one digest at once; SQLite
-    serializes writers (BEGIN IMMEDIATE), which gives the same guarantee. One UPDATE … RETURNING.
+    batch_id: int
+    token: str
+    key: str
+    ids: list[int]
+    #: The batch was sent before with an unknown outcome: it must go again exactly as it was.
+    uncertain: bool = False
+    retry: bool = False
 
-    `handed=True` also records the hand-over: the caller commits only when it is about to call the
-    provider (the Sender renders the batch in the claiming transaction).
+
+def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> Claim | None:
+    """Claim a waiting batch of a digest whole, or up to `limit` fresh deliveries as a new batch.
+
+    A waiting batch is taken through its one `batches` row (FOR UPDATE SKIP LOCKED on PostgreSQL;
+    SQLite serializes writers with BEGIN IMMEDIATE), so exactly one worker gets it, with all its
+    pending rows and its first key. The caller commits the claim; nothing is handed over yet.
     """
-    due = or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)
-    retry_key = session.scalar(
-        select(Delivery.batch_key)
+    token = uuid.uuid4().hex
+    due_batch = or_(Batch.next_attempt_at.is_(None), Batch.next_attempt_at <= now)
+    while True:
+        found = session.execute(
+            select(Batch.id, Batch.idempotency_key, Batch.uncertain)
+            .where(Batch.digest_id == digest_id, Batch.status == _WAITING, due_batch)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).first()
+        if found is None:
+            break
+        batch_id, key, uncertain = found
+        ids = session.scalars(
+            update(Delivery)
+            .where(Delivery.batch_id == batch_id, Delivery.status == _PENDING)
+            .values(
+                status=DeliveryStatus.CLAIMED,
+                claimed_at=now,
+                claimed_by=WORKER_ID,
+                attempts=Delivery.attempts + 1,
+            )
+            .returning(Delivery.id)
+        ).all()
+        if not ids:  # nothing of it left to send (an admin closed its rows): done
+            session.execute(
+                update(Batch).where(Batch.id == batch_id).values(status=BatchStatus.DONE)
+            )
+            continue
+        session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(
+                status=BatchStatus.CLAIMED,
+                claimed_at=now,
+                claimed_by=WORKER_ID,
+                claim_token=token,
+                handed_at=None,
+                attempts=Batch.attempts + 1,
+            )
+        )
+        return Claim(batch_id, token, key, sorted(ids), uncertain=bool(uncertain), retry=True)
+    # Bounded below by the first pending id (answered from the partial index): without it,
+    # PostgreSQL may walk past every row already sent while its statistics are stale.
+    first = (
+        select(func.min(Delivery.id))
+        .where(Delivery.digest_id == digest_id, Delivery.status == _PENDING)
+        .scalar_subquery()
+    )
+    pick = (
+        select(Delivery.id)
         .where(
             Delivery.digest_id == digest_id,
             Delivery.status == _PENDING,
-            Delivery.batch_key.is_not(None),
-            due,
+            Delivery.batch_id.is_(None),
+            Delivery.id >= first,
         )
-        .limit(1)
-        .with_for_update(skip_locked=True)
+        .order_by(Delivery.id)
+        .limit(limit)
     )
-    if retry_key is not None:
-        # The whole group, even rows whose jittered retry time is a moment later.
-        pick = select(Delivery.id).where(
-            Delivery.digest_id == digest_id,
-            Delivery.status == _PENDING,
-            Delivery.batch_key.is_not(None),
-            Delivery.batch_key == retry_key,
+    key = uuid.uuid4().hex
+    new_id = session.scalar(
+        insert(Batch)
+        .values(
+            digest_id=digest_id,
+            status=BatchStatus.CLAIMED,
+            idempotency_key=key,
+            attempts=1,
+            claimed_at=now,
+            claimed_by=WORKER_ID,
+            claim_token=token,
+            uncertain=False,
+            created_at=now,
         )
-        key = retry_key
-    else:
-        # Bounded below by the first pending id (answered from the partial index): without it,
-        # PostgreSQL may walk past every row already sent while its statistics are stale.
-        first = (
-            select(func.min(Delivery.id))
-            .where(Delivery.digest_id == digest_id, Delivery.status == _PENDING)
-            .scalar_subquery()
-        )
-        pick = (
-            select(Delivery.id)
-            .where(
-                Delivery.digest_id == digest_id,
-                Delivery.status == _PENDING,
-                due,
-                Delivery.batch_key.is_(None),
-                Delivery.id >= first,
-            )
-            .order_by(Delivery.id)
-            .limit(limit)
-        )
-        key = uuid.uuid4().hex
+        .returning(Batch.id)
+    )
+    if new_id is None:
+        raise RuntimeError("INSERT INTO batches returned no id")
+    batch_id = int(new_id)
     ids = session.scalars(
         update(Delivery)
         .where(Delivery.id.in_(pick.with_for_update(skip_locked=True)))
@@ -121,13 +182,53 @@ def claim(
             status=DeliveryStatus.CLAIMED,
             claimed_at=now,
             claimed_by=WORKER_ID,
-            handed_at=now if handed else None,
-            batch_key=key,
+            batch_id=batch_id,
             attempts=Delivery.attempts + 1,
         )
         .returning(Delivery.id)
     ).all()
-    return sorted(ids), retry_key is not None
+    if not ids:
+        session.execute(delete(Batch).where(Batch.id == batch_id))
+        return None
+    return Claim(batch_id, token, key, sorted(ids))
+
+
+def hand_over(session: Session, claimed: Claim, *, now: datetime) -> bool:
+    """Record that the batch's request is about to leave; False if the claim is no longer ours."""
+    result = session.execute(
+        update(Batch)
+        .where(
+            Batch.id == claimed.batch_id,
+            Batch.claim_token == claimed.token,
+            Batch.status == _BATCH_CLAIMED,
+        )
+        .values(handed_at=now)
+    )
+    return _rowcount(result) == 1
+
+
+def release(session: Session, claimed: Claim, *, now: datetime) -> None:
+    """Give back a claim that was never handed over: its rows wait, untried, due at once."""
+    result = session.execute(
+        update(Batch)
+        .where(
+            Batch.id == claimed.batch_id,
+            Batch.claim_token == claimed.token,
+            Batch.handed_at.is_(None),
+        )
+        .values(status=BatchStatus.WAITING, claimed_by=None, claim_token=None, next_attempt_at=now)
+    )
+    if _rowcount(result) == 1:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.batch_id == claimed.batch_id, Delivery.status == _CLAIMED)
+            .values(
+                status=DeliveryStatus.PENDING,
+                claimed_by=None,
+                next_attempt_at=None,
+                attempts=Delivery.attempts - 1,  # the claim counted a try that never happened
+            )
+        )
 
 
 class Sender:
@@ -159,7 +260,7 @@ class Sender:
         return min(limit, self._limiter.max_batch) if self._limiter is not None else limit
 
     def send_batch(self, digest_id: int, *, now: datetime | None = None) -> BatchReport:
-        """Claim, render, hand over, send and record one provider-sized batch of a digest."""
+        """Claim and render, wait for the rate limiter, hand over, send and record one batch."""
         now = now or utcnow()
         report = BatchReport(digest_id)
         limit = self.batch_size
@@ -172,17 +273,18 @@ class Sender:
                 DigestStatus.CANCELLED
             ):
                 return report
-            ids, retry = claim(session, digest_id, limit, now=now, handed=True)
-            report.claimed = len(ids)
-            if not ids:
+            claimed = claim(session, digest_id, limit, now=now)
+            if claimed is None:
                 # Every sender ends here: the digest is finished if no other worker holds work.
                 refresh_digest_status(session, digest_id)
                 return report
+            ids = claimed.ids
+            report.claimed = len(ids)
             info, jobs = load_jobs(session, ids, cache=self._jobs)
             if info is None:  # the rows were claimed in this very transaction: cannot happen
                 raise RuntimeError(f"claimed deliveries of digest {digest_id} vanished: {ids[:5]}")
-            # A batch resent under its old idempotency key must be the same batch: nobody is dropped.
-            if not retry:
+            # A batch resent after an unknown outcome must be the same request: nobody is dropped.
+            if not claimed.uncertain:
                 unmailable = [j for j in jobs if not j.mailable or not j.groups]
                 jobs = [j for j in jobs if j.mailable and j.groups]
                 self._set_status(
@@ -193,50 +295,93 @@ class Sender:
                 )
                 for _ in unmailable:
                     report.add(DeliveryStatus.SUPPRESSED.value)
-            messages, jobs, broken = self._messages(info, jobs)
+            messages, jobs, broken = self._messages(info, jobs, claimed.key)
             for job, error in broken:
                 self._set_status(session, [job], DeliveryStatus.FAILED, error)
                 report.add(DeliveryStatus.FAILED.value)
-        # Committed: from here on a crash leaves these deliveries handed over (see reap()).
-        if messages and self._limiter is not None:
-            self._limiter.acquire(
-                len(messages), requests=self._provider.requests_for(len(messages))
-            )
-        results = self._provider.send(messages) if messages else []
-        with self._sessions() as session, session.begin():
-            sent_at = utcnow()
-            sent = [
-                (job.delivery_id, result.provider_message_id)
-                for job, result in zip(jobs, results, strict=True)
-                if result.outcome is Outcome.SENT
-            ]
-            if sent:
-                record_sent(session, sent, sent_at=sent_at)
-                for _ in sent:
-                    report.add(DeliveryStatus.SENT.value)
-            others = [
-                (j, r) for j, r in zip(jobs, results, strict=True) if r.outcome is not Outcome.SENT
-            ]
-            if others:
-                attempts = dict(
-                    session.execute(
-                        select(Delivery.id, Delivery.attempts).where(
-                            Delivery.id.in_([j.delivery_id for j, _ in others])
-                        )
-                    ).all()
-                )
-                for job, result in others:
-                    report.add(
-                        self._record(session, job, result, now, attempts.get(job.delivery_id, 1))
+        # Committed: claimed, not handed over. A crash from here to the hand-over loses nothing.
+        crash_point("claimed")
+        if messages:
+            try:
+                if self._limiter is not None:
+                    crash_point("rate_limit")
+                    self._limiter.acquire(
+                        len(messages), requests=self._provider.requests_for(len(messages))
                     )
-                self._tell_editors(session, results)
-            if others or broken or len(ids) < limit:
+                with self._sessions() as session, session.begin():
+                    handed = hand_over(session, claimed, now=utcnow())
+            except Exception:
+                # Redis gone, the wait too long, the database away: the rows wait, untried.
+                with self._sessions() as session, session.begin():
+                    release(session, claimed, now=utcnow())
+                raise
+            if not handed:
+                log.warning("batch %s was reaped before its hand-over; not sent", claimed.batch_id)
+                return report
+        crash_point("request_left")
+        results = self._provider.send(messages) if messages else []
+        crash_point("answered")
+        with self._sessions() as session, session.begin():
+            self._record_results(session, report, claimed, jobs, results, now)
+            if results or broken or len(ids) < limit:
                 # Possibly the digest's last open work; otherwise the next claim finds out.
                 refresh_digest_status(session, digest_id)
+            crash_point("recording")
         return report
 
+    def _record_results(
+        self,
+        session: Session,
+        report: BatchReport,
+        claimed: Claim,
+        jobs: list[Job],
+        results: list[SendResult],
+        now: datetime,
+    ) -> None:
+        """Write each delivery's outcome, then whether the batch waits for a retry or is done."""
+        sent_at = utcnow()
+        sent = [
+            (job.delivery_id, result.provider_message_id)
+            for job, result in zip(jobs, results, strict=True)
+            if result.outcome is Outcome.SENT
+        ]
+        if sent:
+            record_sent(session, sent, sent_at=sent_at)
+            for _ in sent:
+                report.add(DeliveryStatus.SENT.value)
+        others = [
+            (j, r) for j, r in zip(jobs, results, strict=True) if r.outcome is not Outcome.SENT
+        ]
+        # One due time for the whole batch: its retries leave together.
+        retry_at: datetime | None = None
+        uncertain = False
+        if others:
+            attempts = dict(
+                session.execute(
+                    select(Delivery.id, Delivery.attempts).where(
+                        Delivery.id.in_([j.delivery_id for j, _ in others])
+                    )
+                ).all()
+            )
+            tries = max(attempts.values(), default=1) or 1
+            asked = max((r.retry_after or 0.0 for _, r in others), default=0.0)
+            retry_at = now + retry_delay(tries, asked or None)
+            later = False
+            for job, result in others:
+                status = self._record(
+                    session, job, result, retry_at, attempts.get(job.delivery_id, 1)
+                )
+                report.add(status)
+                if status == DeliveryStatus.PENDING.value:
+                    uncertain = uncertain or result.outcome is Outcome.UNKNOWN
+                    later = later or result.outcome is not Outcome.ACCOUNT_BLOCKED
+            if not later:  # only untried rows wait (sending paused): due as soon as it resumes
+                retry_at = None
+            self._tell_editors(session, [r for _, r in others])
+        close_batch(session, claimed.batch_id, retry_at=retry_at, uncertain=uncertain)
+
     def _messages(
-        self, info: DigestInfo, jobs: list[Job]
+        self, info: DigestInfo, jobs: list[Job], key: str
     ) -> tuple[list[EmailMessage], list[Job], list[tuple[Job, str]]]:
         """The batch's messages, and the jobs that could not be rendered (they fail, loudly)."""
         messages: list[EmailMessage] = []
@@ -244,7 +389,7 @@ class Sender:
         broken: list[tuple[Job, str]] = []
         for job in jobs:
             try:
-                messages.append(self._message(info, job))
+                messages.append(self._message(info, job, key))
             except Exception as exc:  # a bug or bad data: never retried, never sent half-made
                 log.exception("could not render delivery %s", job.delivery_id)
                 broken.append((job, f"could not render: {type(exc).__name__}: {exc}"[:2000]))
@@ -275,7 +420,7 @@ class Sender:
             raise_notice(session=session, kind=REQUEST_WRONG, message=message)
             log.error("%s", message)
 
-    def _message(self, info: DigestInfo, job: Job) -> EmailMessage:
+    def _message(self, info: DigestInfo, job: Job, batch_key: str) -> EmailMessage:
         key = (info.id, job.variant)
         body = self._bodies.get(key)
         if body is None:
@@ -308,18 +453,15 @@ class Sender:
             # Derived from the delivery: unique per email, and the same on every retry of it.
             message_id=f"<nl.{info.id}.{job.delivery_id}@{self._domain}>",
             metadata={"delivery_id": str(job.delivery_id)},
-            idempotency_key=f"delivery-{job.delivery_id}",
+            # The batch's key, fixed at its first try, and the delivery: a provider that keys whole
+            # requests (Resend) sees the same key whenever the same batch goes again.
+            idempotency_key=f"{batch_key}.{job.delivery_id}",
         )
 
     def _record(
-        self, session: Session, job: Job, result: SendResult, now: datetime, attempts: int
+        self, session: Session, job: Job, result: SendResult, retry_at: datetime, attempts: int
     ) -> str:
-        # Only an unknown outcome keeps the batch key; anything else may be regrouped freely.
-        values: dict[str, object] = {
-            "last_error": result.detail[:2000],
-            "claimed_by": None,
-            "batch_key": None,
-        }
+        values: dict[str, object] = {"last_error": result.detail[:2000], "claimed_by": None}
         attempts = attempts or 1
         outcome = result.outcome
         if outcome is Outcome.SENT:
@@ -330,12 +472,11 @@ class Sender:
             )
         elif outcome is Outcome.ACCOUNT_BLOCKED:
             # Neither the reader's fault nor this email's: it waits, untried, for sending to resume.
-            values.update(status=DeliveryStatus.PENDING, attempts=max(0, attempts - 1))
-        elif outcome is Outcome.TEMPORARY and attempts < self._settings.max_delivery_attempts:
             values.update(
-                status=DeliveryStatus.PENDING,
-                next_attempt_at=now + retry_delay(attempts, result.retry_after),
+                status=DeliveryStatus.PENDING, attempts=max(0, attempts - 1), next_attempt_at=None
             )
+        elif outcome is Outcome.TEMPORARY and attempts < self._settings.max_delivery_attempts:
+            values.update(status=DeliveryStatus.PENDING, next_attempt_at=retry_at)
         elif outcome is Outcome.TEMPORARY:
             values.update(
                 status=DeliveryStatus.FAILED,
@@ -345,20 +486,35 @@ class Sender:
             values.update(status=DeliveryStatus.FAILED)
             suppress(session=session, email=job.email, reason="hard_bounce", detail=result.detail)
         elif outcome is Outcome.UNKNOWN and self._provider.supports_idempotency:
-            # Resent later as the very same batch, under the same idempotency key.
-            values.update(
-                status=DeliveryStatus.PENDING,
-                next_attempt_at=now + retry_delay(attempts, None),
-                batch_key=session.scalar(
-                    select(Delivery.batch_key).where(Delivery.id == job.delivery_id)
-                ),
-            )
+            # Sent again later as the very same batch, under the same idempotency key.
+            values.update(status=DeliveryStatus.PENDING, next_attempt_at=retry_at)
         elif outcome is Outcome.UNKNOWN:
             values.update(status=DeliveryStatus.UNKNOWN)
         else:
             values.update(status=DeliveryStatus.FAILED)
         session.execute(update(Delivery).where(Delivery.id == job.delivery_id).values(**values))
         return str(getattr(values["status"], "value", values["status"]))
+
+
+def close_batch(
+    session: Session, batch_id: int, *, retry_at: datetime | None, uncertain: bool
+) -> None:
+    """After a try: the batch waits (one due time) while any row of it is pending, else is done."""
+    left = session.scalar(
+        select(literal(1))
+        .where(Delivery.batch_id == batch_id, Delivery.status == _PENDING)
+        .limit(1)
+    )
+    if left:
+        values: dict[str, object] = {
+            "status": BatchStatus.WAITING,
+            "next_attempt_at": retry_at,
+            "uncertain": uncertain,
+        }
+    else:
+        values = {"status": BatchStatus.DONE}
+    values.update(claimed_by=None, claim_token=None)
+    session.execute(update(Batch).where(Batch.id == batch_id).values(**values))
 
 
 def record_sent(session: Session, sent: list[tuple[int, str | None]], *, sent_at: datetime) -> None:
@@ -369,7 +525,7 @@ def record_sent(session: Session, sent: list[tuple[int, str | None]], *, sent_at
             text(
                 "UPDATE deliveries SET status = 'sent', sent_at = :sent_at,"
                 " provider_message_id = batch.message_id, last_error = '',"
-                " claimed_by = NULL, batch_key = NULL"
+                " claimed_by = NULL"
                 " FROM unnest(CAST(:ids AS bigint[]), CAST(:message_ids AS text[]))"
                 " AS batch (id, message_id) WHERE deliveries.id = batch.id"
             ),
@@ -384,16 +540,22 @@ def record_sent(session: Session, sent: list[tuple[int, str | None]], *, sent_at
         update(Delivery),
         [
             {"id": i, "status": DeliveryStatus.SENT, "sent_at": sent_at,
-             "provider_message_id": m, "last_error": "", "claimed_by": None, "batch_key": None}
+             "provider_message_id": m, "last_error": "", "claimed_by": None}
             for i, m in sent
         ],
     )  # fmt: skip
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> timedelta:
-    """Exponential back-off with jitter, never sooner than the provider asked."""
+    """When the provider said when (Retry-After), then, with a little jitter; otherwise
+    exponential back-off with jitter."""
+    if retry_after:
+        return timedelta(seconds=retry_after * random.uniform(1.0, 1.2))
     base = min(3600.0, 30.0 * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
-    return timedelta(seconds=max(base, retry_after or 0.0))
+    return timedelta(seconds=base)
+
+
+UNKNOWN_AFTER_HAND_OVER = "worker stopped after the request was handed to the provider"
 
 
 def reap(
@@ -403,31 +565,48 @@ def reap(
     now: datetime | None = None,
     claim_timeout: timedelta = CLAIM_TIMEOUT,
 ) -> int:
-    """Release deliveries claimed and abandoned: never handed over → pending; handed over →
-    pending only under an idempotency key, otherwise unknown (never silently resent)."""
+    """Release batches claimed and abandoned: never handed over → waiting, sent normally; handed
+    over → waiting under the same key (uncertain) only where the provider honours idempotency
+    keys, otherwise their rows become unknown (never silently resent). Returns the rows released."""
     now = now or utcnow()
-    stale = (Delivery.status == _CLAIMED) & (Delivery.claimed_at < now - claim_timeout)
-    touched = session.scalars(select(Delivery.digest_id).where(stale).distinct()).all()
-    released = _rowcount(
-        session.execute(
-            update(Delivery)
-            .where(stale, Delivery.handed_at.is_(None))
-            .values(status=DeliveryStatus.PENDING, claimed_by=None, batch_key=None)
-        )
-    )
-    handed = update(Delivery).where(stale, Delivery.handed_at.is_not(None))
-    if supports_idempotency:
+    stale = session.execute(
+        select(Batch.id, Batch.digest_id, Batch.handed_at)
+        .where(Batch.status == _BATCH_CLAIMED, Batch.claimed_at < now - claim_timeout)
+        .with_for_update(skip_locked=True)
+    ).all()
+    released = 0
+    for batch_id, _, handed_at in stale:
+        claimed_rows = (Delivery.batch_id == batch_id) & (Delivery.status == _CLAIMED)
+        if handed_at is not None and not supports_idempotency:
+            session.execute(
+                update(Delivery)
+                .where(claimed_rows)
+                .values(status=DeliveryStatus.UNKNOWN, last_error=UNKNOWN_AFTER_HAND_OVER)
+            )
+            close_batch(session, batch_id, retry_at=None, uncertain=False)
+            continue
+        values: dict[str, object] = {
+            "status": DeliveryStatus.PENDING,
+            "claimed_by": None,
+            "next_attempt_at": None,
+        }
+        if handed_at is None:
+            values["attempts"] = Delivery.attempts - 1  # a try that never happened
         released += _rowcount(
-            session.execute(handed.values(status=DeliveryStatus.PENDING, claimed_by=None))
+            session.execute(update(Delivery).where(claimed_rows).values(**values))
         )
-    else:
         session.execute(
-            handed.values(
-                status=DeliveryStatus.UNKNOWN,
-                last_error="worker stopped while the provider was called",
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(
+                status=BatchStatus.WAITING,
+                claimed_by=None,
+                claim_token=None,
+                next_attempt_at=now,
+                uncertain=Batch.uncertain | (handed_at is not None),
             )
         )
-    for digest_id in touched:  # a digest whose last open work became unknown has finished
+    for digest_id in {d for _, d, _ in stale}:  # a digest whose last open work became unknown
         refresh_digest_status(session, digest_id)
     return released
 
