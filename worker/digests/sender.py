@@ -329,6 +329,24 @@ class Sender:
             crash_point("recording")
         return report
 
+    def next_retry_in(self, digest_id: int, *, now: datetime | None = None) -> float | None:
+        """Seconds until the digest's next waiting batch is due (0.0: now); None without one."""
+        now = now or utcnow()
+        waiting = (Batch.digest_id == digest_id) & (Batch.status == _WAITING)
+        with self._sessions() as session:
+            found = session.execute(
+                select(func.count(), func.min(Batch.next_attempt_at)).where(waiting)
+            ).one()
+            undated = session.scalar(
+                select(literal(1)).where(waiting, Batch.next_attempt_at.is_(None)).limit(1)
+            )
+        count, due = found
+        if not count:
+            return None
+        if undated or due is None:
+            return 0.0
+        return max(0.0, (due - now).total_seconds())
+
     def _record_results(
         self,
         session: Session,
