@@ -43,7 +43,13 @@ from subscriptions.posts import add_post
 from subscriptions.settings import Settings
 from subscriptions.templating import template_environment
 from subscriptions.tokens import Purpose, TokenSigner
-from tests.factories import SECRET, add_demo_topics, make_settings, migrated_sessions
+from tests.factories import (
+    SECRET,
+    add_demo_topics,
+    make_settings,
+    migrated_sessions,
+    subscribed_since,
+)
 from worker import dispatch
 from worker.digests import planner
 from worker.digests.editorial import preview, send_test
@@ -100,6 +106,7 @@ class Site:
                 frequencies=dict(frequencies),
                 timezone=zone,
             )
+            subscribed_since(session, signup.subscriber_id)
             return signup.subscriber_id
 
     def post(
@@ -576,6 +583,7 @@ def test_parallel_senders_send_each_reader_once(tmp_path: Path, database_url: st
                 subscriber_id=signup.subscriber_id,
                 token_version=1,
             )
+            subscribed_since(session, signup.subscriber_id)
     site.post("News", ["mexico"], MONDAY + timedelta(hours=9))
     digest_id = site.plan(DigestKind.DAILY, MONDAY + timedelta(days=1, hours=8))
     other = Sender(
