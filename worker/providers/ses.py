@@ -47,6 +47,11 @@ _TAG = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _RETRY_ERRORS = frozenset(
     {"TooManyRequestsException", "LimitExceededException", "ThrottlingException", "Throttling"}
 )
+#: Refusals of the sender's setup: `MessageRejected` is what SES answers for an unverified From
+#: address or, in the sandbox, an unverified recipient (every reader would fail alike).
+_IDENTITY_ERRORS = frozenset(
+    {"MessageRejected", "MailFromDomainNotVerifiedException", "MailFromDomainNotVerified"}
+)
 _ACCOUNT_ERRORS = frozenset(
     {
         "AccountSuspendedException",
@@ -231,8 +236,14 @@ def error_result(response: httpx.Response) -> SendResult:
         return temporary(detail, response.headers)
     if error_type in _ACCOUNT_ERRORS or status in (401, 403):
         return SendResult(Outcome.ACCOUNT_BLOCKED, detail=detail)
-    # MessageRejected, BadRequestException, NotFoundException (e.g. no such configuration
-    # set), MailFromDomainNotVerifiedException and any other 4xx.
+    if error_type in _IDENTITY_ERRORS:
+        # The operator's setup, not the reader or the message: pause, name the fix.
+        fix = (
+            "verify the sender identity (and the MAIL FROM domain) in SES, or leave the sandbox"
+            " (request production access) for this region"
+        )
+        return SendResult(Outcome.ACCOUNT_BLOCKED, detail=f"{detail} ({fix})"[:500])
+    # BadRequestException, NotFoundException (e.g. no such configuration set) and other 4xx.
     return SendResult(Outcome.REQUEST_WRONG, detail=detail)
 
 
