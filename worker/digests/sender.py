@@ -42,6 +42,7 @@ from subscriptions.notices import REQUEST_WRONG, SENDING_PAUSED, raise_notice, s
 from subscriptions.readers import suppress
 from subscriptions.settings import Settings
 from subscriptions.tokens import TokenSigner
+from subscriptions.unknowns import report_unknown
 from worker.crashpoints import crash_point
 from worker.digests.jobs import DigestInfo, Job, JobCache, load_jobs
 from worker.digests.planner import refresh_digest_status
@@ -396,6 +397,8 @@ class Sender:
             if not later:  # only untried rows wait (sending paused): due as soon as it resumes
                 retry_at = None
             self._tell_editors(session, [r for _, r in others])
+            if report.counts.get(DeliveryStatus.UNKNOWN.value):
+                report_unknown(session=session, digest_id=claimed_digest(session, claimed))
         close_batch(session, claimed.batch_id, retry_at=retry_at, uncertain=uncertain)
 
     def _messages(
@@ -514,6 +517,13 @@ class Sender:
         return str(getattr(values["status"], "value", values["status"]))
 
 
+def claimed_digest(session: Session, claimed: Claim) -> int:
+    digest_id = session.scalar(select(Batch.digest_id).where(Batch.id == claimed.batch_id))
+    if digest_id is None:
+        raise RuntimeError(f"batch {claimed.batch_id} vanished")
+    return int(digest_id)
+
+
 def close_batch(
     session: Session, batch_id: int, *, retry_at: datetime | None, uncertain: bool
 ) -> None:
@@ -593,7 +603,7 @@ def reap(
         .with_for_update(skip_locked=True)
     ).all()
     released = 0
-    for batch_id, _, handed_at in stale:
+    for batch_id, digest_id, handed_at in stale:
         claimed_rows = (Delivery.batch_id == batch_id) & (Delivery.status == _CLAIMED)
         if handed_at is not None and not supports_idempotency:
             session.execute(
@@ -602,6 +612,7 @@ def reap(
                 .values(status=DeliveryStatus.UNKNOWN, last_error=UNKNOWN_AFTER_HAND_OVER)
             )
             close_batch(session, batch_id, retry_at=None, uncertain=False)
+            report_unknown(session=session, digest_id=digest_id)
             continue
         values: dict[str, object] = {
             "status": DeliveryStatus.PENDING,
