@@ -203,7 +203,8 @@ def hand_over(session: Session, claimed: Claim, *, now: datetime) -> bool:
             Batch.claim_token == claimed.token,
             Batch.status == _BATCH_CLAIMED,
         )
-        .values(handed_at=now)
+        # The claim timeout now counts from here: a long wait for the limiter is not a dead worker.
+        .values(handed_at=now, claimed_at=now)
     )
     return _rowcount(result) == 1
 
