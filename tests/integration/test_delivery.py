@@ -330,3 +330,32 @@ def test_the_reaper_takes_back_abandoned_claims(
     rig.send_all()
     assert rig.statuses() == {"sent": 3, "unknown": 3}
     assert len(server.accepted) == 3
+
+
+def test_a_sender_signature_error_pauses_touches_no_reader_and_resume_sends_what_waited(
+    tmp_path: Path, database_url: str, server: ProviderServer
+) -> None:
+    """Postmark ErrorCode 400 (the From is not a sender signature): the operator's mistake. Sending
+    pauses with a notice naming the fix; no delivery fails, no reader is suppressed, no try is
+    counted; after `sending resume` every reader gets one email."""
+    rig = Rig(tmp_path, database_url, server, postmark(server), readers=5)
+    server.faults.append(
+        Fault(status=422, body={"ErrorCode": 400, "Message": "Sender signature not found."})
+    )
+    rig.sender.send_batch(rig.digest_id)
+    assert rig.statuses() == {"pending": 5}
+    with rig.sessions() as session:
+        [notice] = open_notices(session=session)
+        attempts = set(session.scalars(select(Delivery.attempts)))
+        suppressed = session.scalar(
+            select(func.count()).where(Subscriber.status == SubscriberStatus.SUPPRESSED)
+        )
+    assert notice.kind == SENDING_PAUSED
+    assert "Sender Signature" in notice.message and "newsletter sending resume" in notice.message
+    assert attempts == {0} and suppressed == 0
+    assert rig.sender.send_batch(rig.digest_id).paused
+    with rig.sessions.begin() as session:
+        resolve(session=session, kind=SENDING_PAUSED)
+    rig.send_all()
+    assert rig.statuses() == {"sent": 5}
+    assert sorted(a.to for a in server.accepted) == sorted(rig.emails)
