@@ -19,14 +19,13 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions.db import create_db_engine, session_factory
-from subscriptions.models import Batch, Delivery, DeliveryStatus, Subscriber
+from subscriptions.models import Batch, Delivery, Subscriber
 from subscriptions.queue import TaskQueue
 from tests.crash.conftest import DurablePostgres, OwnRedis
 from tests.factories import SECRET, add_demo_topics, migrated_sessions
@@ -35,6 +34,8 @@ from tests.integration.test_delivery import add_readers, plan_alert
 from tests.providerserver import Fault, ProviderServer
 from worker.crashpoints import STEPS
 from worker.digests.sender import UNKNOWN_AFTER_HAND_OVER
+
+pytestmark = pytest.mark.integration
 
 READERS = 300
 #: NEWSLETTER_RATE_MESSAGES_PER_SECOND: the limiter's largest batch is a tenth of it (100).
@@ -287,9 +288,22 @@ def test_postgresql_stopped_immediately_mid_send_sends_nobody_twice(
     assert {a.to for a in server.accepted} == set(rows)
 
 
-def test_the_crash_switch_names_only_known_steps() -> None:
-    assert STEPS == ("claimed", "rate_limit", "request_left", "answered", "recording")
-    assert DeliveryStatus.UNKNOWN.value == "unknown"
+def test_the_crash_switch_refuses_unknown_steps_and_is_inert_when_unset() -> None:
+    """A misspelt step must not silently test nothing; without the variable nothing happens."""
+    import subprocess
+    import sys
 
+    env = {**os.environ, "NEWSLETTER_TEST_CRASH_AT": "claimd"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import worker.crashpoints"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0 and "unknown step 'claimd'" in result.stderr
+    assert "NEWSLETTER_TEST_CRASH_AT" not in os.environ
+    from worker.crashpoints import crash_point
 
-__all__: list[Any] = []
+    for step in STEPS:
+        crash_point(step)  # this process lives on
