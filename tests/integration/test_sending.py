@@ -348,7 +348,7 @@ def test_reaper_releases_an_abandoned_claim_and_never_resends_a_handed_over_one(
         second = claim(session, digest_id, 1, now=now - CLAIM_TIMEOUT - timedelta(minutes=1))
         assert first is not None and second is not None
         assert (first.ids, second.ids) == ([released], [handed]) and not first.retry
-        assert hand_over(session, second, now=now - CLAIM_TIMEOUT)
+        assert hand_over(session, second, now=now - CLAIM_TIMEOUT - timedelta(minutes=1))
     with transaction(site.sessions) as session:
         assert reap(session, supports_idempotency=False, now=now - timedelta(minutes=5)) == 0
     with transaction(site.sessions) as session:
