@@ -625,7 +625,7 @@ def run_floor(
         for low in range(1, readers + 1, BATCH):
             batch = [job(n) for n in range(low, min(low + BATCH, readers + 1))]
             t0 = time.perf_counter()
-            messages = [sender._message(info, j) for j in batch]
+            messages = [sender._message(info, j, "floor") for j in batch]
             t1 = time.perf_counter()
             results = provider.send(messages)
             floor.send_seconds += time.perf_counter() - t1

@@ -364,7 +364,7 @@ def render_all(
             last = ids[-1]
             run.batches += 1
             t0 = time.perf_counter()
-            messages = [sender._message(info, job) for job in jobs]
+            messages = [sender._message(info, job, "bench") for job in jobs]
             run.message_seconds += time.perf_counter() - t0
             for job, message in zip(jobs, messages, strict=True):
                 variants.add((info.id, job.variant))

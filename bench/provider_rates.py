@@ -156,7 +156,7 @@ def run_provider(name: str, readers: int, redis_url: str, folder: Path) -> Row:
                 )
                 for n in range(low, min(low + size, readers + 1))
             ]
-            messages = [sender._message(info, job) for job in jobs]
+            messages = [sender._message(info, job, "bench") for job in jobs]
             limiter.acquire(len(messages), requests=provider.requests_for(messages), max_wait=3600)
             results = provider.send(messages)
             not_sent += sum(r.outcome is not Outcome.SENT for r in results)

@@ -251,6 +251,16 @@ else
     STAGES+=("integration tests on PostgreSQL|0.0|skipped (no PostgreSQL)")
 fi
 
+if [[ -n $PG_URL ]]; then
+    # The crash tests start their own PostgreSQL with durable commits (fsync, synchronous_commit
+    # on) from PG_BIN: the one above runs with fast, non-durable settings.
+    stage_begin "crash-point tests on a durable PostgreSQL (tests/crash)"
+    run_pytest tests/crash "PG_BIN=$PG_BIN"
+    stage_end
+else
+    STAGES+=("crash-point tests|0.0|skipped (no PostgreSQL)")
+fi
+
 if [[ ! -d tests/e2e ]]; then
     NOTES+=("tests/e2e does not exist yet: no end-to-end tests")
 elif [[ -n $CHROMIUM ]]; then

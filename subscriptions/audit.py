@@ -51,7 +51,7 @@ REASONS = {
     "not_confirmed": "not yet confirmed at the time",
     "not_subscribed": "not subscribed to its topics",
     "paused": "paused at the time",
-    "subscribed_later": "subscribed to its topics only after it was sent",
+    "subscribed_later": "subscribed later: to its topics only after it was released",
     "failed": "planned, but the email failed",
     "waiting": "waiting for the reader's next digest",
     "not_planned": "no email planned for it (no rule above explains why)",
@@ -434,9 +434,8 @@ def _explain(
         return out("not sent", "not_subscribed")
     if row.paused_until is not None and row.paused_until > released:
         return out("not sent", "paused", f"until {row.paused_until:%Y-%m-%d %H:%M}")
-    if all(created > released for _, created in mine) and any(
-        f is Frequency.IMMEDIATE for f, _ in mine
-    ):
+    if all(created >= released for _, created in mine):
+        # The planner's rule (worker/digests/planner.py): new readers get new posts only.
         return out("not sent", "subscribed_later")
     digests = {f.value for f, _ in mine if f is not Frequency.IMMEDIATE}
     if any(

@@ -20,10 +20,11 @@ from subscriptions import feeds as feed_ops
 from subscriptions import notices as notice_ops
 from subscriptions import posts as post_ops
 from subscriptions import topics as topic_ops
+from subscriptions import unknowns as unknown_ops
 from subscriptions.db import create_db_engine, session_factory, transaction
 from subscriptions.errors import ConfigurationError, NewsletterError, ServiceUnavailable
 from subscriptions.models import PostStatus
-from subscriptions.queue import PLAN_POST_ALERTS, QUEUE, SEND_EDITORIAL, TaskQueue
+from subscriptions.queue import PLAN_POST_ALERTS, QUEUE, SEND_DIGEST, SEND_EDITORIAL, TaskQueue
 from subscriptions.settings import Settings, load_settings
 
 
@@ -679,9 +680,40 @@ def digest_cancel(ctx: click.Context, digest_id: int) -> None:
 @click.argument("digest_id", type=int)
 @click.pass_context
 def digest_status(ctx: click.Context, digest_id: int) -> None:
-    """A digest's state and its deliveries by status."""
+    """A digest's state, its deliveries by status, and why any outcome is unknown."""
     with _transaction(ctx) as session:
         _print_digest(digest_ops.summarize(session=session, digest_id=digest_id))
+        found = unknown_ops.unknown_report(session=session, digest_id=digest_id)
+    for reason, count in sorted(found.reasons.items()):
+        click.echo(f"unknown\t{count}\t{reason}")
+    if found.open:
+        click.echo(
+            f"{found.open} unknown: `newsletter digest unknown {digest_id} --resend` (a reader"
+            " may get two copies) or `--close`"
+        )
+
+
+@digest.command("unknown")
+@click.argument("digest_id", type=int)
+@click.option("--resend", "action", flag_value="resend", help="Send them again (may duplicate).")
+@click.option("--close", "action", flag_value="close", help="Leave them unsent, close the notice.")
+@click.option("--yes", is_flag=True, help="Do not ask before resending.")
+@click.pass_context
+def digest_unknown(ctx: click.Context, digest_id: int, action: str | None, yes: bool) -> None:
+    """Resend or close a digest's deliveries whose outcome is unknown."""
+    if action is None:
+        raise click.UsageError("say --resend or --close")
+    if action == "resend" and not yes:
+        click.confirm(
+            "The provider may have sent these already: resending can give a reader two copies."
+            " Resend?",
+            abort=True,
+        )
+    with _transaction(ctx) as session:
+        changed = unknown_ops.settle_unknown(session=session, digest_id=digest_id, action=action)
+    if action == "resend" and changed:
+        TaskQueue(_settings(ctx).broker_url).send(SEND_DIGEST, digest_id)
+    click.echo(f"{changed} deliveries {'queued again' if action == 'resend' else 'closed'}")
 
 
 @main.command("notices")

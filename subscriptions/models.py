@@ -323,6 +323,62 @@ class Digest(Base):
     )
 
 
+class BatchStatus(enum.StrEnum):
+    """A batch is claimed by one worker, waits for its retry, or is done (no pending row left)."""
+
+    CLAIMED = "claimed"
+    WAITING = "waiting"
+    DONE = "done"
+
+
+class Batch(Base):
+    """One provider request's worth of deliveries, with one identity for all its tries.
+
+    Made by the claim that first takes the rows, with the idempotency key fixed then: every retry is
+    the whole batch (its rows still pending), claimed by exactly one worker through this row, under
+    the same key. `handed_at` is committed only when the request is about to leave (after the rate
+    limiter, after rendering): a claim abandoned before it goes back to waiting and is sent normally;
+    one abandoned after it may have reached the provider (see worker/digests/sender.py, reap()).
+    """
+
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="CASCADE"))
+    status: Mapped[BatchStatus] = mapped_column(
+        _enum(BatchStatus, "batch_status"), default=BatchStatus.CLAIMED
+    )
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    claimed_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    # Changes with every claim: a worker whose claim was reaped cannot hand the batch over.
+    claim_token: Mapped[str | None] = mapped_column(String(40))
+    handed_at: Mapped[datetime | None]
+    # The last try's outcome is unknown: the next must be the identical request (no regrouping,
+    # no reader dropped), so that an idempotent provider recognises it.
+    uncertain: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_attempt_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        # The claim's search for retries that are due, and the reaper's for abandoned claims.
+        Index(
+            "ix_batches_waiting",
+            "digest_id",
+            "next_attempt_at",
+            sqlite_where=text("status = 'waiting'"),
+            postgresql_where=text("status = 'waiting'"),
+        ),
+        Index(
+            "ix_batches_claimed",
+            "claimed_at",
+            sqlite_where=text("status = 'claimed'"),
+            postgresql_where=text("status = 'claimed'"),
+        ),
+    )
+
+
 class Delivery(Base):
     """The ledger: one row per digest and reader, claimed, sent and recorded exactly once."""
 
@@ -337,12 +393,9 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime | None]
     claimed_by: Mapped[str | None] = mapped_column(String(200))
-    # Set (and committed) just before the provider is called: a claim abandoned after this point
-    # has an unknown outcome, so the reaper may not simply send it again.
-    handed_at: Mapped[datetime | None]
-    # The claim a delivery was sent in. Kept when the outcome is unknown, so that an idempotent
-    # provider sees the very same batch (and idempotency key) again, never a regrouped one.
-    batch_key: Mapped[str | None] = mapped_column(String(40))
+    # The batch this delivery was first claimed in (batches.id; no foreign key, so a claim writes no
+    # extra check per row). It stays for the delivery's life: a retry is always its whole batch.
+    batch_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     next_attempt_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     provider_message_id: Mapped[str | None] = mapped_column(String(400))
@@ -369,13 +422,13 @@ class Delivery(Base):
         ),
         # The indexes below hold only the few rows that need finding, so the claim and the record of
         # a batch add no entries to them (every index entry costs a write per row updated).
-        # Batches waiting to be sent again whole, under their old key (the claim looks here first).
+        # The rows of a batch waiting to be sent again whole (a claim adds no entry: claimed rows
+        # are not pending).
         Index(
-            "ix_deliveries_retry",
-            "digest_id",
-            "batch_key",
-            sqlite_where=text("status = 'pending' AND batch_key IS NOT NULL"),
-            postgresql_where=text("status = 'pending' AND batch_key IS NOT NULL"),
+            "ix_deliveries_batch_pending",
+            "batch_id",
+            sqlite_where=text("status = 'pending' AND batch_id IS NOT NULL"),
+            postgresql_where=text("status = 'pending' AND batch_id IS NOT NULL"),
         ),
         # The reaper's search for abandoned claims.
         Index(

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions import readers
 from subscriptions.db import create_db_engine, session_factory
 from subscriptions.migrate import upgrade
-from subscriptions.models import Frequency
+from subscriptions.models import Frequency, Subscription
 from subscriptions.settings import Settings, load_settings
 from subscriptions.topics import add_topic
 
 SECRET = "test-secret-key-0123456789abcdef"
+
+#: Before every simulated clock in the tests (2024): readers made "now" but meant to have been
+#: subscribed all along are moved here, since new readers get new posts only.
+LONG_AGO = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def subscribed_since(session: Session, subscriber_id: int, when: datetime = LONG_AGO) -> None:
+    """Make the reader's subscriptions begin at `when` (as if they had subscribed then)."""
+    session.execute(
+        update(Subscription)
+        .where(Subscription.subscriber_id == subscriber_id)
+        .values(created_at=when)
+    )
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -35,6 +35,9 @@ class Fault:
     reset: bool = False
     #: Seconds to wait before answering anything (longer than the client's timeout: a timeout).
     delay: float = 0.0
+    #: Accept the messages, then wait this long before answering (a crash test kills the client
+    #: meanwhile: the request has left, the answer has not come).
+    hold_after_accepting: float = 0.0
     #: Postmark only: index in the batch -> (ErrorCode, Message) for that message.
     message_errors: dict[int, tuple[int, str]] = field(default_factory=dict)
 
@@ -183,6 +186,8 @@ class ProviderServer:
                     results.append({"ErrorCode": 0, "Message": "OK", "MessageID": str(uuid.uuid4()),
                                     "To": message["To"], "SubmittedAt": "2026-11-27T10:00:00Z"})  # fmt: skip
                 self._record(accepted)
+                if fault is not None and fault.hold_after_accepting:
+                    time.sleep(fault.hold_after_accepting)
                 if fault is not None and fault.drop_after_accepting:
                     self._drop()
                     return
@@ -229,6 +234,8 @@ class ProviderServer:
                     with server._lock:
                         server._idempotency[key] = (raw.decode(), json.dumps(response).encode())
                 self._record(accepted)
+                if fault is not None and fault.hold_after_accepting:
+                    time.sleep(fault.hold_after_accepting)
                 if fault is not None and fault.drop_after_accepting:
                     self._drop()
                     return

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 MAX_TRIES = 5
 #: How long one send task works before handing over (well under the broker's visibility timeout).
 SEND_SLICE_SECONDS = 60
+#: A sender with nothing due waits for a batch due within this long instead of ending.
+RETRY_WAIT_SECONDS = 10.0
 
 
 def _backoff(retries: int) -> float:
@@ -100,12 +102,24 @@ def register(app: NewsletterCelery) -> None:
     def send_digest(digest_id: int) -> int:
         """Send batches of one digest for up to a minute, then hand over to a fresh task."""
         deadline = time.monotonic() + SEND_SLICE_SECONDS
+        sender = app.runtime.sender
         sent = 0
         while time.monotonic() < deadline:
-            report = app.runtime.sender.send_batch(digest_id)
-            if report.claimed == 0:
+            report = sender.send_batch(digest_id)
+            if report.claimed:
+                sent += report.claimed
+                continue
+            if report.paused:
                 return sent
-            sent += report.claimed
+            # Retries leave when due, not at the next dispatch tick: a batch the provider asked
+            # to retry in a moment (Retry-After) is waited for here, briefly.
+            wait = sender.next_retry_in(digest_id)
+            # Due now yet not claimed: held back (a cancelled digest); the dispatcher looks again.
+            if wait is None or wait <= 0 or wait > RETRY_WAIT_SECONDS:
+                return sent
+            if time.monotonic() + wait >= deadline:
+                break
+            time.sleep(wait + 0.05)
         send_digest.delay(digest_id)
         return sent
 

@@ -176,7 +176,7 @@ def test_every_reason_comes_from_a_real_planner_run(sessions: sessionmaker[Sessi
     assert [r.planned for r in runs] == [1]  # only `both`: the others are not mailable
     # A post after today's digest waits for tomorrow's; one the later subscriber missed.
     post(sessions, "Tomorrow", ["migration"], DAY + timedelta(hours=9))
-    post(sessions, "After they came", ["mexico"], DAY + timedelta(hours=10))
+    post(sessions, "After they came", ["mexico"], DAY + timedelta(hours=13))
 
     got = reasons(sessions, both)
     assert got["Alerted"] == ("planned", None)

@@ -34,7 +34,7 @@ from tests.factories import SECRET, add_demo_topics, make_settings, migrated_ses
 from tests.providerserver import Fault, ProviderServer
 from worker.digests import planner
 from worker.digests.render import DigestRenderer
-from worker.digests.sender import Sender, reap
+from worker.digests.sender import Sender, claim, hand_over, reap
 from worker.providers import PostmarkProvider, Provider, ResendProvider
 
 
@@ -319,24 +319,43 @@ def test_the_reaper_takes_back_abandoned_claims(
 ) -> None:
     rig = Rig(tmp_path, database_url, server, postmark(server), readers=6)
     with rig.sessions.begin() as session:
-        ids = session.scalars(select(Delivery.id).order_by(Delivery.id)).all()
         # A worker died after claiming three (never handed over) and after handing over three.
-        session.execute(
-            Delivery.__table__.update()
-            .where(Delivery.id.in_(ids[:3]))
-            .values(status="claimed", claimed_at=utcnow() - timedelta(hours=1))
-        )
-        session.execute(
-            Delivery.__table__.update()
-            .where(Delivery.id.in_(ids[3:]))
-            .values(
-                status="claimed",
-                claimed_at=utcnow() - timedelta(hours=1),
-                handed_at=utcnow() - timedelta(hours=1),
-            )
-        )
+        an_hour_ago = utcnow() - timedelta(hours=1)
+        kept = claim(session, rig.digest_id, 3, now=an_hour_ago)
+        handed = claim(session, rig.digest_id, 3, now=an_hour_ago)
+        assert kept is not None and handed is not None
+        assert hand_over(session, handed, now=an_hour_ago)
     with rig.sessions.begin() as session:
         assert reap(session, supports_idempotency=False) == 3
     rig.send_all()
     assert rig.statuses() == {"sent": 3, "unknown": 3}
     assert len(server.accepted) == 3
+
+
+def test_a_sender_signature_error_pauses_touches_no_reader_and_resume_sends_what_waited(
+    tmp_path: Path, database_url: str, server: ProviderServer
+) -> None:
+    """Postmark ErrorCode 400 (the From is not a sender signature): the operator's mistake. Sending
+    pauses with a notice naming the fix; no delivery fails, no reader is suppressed, no try is
+    counted; after `sending resume` every reader gets one email."""
+    rig = Rig(tmp_path, database_url, server, postmark(server), readers=5)
+    server.faults.append(
+        Fault(status=422, body={"ErrorCode": 400, "Message": "Sender signature not found."})
+    )
+    rig.sender.send_batch(rig.digest_id)
+    assert rig.statuses() == {"pending": 5}
+    with rig.sessions() as session:
+        [notice] = open_notices(session=session)
+        attempts = set(session.scalars(select(Delivery.attempts)))
+        suppressed = session.scalar(
+            select(func.count()).where(Subscriber.status == SubscriberStatus.SUPPRESSED)
+        )
+    assert notice.kind == SENDING_PAUSED
+    assert "Sender Signature" in notice.message and "newsletter sending resume" in notice.message
+    assert attempts == {0} and suppressed == 0
+    assert rig.sender.send_batch(rig.digest_id).paused
+    with rig.sessions.begin() as session:
+        resolve(session=session, kind=SENDING_PAUSED)
+    rig.send_all()
+    assert rig.statuses() == {"sent": 5}
+    assert sorted(a.to for a in server.accepted) == sorted(rig.emails)

@@ -358,10 +358,11 @@ def refused(name: str) -> Fault:
         return Fault(status=400, body={"errors": [{"field": "from", "message": message}]})
     if name == "mailgun":
         return Fault(status=400, body={"message": "from parameter is not a valid address"})
+    # About this message (an unverified identity would pause sending instead: issue #11).
     return Fault(
         status=400,
         headers={"x-amzn-ErrorType": "MessageRejected:"},
-        body={"message": "Email address is not verified."},
+        body={"message": "Message rejected: the message contains a virus."},
     )
 
 

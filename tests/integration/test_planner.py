@@ -21,11 +21,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from subscriptions import audit, privacy, readers
 from subscriptions import digests as editorial_digests
-from subscriptions import privacy, readers
 from subscriptions.db import transaction
 from subscriptions.models import (
     Delivery,
@@ -44,7 +44,13 @@ from subscriptions.models import (
 )
 from subscriptions.posts import add_post
 from subscriptions.settings import Settings
-from tests.factories import add_demo_topics, make_settings, migrated_sessions
+from tests.factories import (
+    LONG_AGO,
+    add_demo_topics,
+    make_settings,
+    migrated_sessions,
+    subscribed_since,
+)
 from worker import dispatch
 from worker.digests import planner
 from worker.digests.jobs import load_jobs
@@ -158,6 +164,7 @@ class World:
         subs: dict[str, Frequency],
         *,
         status: SubscriberStatus = SubscriberStatus.ACTIVE,
+        since: datetime = LONG_AGO,
     ) -> int:
         with transaction(self.sessions) as session:
             topics = {k: v for k, v in session.execute(select(Topic.slug, Topic.id))}
@@ -167,7 +174,10 @@ class World:
             for slug, frequency in subs.items():
                 session.add(
                     Subscription(
-                        subscriber_id=reader.id, topic_id=topics[slug], frequency=frequency
+                        subscriber_id=reader.id,
+                        topic_id=topics[slug],
+                        frequency=frequency,
+                        created_at=since,
                     )
                 )
             self.readers[email] = reader.id
@@ -868,7 +878,12 @@ def test_two_planners_at_once_plan_each_reader_once(world: World, database_url: 
             for k, slug in enumerate(topics[: 1 + n % 3]):
                 frequency = IMMEDIATE if k == 2 else DAILY
                 session.add(
-                    Subscription(subscriber_id=reader.id, topic_id=ids[slug], frequency=frequency)
+                    Subscription(
+                        subscriber_id=reader.id,
+                        topic_id=ids[slug],
+                        frequency=frequency,
+                        created_at=LONG_AGO,
+                    )
                 )
     for n in range(12):
         world.post(PostSpec(f"News {n}", (topics[n % 2],), utc(2024, 6, 10, 12 + n)))
@@ -1267,7 +1282,9 @@ def test_a_reader_back_at_a_frequency_after_a_while_starts_at_their_zones_period
 ) -> None:
     """A mark moves only while the reader has a topic at that frequency: one who drops their
     daily topic and takes it again a week later gets their zone's period (as a new reader does),
-    not the week in between, by the stale limit."""
+    not the week in between, by the stale limit; and, subscribed to the topic again only then,
+    only posts released after that (new readers get new posts only: not Day 17, nor Day 18,
+    released at 10:00 that day)."""
     reader = world.reader("back@example.org", "UTC", {"mexico": DAILY})
 
     def change(now: datetime) -> None:
@@ -1277,6 +1294,7 @@ def test_a_reader_back_at_a_frequency_after_a_while_starts_at_their_zones_period
                     readers.update_preferences(
                         session=session, subscriber_id=reader, frequencies={"mexico": frequency}
                     )
+                    subscribed_since(session, reader, now)  # the operation ran at `now`
 
     posts = [PostSpec(f"Day {d}", ("mexico",), utc(2024, 6, d, 10)) for d in range(9, 20)]
     steps = every(utc(2024, 6, 10, 1), utc(2024, 6, 20, 13), timedelta(hours=6))
@@ -1284,8 +1302,6 @@ def test_a_reader_back_at_a_frequency_after_a_while_starts_at_their_zones_period
     assert mail_of(world, "back@example.org") == [
         ("daily:2024-06-10", utc(2024, 6, 10, 7), ["Day 9"]),
         ("daily:2024-06-11", utc(2024, 6, 11, 7), ["Day 10"]),
-        ("daily:2024-06-18", utc(2024, 6, 18, 13), ["Day 17"]),
-        ("daily:2024-06-19", utc(2024, 6, 19, 7), ["Day 18"]),
         ("daily:2024-06-20", utc(2024, 6, 20, 7), ["Day 19"]),
     ]
 
@@ -1309,6 +1325,7 @@ def test_a_reader_who_unsubscribes_and_signs_up_again_starts_afresh(world: World
                 subscriber_id=signup.subscriber_id,
                 token_version=1,
             )
+            subscribed_since(session, signup.subscriber_id, utc(2024, 6, 12, 8))
 
     def before(now: datetime) -> None:
         if now == utc(2024, 6, 10, 8):
@@ -1324,8 +1341,8 @@ def test_a_reader_who_unsubscribes_and_signs_up_again_starts_afresh(world: World
     posts = [PostSpec(f"Day {d}", ("mexico",), utc(2024, 6, d, 10)) for d in range(9, 14)]
     steps = every(utc(2024, 6, 10, 1), utc(2024, 6, 14, 8), timedelta(hours=1))
     world.run(steps, posts, before_step=before)
+    # Day 11 was released before they signed up (again): new readers get new posts only.
     again = [
-        ("daily:2024-06-12", utc(2024, 6, 12, 8), ["Day 11"]),
         ("daily:2024-06-13", utc(2024, 6, 13, 7), ["Day 12"]),
         ("daily:2024-06-14", utc(2024, 6, 14, 7), ["Day 13"]),
     ]
@@ -1451,3 +1468,53 @@ def test_plan_results_count_the_deliveries_each_call_added(world: World) -> None
     world.post(PostSpec("More", ("mexico",), utc(2024, 6, 10, 10)))
     assert [r.planned for r in world.plan(utc(2024, 6, 11, 7))] == [3]
     assert [r.planned for r in world.plan(utc(2024, 6, 11, 8))] == [0]
+
+
+def test_new_readers_get_new_posts_only_in_alerts_and_digests(world: World) -> None:
+    """The demo's case: posts released before a reader's subscription to their topic began reach
+    them neither as alerts (even when the alerts are planned after they came, by the dispatcher's
+    sweep) nor in a digest; a topic added later in the preference centre starts then. The audit
+    says "subscribed later" for each post left out."""
+    world.reader("early@example.org", "UTC", {"mexico": IMMEDIATE, "refugees": DAILY})
+    late = world.reader(
+        "late@example.org", "UTC", {"mexico": IMMEDIATE}, since=utc(2024, 6, 10, 12)
+    )
+    old = world.post(PostSpec("Old", ("mexico",), utc(2024, 6, 10, 9)))
+    new = world.post(PostSpec("New", ("mexico",), utc(2024, 6, 10, 13)))
+    world.post(PostSpec("Old refugees", ("refugees",), utc(2024, 6, 10, 10)))
+    world.post(PostSpec("New refugees", ("refugees",), utc(2024, 6, 10, 16)))
+    with transaction(world.sessions) as session:
+        # The late reader adds Refugees in the preference centre at 15:00.
+        readers.update_preferences(
+            session=session, subscriber_id=late, frequencies={"refugees": DAILY}
+        )
+        session.execute(
+            update(Subscription)
+            .where(Subscription.subscriber_id == late, Subscription.topic_id == _topic(session))
+            .values(created_at=utc(2024, 6, 10, 15))
+        )
+    with transaction(world.sessions) as session:
+        for post_id in (old, new):  # planned late, after both readers came
+            planner.plan_post_alerts(session, post_id, now=utc(2024, 6, 10, 17))
+        planner.plan_periodic(session, DigestKind.DAILY, now=utc(2024, 6, 11, 8))
+    assert sorted(mail_of(world, "early@example.org")) == [
+        ("daily:2024-06-11", utc(2024, 6, 11, 8), ["New refugees", "Old refugees"]),
+        (f"post:{old}", utc(2024, 6, 10, 17), ["Old"]),
+        (f"post:{new}", utc(2024, 6, 10, 17), ["New"]),
+    ]
+    assert sorted(mail_of(world, "late@example.org")) == [
+        ("daily:2024-06-11", utc(2024, 6, 11, 8), ["New refugees"]),
+        (f"post:{new}", utc(2024, 6, 10, 17), ["New"]),
+    ]
+    with world.sessions() as session:
+        found = audit.audit_reader(session=session, subscriber_id=late)
+    reasons = {p.title: p.reason for p in found.posts}
+    assert reasons["Old"] == "subscribed_later"
+    assert reasons["Old refugees"] == "subscribed_later"
+    assert reasons["New"] is None and reasons["New refugees"] is None
+
+
+def _topic(session: Session, slug: str = "refugees") -> int:
+    topic_id = session.scalar(select(Topic.id).where(Topic.slug == slug))
+    assert topic_id is not None
+    return topic_id

@@ -21,7 +21,7 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions import digests as editorial
@@ -29,6 +29,7 @@ from subscriptions import readers
 from subscriptions.db import transaction
 from subscriptions.errors import InvalidInput
 from subscriptions.models import (
+    Batch,
     Delivery,
     Digest,
     DigestKind,
@@ -42,12 +43,18 @@ from subscriptions.posts import add_post
 from subscriptions.settings import Settings
 from subscriptions.templating import template_environment
 from subscriptions.tokens import Purpose, TokenSigner
-from tests.factories import SECRET, add_demo_topics, make_settings, migrated_sessions
+from tests.factories import (
+    SECRET,
+    add_demo_topics,
+    make_settings,
+    migrated_sessions,
+    subscribed_since,
+)
 from worker import dispatch
 from worker.digests import planner
 from worker.digests.editorial import preview, send_test
 from worker.digests.render import Body, DigestRenderer, ReaderParts
-from worker.digests.sender import CLAIM_TIMEOUT, Sender, claim, digest_counts, reap
+from worker.digests.sender import CLAIM_TIMEOUT, Sender, claim, digest_counts, hand_over, reap
 from worker.providers import (
     EmailMessage,
     OutboxProvider,
@@ -99,6 +106,7 @@ class Site:
                 frequencies=dict(frequencies),
                 timezone=zone,
             )
+            subscribed_since(session, signup.subscriber_id)
             return signup.subscriber_id
 
     def post(
@@ -338,11 +346,11 @@ def test_reaper_releases_an_abandoned_claim_and_never_resends_a_handed_over_one(
     handed, released = site.delivery_id(digest_id, b), site.delivery_id(digest_id, a)
     now = utcnow()
     with transaction(site.sessions) as session:
-        ids, retry = claim(session, digest_id, 500, now=now - CLAIM_TIMEOUT - timedelta(minutes=1))
-        assert sorted(ids) == sorted([handed, released]) and not retry
-        session.execute(
-            update(Delivery).where(Delivery.id == handed).values(handed_at=now - CLAIM_TIMEOUT)
-        )
+        first = claim(session, digest_id, 1, now=now - CLAIM_TIMEOUT - timedelta(minutes=1))
+        second = claim(session, digest_id, 1, now=now - CLAIM_TIMEOUT - timedelta(minutes=1))
+        assert first is not None and second is not None
+        assert (first.ids, second.ids) == ([released], [handed]) and not first.retry
+        assert hand_over(session, second, now=now - CLAIM_TIMEOUT - timedelta(minutes=1))
     with transaction(site.sessions) as session:
         assert reap(session, supports_idempotency=False, now=now - timedelta(minutes=5)) == 0
     with transaction(site.sessions) as session:
@@ -357,7 +365,7 @@ def test_reaper_releases_an_abandoned_claim_and_never_resends_a_handed_over_one(
         attempts = session.scalar(select(Delivery.attempts).where(Delivery.id == released))
     assert summary.status == "sent"
     assert summary.counts == {"sent": 1, "unknown": 1, "planned": 2}
-    assert attempts == 2
+    assert attempts == 1  # the abandoned claim never reached the provider: not a try
 
 
 def unsubscribe_token(site: Site, reader_id: int) -> str:
@@ -398,9 +406,10 @@ def test_a_worker_that_dies_before_the_hand_over_leaves_its_batch_pending(site: 
     assert site.statuses(digest_id) == {"a@example.org": "pending", "b@example.org": "pending"}
     with site.sessions() as session:
         untouched = session.execute(
-            select(Delivery.attempts, Delivery.claimed_at, Delivery.handed_at, Delivery.batch_key)
+            select(Delivery.attempts, Delivery.claimed_at, Delivery.batch_id)
         ).all()
-    assert set(untouched) == {(0, None, None, None)}
+        batches = session.scalar(select(func.count()).select_from(Batch))
+    assert set(untouched) == {(0, None, None)} and batches == 0
     assert site.mail() == []
     assert site.send_all(digest_id) == 2
     assert sorted(m["To"] for m in site.mail()) == ["a@example.org", "b@example.org"]
@@ -468,12 +477,13 @@ def test_reaper_requeues_a_handed_over_claim_under_its_idempotency_key(
     delivery = site.delivery_id(digest_id, reader)
     now = utcnow()
     with transaction(site.sessions) as session:
-        claim(session, digest_id, 500, now=now - timedelta(hours=1))
-        session.execute(update(Delivery).values(handed_at=now - timedelta(hours=1)))
+        claimed = claim(session, digest_id, 500, now=now - timedelta(hours=1))
+        assert claimed is not None
+        assert hand_over(session, claimed, now=now - timedelta(hours=1))
     with transaction(site.sessions) as session:
         assert reap(session, supports_idempotency=True, now=now) == 1
     assert site.send_all(digest_id) == 1
-    assert provider.keys == [f"delivery-{delivery}"]
+    assert provider.keys == [f"{claimed.key}.{delivery}"]
     assert site.statuses(digest_id) == {"a@example.org": "sent"}
 
 
@@ -485,12 +495,9 @@ def test_a_digest_whose_last_claim_is_reaped_as_unknown_is_finished(site: Site) 
     delivery = site.delivery_id(digest_id, reader)
     now = utcnow()
     with transaction(site.sessions) as session:
-        claim(session, digest_id, 500, now=now - timedelta(hours=1))
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery)
-            .values(handed_at=now - timedelta(hours=1))
-        )
+        claimed = claim(session, digest_id, 500, now=now - timedelta(hours=1))
+        assert claimed is not None and claimed.ids == [delivery]
+        assert hand_over(session, claimed, now=now - timedelta(hours=1))
     with transaction(site.sessions) as session:
         reap(session, supports_idempotency=False, now=now)
         assert dispatch.sendable(session, batch_size=500, now=now) == {}
@@ -578,6 +585,7 @@ def test_parallel_senders_send_each_reader_once(tmp_path: Path, database_url: st
                 subscriber_id=signup.subscriber_id,
                 token_version=1,
             )
+            subscribed_since(session, signup.subscriber_id)
     site.post("News", ["mexico"], MONDAY + timedelta(hours=9))
     digest_id = site.plan(DigestKind.DAILY, MONDAY + timedelta(days=1, hours=8))
     other = Sender(

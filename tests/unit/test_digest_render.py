@@ -38,7 +38,7 @@ from subscriptions.settings import Settings
 from subscriptions.templating import template_environment
 from subscriptions.tokens import TokenSigner
 from subscriptions.topics import add_topic
-from tests.factories import SECRET, add_demo_topics, make_settings, migrated_sessions
+from tests.factories import LONG_AGO, SECRET, add_demo_topics, make_settings, migrated_sessions
 from worker.digests import planner
 from worker.digests.editorial import preview
 from worker.digests.jobs import load_jobs
@@ -262,7 +262,12 @@ def _reader(
     session.flush()
     for slug, frequency in subs.items():
         session.add(
-            Subscription(subscriber_id=reader.id, topic_id=topic_ids[slug], frequency=frequency)
+            Subscription(
+                subscriber_id=reader.id,
+                topic_id=topic_ids[slug],
+                frequency=frequency,
+                created_at=LONG_AGO,
+            )
         )
     return reader.id
 

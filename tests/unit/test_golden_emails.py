@@ -44,7 +44,7 @@ from subscriptions.models import (
 from subscriptions.posts import add_post
 from subscriptions.templating import template_environment
 from subscriptions.tokens import Purpose, TokenSigner
-from tests.factories import SECRET, add_demo_topics, make_settings, migrated_sessions
+from tests.factories import LONG_AGO, SECRET, add_demo_topics, make_settings, migrated_sessions
 from worker import reader_mail
 from worker.digests import planner
 from worker.digests.render import DigestRenderer
@@ -181,7 +181,10 @@ def _produce(folder: Path) -> dict[str, EmailMessage]:
             for slug, frequency in subs.items():
                 session.add(
                     Subscription(
-                        subscriber_id=reader.id, topic_id=topics[slug], frequency=frequency
+                        subscriber_id=reader.id,
+                        topic_id=topics[slug],
+                        frequency=frequency,
+                        created_at=LONG_AGO,
                     )
                 )
         post_ids = []

@@ -173,10 +173,10 @@ def test_one_call_per_message() -> None:
 
 
 EXPECTED_OUTCOMES = {
-    "MessageRejected": Outcome.REQUEST_WRONG,
+    "MessageRejected": Outcome.ACCOUNT_BLOCKED,  # "Email address is not verified": pause
     "BadRequestException": Outcome.REQUEST_WRONG,
     "NotFoundException": Outcome.REQUEST_WRONG,
-    "MailFromDomainNotVerifiedException": Outcome.REQUEST_WRONG,
+    "MailFromDomainNotVerifiedException": Outcome.ACCOUNT_BLOCKED,
     "AccountSuspendedException": Outcome.ACCOUNT_BLOCKED,
     "SendingPausedException": Outcome.ACCOUNT_BLOCKED,
     "LimitExceededException": Outcome.TEMPORARY,
@@ -209,8 +209,9 @@ def test_error_type_from_the_body_when_no_header() -> None:
 
 
 def test_a_refused_message_does_not_stop_the_batch() -> None:
+    virus = {"__type": "com.amazonaws.sesv2#MessageRejected", "message": "virus"}
     fake = FakeSes(
-        httpx.Response(200, json=SENT_OK), error_response("MessageRejected"), httpx.Response(200)
+        httpx.Response(200, json=SENT_OK), httpx.Response(400, json=virus), httpx.Response(200)
     )
     results = fake.provider().send([make_message(n) for n in (1, 2, 3)])
     assert outcomes(results) == [Outcome.SENT, Outcome.REQUEST_WRONG, Outcome.SENT]

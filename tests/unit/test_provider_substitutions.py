@@ -98,7 +98,7 @@ def readers(tmp_path: Path, count: int, **overrides: Any) -> tuple[Any, list[tup
             groups=VARIANTS[n % 2],
             subscriptions=SUBSCRIPTIONS[n % 3],
         )
-        message = sender._message(info, job)
+        message = sender._message(info, job, "batch-1")
         links = reader_links(settings, signer, subscriber_id=n, version=job.token_version)
         parts = ReaderParts(links.manage, links.unsubscribe, reasons_line(job.subscriptions))
         subject, full = renderer.full_render("daily", job.groups, parts)

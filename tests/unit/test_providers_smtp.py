@@ -250,7 +250,7 @@ def test_recipient_refusals_are_per_message() -> None:
 @pytest.mark.parametrize(
     ("where", "reply", "expected"),
     [
-        ("mail", "553 5.7.1 sender not allowed", Outcome.REQUEST_WRONG),
+        ("mail", "553 5.7.1 sender not allowed", Outcome.ACCOUNT_BLOCKED),  # pause, see #11
         ("mail", "451 4.3.0 try later", Outcome.TEMPORARY),
         ("data", "554 5.6.0 message refused", Outcome.REQUEST_WRONG),
         ("data", "452 4.3.1 out of storage", Outcome.TEMPORARY),
@@ -465,14 +465,15 @@ def test_starttls_with_untrusted_certificate_is_temporary(
     assert handler.received == []
 
 
-def test_plain_connection_to_server_requiring_starttls_is_request_wrong(
+def test_plain_connection_to_server_requiring_starttls_pauses_sending(
     tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
     server_context, _ = tls_contexts
     handler = Handler()
     with smtp_server(handler, tls_context=server_context, require_starttls=True) as port:
         (result,) = SmtpProvider("127.0.0.1", port, tls="none").send([make_message()])
-    assert result.outcome is Outcome.REQUEST_WRONG
+    # The URL's mistake (tls=none): sending pauses until it is fixed; no reader is failed.
+    assert result.outcome is Outcome.ACCOUNT_BLOCKED
     assert "530" in result.detail
 
 

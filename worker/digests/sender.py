@@ -1,34 +1,60 @@
 """The ledger's sending side: claim a batch, send it through the provider, record each outcome.
 
-claim → hand over → send → record. The claim and the hand-over are one write, committed only once the
-batch's messages are rendered, just before the provider is called: a worker that dies before that
-commit leaves the rows pending (the transaction is rolled back); one that dies after it leaves
-claimed, handed-over deliveries the reaper recognises: resent under the same idempotency key where
-the provider honours one, otherwise recorded as unknown, never sent twice. Recording a batch's sent
-results is one more write: two per delivery in all.
+claim → hand over → send → record, three commits per batch:
+
+1. The claim takes up to a provider batch of pending deliveries into a new `batches` row (its
+   idempotency key fixed there, once), or takes one waiting batch whole through its row, and
+   renders the messages in the same transaction. Committed, the rows are claimed but not handed
+   over: a worker that dies now, or while it waits for the rate limiter, leaves a claim the reaper
+   puts back to waiting after the claim timeout, to be sent normally (never `unknown`).
+2. The hand-over commits `batches.handed_at` when the request is about to leave (after the rate
+   limiter), fenced by the claim's token so a worker whose claim was reaped cannot hand it over.
+3. The record commits each delivery's outcome. A batch with rows left to retry waits as one batch
+   for one due time; a retry is always the whole batch, by the one worker that claims its row,
+   under the same key. A claim abandoned after the hand-over may have reached the provider: the
+   reaper sends it again under its key where the provider honours one, otherwise records `unknown`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import random
 import secrets
-import socket
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, literal, or_, select, text, update
+from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions import metrics
-from subscriptions.models import Delivery, DeliveryStatus, Digest, DigestStatus, utcnow
+from subscriptions.models import (
+    Batch,
+    Delivery,
+    DeliveryStatus,
+    Digest,
+    DigestStatus,
+    utcnow,
+)
 from subscriptions.notices import REQUEST_WRONG, SENDING_PAUSED, raise_notice, sending_paused
 from subscriptions.readers import suppress
 from subscriptions.settings import Settings
 from subscriptions.tokens import TokenSigner
+from subscriptions.unknowns import report_unknown
+from worker.crashpoints import crash_point
+from worker.digests.batches import (
+    CLAIM_TIMEOUT,
+    UNKNOWN_AFTER_HAND_OVER,
+    WAITING,
+    Claim,
+    claim,
+    claimed_digest,
+    close_batch,
+    hand_over,
+    reap,
+    record_sent,
+    release,
+    retry_delay,
+)
 from worker.digests.jobs import DigestInfo, Job, JobCache, load_jobs
 from worker.digests.planner import refresh_digest_status
 from worker.digests.render import (
@@ -46,10 +72,19 @@ from worker.ratelimit import GlobalRateLimiter
 
 log = logging.getLogger(__name__)
 
-#: A claim older than this, still unrecorded, was abandoned by a worker that died (the default of
-#: NEWSLETTER_CLAIM_TIMEOUT_SECONDS; far longer than one batch takes).
-CLAIM_TIMEOUT = timedelta(minutes=10)
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+#: The batch operations stay importable from here, where the send pipeline is described.
+__all__ = [
+    "CLAIM_TIMEOUT",
+    "UNKNOWN_AFTER_HAND_OVER",
+    "BatchReport",
+    "Claim",
+    "Sender",
+    "claim",
+    "digest_counts",
+    "hand_over",
+    "reap",
+    "release",
+]
 
 
 @dataclass
@@ -61,83 +96,6 @@ class BatchReport:
 
     def add(self, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
-
-
-#: Compared as literals, not parameters, so that PostgreSQL matches the partial indexes on status
-#: even in a generic (prepared) plan.
-_PENDING = literal(DeliveryStatus.PENDING.value, literal_execute=True)
-_CLAIMED = literal(DeliveryStatus.CLAIMED.value, literal_execute=True)
-
-
-def claim(
-    session: Session, digest_id: int, limit: int, *, now: datetime, handed: bool = False
-) -> tuple[list[int], bool]:
-    """Claim due pending deliveries of a digest for this worker; returns (ids, is_retry_of_a_batch).
-
-    A batch whose outcome was unknown is claimed again whole, under its old key, so that an
-    idempotent provider recognises it. Otherwise up to `limit` fresh deliveries get a new key. On
-    PostgreSQL, FOR UPDATE SKIP LOCKED lets many workers claim from one digest at once; SQLite
-    serializes writers (BEGIN IMMEDIATE), which gives the same guarantee. One UPDATE … RETURNING.
-
-    `handed=True` also records the hand-over: the caller commits only when it is about to call the
-    provider (the Sender renders the batch in the claiming transaction).
-    """
-    due = or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)
-    retry_key = session.scalar(
-        select(Delivery.batch_key)
-        .where(
-            Delivery.digest_id == digest_id,
-            Delivery.status == _PENDING,
-            Delivery.batch_key.is_not(None),
-            due,
-        )
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    if retry_key is not None:
-        # The whole group, even rows whose jittered retry time is a moment later.
-        pick = select(Delivery.id).where(
-            Delivery.digest_id == digest_id,
-            Delivery.status == _PENDING,
-            Delivery.batch_key.is_not(None),
-            Delivery.batch_key == retry_key,
-        )
-        key = retry_key
-    else:
-        # Bounded below by the first pending id (answered from the partial index): without it,
-        # PostgreSQL may walk past every row already sent while its statistics are stale.
-        first = (
-            select(func.min(Delivery.id))
-            .where(Delivery.digest_id == digest_id, Delivery.status == _PENDING)
-            .scalar_subquery()
-        )
-        pick = (
-            select(Delivery.id)
-            .where(
-                Delivery.digest_id == digest_id,
-                Delivery.status == _PENDING,
-                due,
-                Delivery.batch_key.is_(None),
-                Delivery.id >= first,
-            )
-            .order_by(Delivery.id)
-            .limit(limit)
-        )
-        key = uuid.uuid4().hex
-    ids = session.scalars(
-        update(Delivery)
-        .where(Delivery.id.in_(pick.with_for_update(skip_locked=True)))
-        .values(
-            status=DeliveryStatus.CLAIMED,
-            claimed_at=now,
-            claimed_by=WORKER_ID,
-            handed_at=now if handed else None,
-            batch_key=key,
-            attempts=Delivery.attempts + 1,
-        )
-        .returning(Delivery.id)
-    ).all()
-    return sorted(ids), retry_key is not None
 
 
 class Sender:
@@ -169,7 +127,7 @@ class Sender:
         return min(limit, self._limiter.max_batch) if self._limiter is not None else limit
 
     def send_batch(self, digest_id: int, *, now: datetime | None = None) -> BatchReport:
-        """Claim, render, hand over, send and record one provider-sized batch of a digest."""
+        """Claim and render, wait for the rate limiter, hand over, send and record one batch."""
         now = now or utcnow()
         report = BatchReport(digest_id)
         limit = self.batch_size
@@ -182,17 +140,18 @@ class Sender:
                 DigestStatus.CANCELLED
             ):
                 return report
-            ids, retry = claim(session, digest_id, limit, now=now, handed=True)
-            report.claimed = len(ids)
-            if not ids:
+            claimed = claim(session, digest_id, limit, now=now)
+            if claimed is None:
                 # Every sender ends here: the digest is finished if no other worker holds work.
                 refresh_digest_status(session, digest_id)
                 return report
+            ids = claimed.ids
+            report.claimed = len(ids)
             info, jobs = load_jobs(session, ids, cache=self._jobs)
             if info is None:  # the rows were claimed in this very transaction: cannot happen
                 raise RuntimeError(f"claimed deliveries of digest {digest_id} vanished: {ids[:5]}")
-            # A batch resent under its old idempotency key must be the same batch: nobody is dropped.
-            if not retry:
+            # A batch resent after an unknown outcome must be the same request: nobody is dropped.
+            if not claimed.uncertain:
                 unmailable = [j for j in jobs if not j.mailable or not j.groups]
                 jobs = [j for j in jobs if j.mailable and j.groups]
                 self._set_status(
@@ -203,49 +162,114 @@ class Sender:
                 )
                 for _ in unmailable:
                     report.add(DeliveryStatus.SUPPRESSED.value)
-            messages, jobs, broken = self._messages(info, jobs)
+            messages, jobs, broken = self._messages(info, jobs, claimed.key)
             for job, error in broken:
                 self._set_status(session, [job], DeliveryStatus.FAILED, error)
                 report.add(DeliveryStatus.FAILED.value)
-        # Committed: from here on a crash leaves these deliveries handed over (see reap()).
-        if messages and self._limiter is not None:
-            self._limiter.acquire(len(messages), requests=self._provider.requests_for(messages))
+        # Committed: claimed, not handed over. A crash from here to the hand-over loses nothing.
+        crash_point("claimed")
+        if messages:
+            try:
+                if self._limiter is not None:
+                    crash_point("rate_limit")
+                    self._limiter.acquire(
+                        len(messages), requests=self._provider.requests_for(messages)
+                    )
+                with self._sessions() as session, session.begin():
+                    handed = hand_over(session, claimed, now=utcnow())
+            except Exception:
+                # Redis gone, the wait too long, the database away: the rows wait, untried.
+                with self._sessions() as session, session.begin():
+                    release(session, claimed, now=utcnow())
+                raise
+            if not handed:
+                log.warning("batch %s was reaped before its hand-over; not sent", claimed.batch_id)
+                return report
+        crash_point("request_left")
         results = self._provider.send(messages) if messages else []
+        crash_point("answered")
         metrics.count_outcomes(self._provider.name, [r.outcome.value for r in results])
         with self._sessions() as session, session.begin():
-            sent_at = utcnow()
-            sent = [
-                (job.delivery_id, result.provider_message_id)
-                for job, result in zip(jobs, results, strict=True)
-                if result.outcome is Outcome.SENT
-            ]
-            if sent:
-                record_sent(session, sent, sent_at=sent_at)
-                for _ in sent:
-                    report.add(DeliveryStatus.SENT.value)
-            others = [
-                (j, r) for j, r in zip(jobs, results, strict=True) if r.outcome is not Outcome.SENT
-            ]
-            if others:
-                attempts = dict(
-                    session.execute(
-                        select(Delivery.id, Delivery.attempts).where(
-                            Delivery.id.in_([j.delivery_id for j, _ in others])
-                        )
-                    ).all()
-                )
-                for job, result in others:
-                    report.add(
-                        self._record(session, job, result, now, attempts.get(job.delivery_id, 1))
-                    )
-                self._tell_editors(session, results)
-            if others or broken or len(ids) < limit:
+            self._record_results(session, report, claimed, jobs, results, now)
+            if results or broken or len(ids) < limit:
                 # Possibly the digest's last open work; otherwise the next claim finds out.
                 refresh_digest_status(session, digest_id)
+            crash_point("recording")
         return report
 
+    def next_retry_in(self, digest_id: int, *, now: datetime | None = None) -> float | None:
+        """Seconds until the digest's next waiting batch is due (0.0: now); None without one."""
+        now = now or utcnow()
+        waiting = (Batch.digest_id == digest_id) & (Batch.status == WAITING)
+        with self._sessions() as session:
+            found = session.execute(
+                select(func.count(), func.min(Batch.next_attempt_at)).where(waiting)
+            ).one()
+            undated = session.scalar(
+                select(literal(1)).where(waiting, Batch.next_attempt_at.is_(None)).limit(1)
+            )
+        count, due = found
+        if not count:
+            return None
+        if undated or due is None:
+            return 0.0
+        return max(0.0, (due - now).total_seconds())
+
+    def _record_results(
+        self,
+        session: Session,
+        report: BatchReport,
+        claimed: Claim,
+        jobs: list[Job],
+        results: list[SendResult],
+        now: datetime,
+    ) -> None:
+        """Write each delivery's outcome, then whether the batch waits for a retry or is done."""
+        sent_at = utcnow()
+        sent = [
+            (job.delivery_id, result.provider_message_id)
+            for job, result in zip(jobs, results, strict=True)
+            if result.outcome is Outcome.SENT
+        ]
+        if sent:
+            record_sent(session, sent, sent_at=sent_at)
+            for _ in sent:
+                report.add(DeliveryStatus.SENT.value)
+        others = [
+            (j, r) for j, r in zip(jobs, results, strict=True) if r.outcome is not Outcome.SENT
+        ]
+        # One due time for the whole batch: its retries leave together.
+        retry_at: datetime | None = None
+        uncertain = False
+        if others:
+            attempts = dict(
+                session.execute(
+                    select(Delivery.id, Delivery.attempts).where(
+                        Delivery.id.in_([j.delivery_id for j, _ in others])
+                    )
+                ).all()
+            )
+            tries = max(attempts.values(), default=1) or 1
+            asked = max((r.retry_after or 0.0 for _, r in others), default=0.0)
+            retry_at = now + retry_delay(tries, asked or None)
+            later = False
+            for job, result in others:
+                status = self._record(
+                    session, job, result, retry_at, attempts.get(job.delivery_id, 1)
+                )
+                report.add(status)
+                if status == DeliveryStatus.PENDING.value:
+                    uncertain = uncertain or result.outcome is Outcome.UNKNOWN
+                    later = later or result.outcome is not Outcome.ACCOUNT_BLOCKED
+            if not later:  # only untried rows wait (sending paused): due as soon as it resumes
+                retry_at = None
+            self._tell_editors(session, [r for _, r in others])
+            if report.counts.get(DeliveryStatus.UNKNOWN.value):
+                report_unknown(session=session, digest_id=claimed_digest(session, claimed))
+        close_batch(session, claimed.batch_id, retry_at=retry_at, uncertain=uncertain)
+
     def _messages(
-        self, info: DigestInfo, jobs: list[Job]
+        self, info: DigestInfo, jobs: list[Job], key: str
     ) -> tuple[list[EmailMessage], list[Job], list[tuple[Job, str]]]:
         """The batch's messages, and the jobs that could not be rendered (they fail, loudly)."""
         messages: list[EmailMessage] = []
@@ -253,7 +277,7 @@ class Sender:
         broken: list[tuple[Job, str]] = []
         for job in jobs:
             try:
-                messages.append(self._message(info, job))
+                messages.append(self._message(info, job, key))
             except Exception as exc:  # a bug or bad data: never retried, never sent half-made
                 log.exception("could not render delivery %s", job.delivery_id)
                 broken.append((job, f"could not render: {type(exc).__name__}: {exc}"[:2000]))
@@ -284,7 +308,7 @@ class Sender:
             raise_notice(session=session, kind=REQUEST_WRONG, message=message)
             log.error("%s", message)
 
-    def _message(self, info: DigestInfo, job: Job) -> EmailMessage:
+    def _message(self, info: DigestInfo, job: Job, batch_key: str) -> EmailMessage:
         key = (info.id, job.variant)
         cached = self._bodies.get(key)
         if cached is None:
@@ -312,21 +336,18 @@ class Sender:
             headers=list_headers(self._settings, links),
             message_id=message_id(info.id, job.delivery_id, self._domain),
             metadata={"delivery_id": str(job.delivery_id)},
-            idempotency_key=f"delivery-{job.delivery_id}",
+            # The batch's key, fixed at its first try, and the delivery: a provider that keys whole
+            # requests (Resend) sees the same key whenever the same batch goes again.
+            idempotency_key=f"{batch_key}.{job.delivery_id}",
             # Providers that merge per-reader values send the shared body once per request.
             shared=shared,
             slot_values=slot_values(parts),
         )
 
     def _record(
-        self, session: Session, job: Job, result: SendResult, now: datetime, attempts: int
+        self, session: Session, job: Job, result: SendResult, retry_at: datetime, attempts: int
     ) -> str:
-        # Only an unknown outcome keeps the batch key; anything else may be regrouped freely.
-        values: dict[str, object] = {
-            "last_error": result.detail[:2000],
-            "claimed_by": None,
-            "batch_key": None,
-        }
+        values: dict[str, object] = {"last_error": result.detail[:2000], "claimed_by": None}
         attempts = attempts or 1
         outcome = result.outcome
         if outcome is Outcome.SENT:
@@ -337,12 +358,11 @@ class Sender:
             )
         elif outcome is Outcome.ACCOUNT_BLOCKED:
             # Neither the reader's fault nor this email's: it waits, untried, for sending to resume.
-            values.update(status=DeliveryStatus.PENDING, attempts=max(0, attempts - 1))
-        elif outcome is Outcome.TEMPORARY and attempts < self._settings.max_delivery_attempts:
             values.update(
-                status=DeliveryStatus.PENDING,
-                next_attempt_at=now + retry_delay(attempts, result.retry_after),
+                status=DeliveryStatus.PENDING, attempts=max(0, attempts - 1), next_attempt_at=None
             )
+        elif outcome is Outcome.TEMPORARY and attempts < self._settings.max_delivery_attempts:
+            values.update(status=DeliveryStatus.PENDING, next_attempt_at=retry_at)
         elif outcome is Outcome.TEMPORARY:
             values.update(
                 status=DeliveryStatus.FAILED,
@@ -352,14 +372,8 @@ class Sender:
             values.update(status=DeliveryStatus.FAILED)
             suppress(session=session, email=job.email, reason="hard_bounce", detail=result.detail)
         elif outcome is Outcome.UNKNOWN and self._provider.supports_idempotency:
-            # Resent later as the very same batch, under the same idempotency key.
-            values.update(
-                status=DeliveryStatus.PENDING,
-                next_attempt_at=now + retry_delay(attempts, None),
-                batch_key=session.scalar(
-                    select(Delivery.batch_key).where(Delivery.id == job.delivery_id)
-                ),
-            )
+            # Sent again later as the very same batch, under the same idempotency key.
+            values.update(status=DeliveryStatus.PENDING, next_attempt_at=retry_at)
         elif outcome is Outcome.UNKNOWN:
             values.update(status=DeliveryStatus.UNKNOWN)
         else:
@@ -368,85 +382,10 @@ class Sender:
         return str(getattr(values["status"], "value", values["status"]))
 
 
-def record_sent(session: Session, sent: list[tuple[int, str | None]], *, sent_at: datetime) -> None:
-    """Mark deliveries sent, each with its provider message id, in one statement per batch."""
-    if session.get_bind().dialect.name == "postgresql":
-        # One UPDATE joined to the batch's (id, message id) pairs, instead of one per delivery.
-        session.execute(
-            text(
-                "UPDATE deliveries SET status = 'sent', sent_at = :sent_at,"
-                " provider_message_id = batch.message_id, last_error = '',"
-                " claimed_by = NULL, batch_key = NULL"
-                " FROM unnest(CAST(:ids AS bigint[]), CAST(:message_ids AS text[]))"
-                " AS batch (id, message_id) WHERE deliveries.id = batch.id"
-            ),
-            {
-                "sent_at": sent_at,
-                "ids": [i for i, _ in sent],
-                "message_ids": [m for _, m in sent],
-            },
-        )
-        return
-    session.execute(
-        update(Delivery),
-        [
-            {"id": i, "status": DeliveryStatus.SENT, "sent_at": sent_at,
-             "provider_message_id": m, "last_error": "", "claimed_by": None, "batch_key": None}
-            for i, m in sent
-        ],
-    )  # fmt: skip
-
-
 def message_id(digest_id: int, delivery_id: int, domain: str) -> str:
     """`<nl.DIGEST.DELIVERY.RANDOM@host>`: 96 random bits, so no two emails ever share one (not even
     after the database is reset and ids start again) and none can be guessed from another."""
     return f"<nl.{digest_id}.{delivery_id}.{secrets.token_urlsafe(12)}@{domain}>"
-
-
-def retry_delay(attempts: int, retry_after: float | None) -> timedelta:
-    """Exponential back-off with jitter, never sooner than the provider asked."""
-    base = min(3600.0, 30.0 * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
-    return timedelta(seconds=max(base, retry_after or 0.0))
-
-
-def reap(
-    session: Session,
-    *,
-    supports_idempotency: bool,
-    now: datetime | None = None,
-    claim_timeout: timedelta = CLAIM_TIMEOUT,
-) -> int:
-    """Release deliveries claimed and abandoned: never handed over → pending; handed over →
-    pending only under an idempotency key, otherwise unknown (never silently resent)."""
-    now = now or utcnow()
-    stale = (Delivery.status == _CLAIMED) & (Delivery.claimed_at < now - claim_timeout)
-    touched = session.scalars(select(Delivery.digest_id).where(stale).distinct()).all()
-    released = _rowcount(
-        session.execute(
-            update(Delivery)
-            .where(stale, Delivery.handed_at.is_(None))
-            .values(status=DeliveryStatus.PENDING, claimed_by=None, batch_key=None)
-        )
-    )
-    handed = update(Delivery).where(stale, Delivery.handed_at.is_not(None))
-    if supports_idempotency:
-        released += _rowcount(
-            session.execute(handed.values(status=DeliveryStatus.PENDING, claimed_by=None))
-        )
-    else:
-        session.execute(
-            handed.values(
-                status=DeliveryStatus.UNKNOWN,
-                last_error="worker stopped while the provider was called",
-            )
-        )
-    for digest_id in touched:  # a digest whose last open work became unknown has finished
-        refresh_digest_status(session, digest_id)
-    return released
-
-
-def _rowcount(result: object) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def digest_counts(session: Session, digest_id: int) -> dict[str, int]:

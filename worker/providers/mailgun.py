@@ -70,6 +70,12 @@ PERMANENT_REASONS: dict[str, EventType] = {
     "old": EventType.SOFT_BOUNCED,  # gave up after retrying temporary failures for hours
 }
 _TRY_AGAIN = re.compile(r"try again after (\d+) seconds?", re.IGNORECASE)
+#: A 400 about the sending domain, not the message: "Domain not found", "domain ... is not
+#: verified", "Sandbox subdomains are for test purposes only" (unauthorized recipients).
+_DOMAIN_PROBLEM = re.compile(
+    r"domain not found|domain .*not (?:verified|found)|sandbox subdomains|unverified domain",
+    re.IGNORECASE,
+)
 
 
 class MailgunProvider(HttpProvider):
@@ -285,8 +291,11 @@ def _refusal(response: httpx.Response) -> SendResult:
         return result
     if status in (401, 403):
         return SendResult(Outcome.ACCOUNT_BLOCKED, detail=detail[:500])
-    if status == 404:  # the domain is not in this account (or region): fix the URL, then resume
-        return SendResult(Outcome.ACCOUNT_BLOCKED, detail=detail[:500])
+    if status == 404 or _DOMAIN_PROBLEM.search(message):
+        # The domain is not in this account (or region), unverified, or a sandbox domain sending
+        # to an unauthorized recipient: fix the URL or the domain, then resume.
+        fix = "check the domain in NEWSLETTER_EMAIL_URL, its region and its verification"
+        return SendResult(Outcome.ACCOUNT_BLOCKED, detail=f"{detail} ({fix})"[:500])
     return SendResult(Outcome.REQUEST_WRONG, detail=detail[:500])  # 400, 413…
 
 

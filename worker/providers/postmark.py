@@ -52,10 +52,13 @@ from worker.providers.webhooks import (
 )
 
 #: Postmark API ErrorCodes (developer/api/overview#error-codes) and what they mean for us.
-#: 300 is looked at apart: about the address it is the reader's, otherwise the request's.
+#: 300 is looked at apart (see _code_300): the reader's address, the sender's, or the request.
+#: The operator's mistakes (token, sender signature, account) pause sending: no reader is touched.
 ERROR_CODES: dict[int, Outcome] = {
     10: Outcome.ACCOUNT_BLOCKED,  # bad or missing server token: sending pauses, editors are told
     100: Outcome.TEMPORARY,  # maintenance
+    400: Outcome.ACCOUNT_BLOCKED,  # sender signature not found: the From is not on the account
+    401: Outcome.ACCOUNT_BLOCKED,  # sender signature not confirmed yet
     405: Outcome.ACCOUNT_BLOCKED,  # not allowed to send
     406: Outcome.RECIPIENT_PERMANENT,  # inactive recipient: bounced, complained or suppressed
     412: Outcome.ACCOUNT_BLOCKED,  # account pending
@@ -258,13 +261,36 @@ def _answer(answer: object) -> SendResult:
         return SendResult(Outcome.SENT, str(answer["MessageID"]))
     detail = f"Postmark ErrorCode {code}: {message}"[:500]
     if code == 300:
-        # "Invalid 'To' address" or "Error parsing 'To'": the reader's address; else the request.
-        about_address = "'to'" in message.lower()
-        outcome = Outcome.RECIPIENT_PERMANENT if about_address else Outcome.REQUEST_WRONG
-        return SendResult(outcome, detail=detail)
+        return SendResult(_code_300(message), detail=_hint(_code_300(message), detail))
     if not isinstance(code, int):
         return SendResult(Outcome.REQUEST_WRONG, detail=detail)
-    return SendResult(ERROR_CODES.get(code, Outcome.REQUEST_WRONG), detail=detail)
+    outcome = ERROR_CODES.get(code, Outcome.REQUEST_WRONG)
+    return SendResult(outcome, detail=_hint(outcome, detail))
+
+
+def _code_300(message: str) -> Outcome:
+    """ErrorCode 300 "Invalid email request": whose mistake, from the message.
+
+    About the 'To' address ("Invalid 'To' address", "Error parsing 'To'") it is the reader's;
+    about the From or a sender signature ("The 'From' address you supplied ... is not a Sender
+    Signature on your account") it is the operator's: sending pauses; otherwise the request's.
+    """
+    lowered = message.lower()
+    if "'to'" in lowered:
+        return Outcome.RECIPIENT_PERMANENT
+    if "'from'" in lowered or "sender signature" in lowered or "from address" in lowered:
+        return Outcome.ACCOUNT_BLOCKED
+    return Outcome.REQUEST_WRONG
+
+
+def _hint(outcome: Outcome, detail: str) -> str:
+    """Name the fix for the operator's mistakes (shown in the notice that pauses sending)."""
+    if outcome is Outcome.ACCOUNT_BLOCKED and "ErrorCode 10" not in detail:
+        return (
+            f"{detail} (make NEWSLETTER_FROM a confirmed Sender Signature or verified domain of"
+            " this Postmark server, or fix the account)"
+        )[:500]
+    return detail
 
 
 def _json(element: dict[str, Any]) -> bytes:
@@ -289,12 +315,16 @@ def _refusal(response: httpx.Response, count: int) -> SendResult:
         return temporary(detail, response.headers)
     if status == 401:  # a bad token: a configuration problem, so stop and tell the editors
         return SendResult(Outcome.ACCOUNT_BLOCKED, detail=detail)
+    if status == 422 and code == 300:
+        outcome = _code_300(message)
+        if outcome is not Outcome.RECIPIENT_PERMANENT or count == 1:
+            return SendResult(outcome, detail=_hint(outcome, detail))
     if status == 422 and isinstance(code, int) and code in ERROR_CODES:
         outcome = ERROR_CODES[code]
         if outcome is Outcome.TEMPORARY:
             return temporary(detail, response.headers)
         if outcome is not Outcome.RECIPIENT_PERMANENT or count == 1:
-            return SendResult(outcome, detail=detail)
+            return SendResult(outcome, detail=_hint(outcome, detail))
     # 413 payload too large, 422 with 300/402/403/409/410/411, 404 and the rest: fix the request.
     return SendResult(Outcome.REQUEST_WRONG, detail=detail)
 

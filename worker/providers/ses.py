@@ -47,6 +47,13 @@ _TAG = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _RETRY_ERRORS = frozenset(
     {"TooManyRequestsException", "LimitExceededException", "ThrottlingException", "Throttling"}
 )
+#: Refusals of the sender's setup: `MessageRejected` saying "Email address is not verified" is SES
+#: refusing an unverified From address or, in the sandbox, any unverified recipient (every reader
+#: would fail alike); a MessageRejected about the message itself (a virus) is the request's.
+_UNVERIFIED = re.compile(r"not verified|sandbox|identit", re.IGNORECASE)
+_IDENTITY_ERRORS = frozenset(
+    {"MessageRejected", "MailFromDomainNotVerifiedException", "MailFromDomainNotVerified"}
+)
 _ACCOUNT_ERRORS = frozenset(
     {
         "AccountSuspendedException",
@@ -231,8 +238,16 @@ def error_result(response: httpx.Response) -> SendResult:
         return temporary(detail, response.headers)
     if error_type in _ACCOUNT_ERRORS or status in (401, 403):
         return SendResult(Outcome.ACCOUNT_BLOCKED, detail=detail)
-    # MessageRejected, BadRequestException, NotFoundException (e.g. no such configuration
-    # set), MailFromDomainNotVerifiedException and any other 4xx.
+    if error_type in _IDENTITY_ERRORS and (
+        error_type != "MessageRejected" or _UNVERIFIED.search(str(text))
+    ):
+        # The operator's setup, not the reader or the message: pause, name the fix.
+        fix = (
+            "verify the sender identity (and the MAIL FROM domain) in SES, or leave the sandbox"
+            " (request production access) for this region"
+        )
+        return SendResult(Outcome.ACCOUNT_BLOCKED, detail=f"{detail} ({fix})"[:500])
+    # BadRequestException, NotFoundException (e.g. no such configuration set) and other 4xx.
     return SendResult(Outcome.REQUEST_WRONG, detail=detail)
 
 

@@ -136,6 +136,10 @@ class SmtpProvider(Provider):
                 # Without a connection the rest would fail the same way, one timeout each.
                 results.extend([failure.result] * (len(messages) - len(results)))
                 break
+            if results[-1].outcome is Outcome.ACCOUNT_BLOCKED:
+                # The relay refuses us: the rest would be refused alike; they wait, untried.
+                results.extend([results[-1]] * (len(messages) - len(results)))
+                break
         return results
 
     def _send_one(self, message: EmailMessage) -> SendResult:
@@ -228,16 +232,38 @@ def _refusal(exc: smtplib.SMTPException) -> SendResult:
     """The outcome of a reply that refused one message on a working connection."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         code, reply = next(iter(exc.recipients.values()), (0, b""))
-        detail = f"recipient refused: {code} {reply.decode(errors='replace')}"
+        text = reply.decode(errors="replace")
+        detail = f"recipient refused: {code} {text}"
+        if _relay_policy(code, text):
+            # "554 5.7.1 Relay access denied": the relay refuses us, not this reader.
+            return SendResult(Outcome.ACCOUNT_BLOCKED, detail=f"{detail} ({_POLICY_FIX})")
         if code >= 500:
             return SendResult(Outcome.RECIPIENT_PERMANENT, detail=detail)
         return SendResult(Outcome.TEMPORARY, detail=detail)
+    if isinstance(exc, smtplib.SMTPSenderRefused) and exc.smtp_code >= 500:
+        # MAIL FROM refused: the operator's sender address or the relay's policy.
+        return SendResult(
+            Outcome.ACCOUNT_BLOCKED, detail=f"sender refused: {_reply(exc)} ({_POLICY_FIX})"
+        )
+    if isinstance(exc, smtplib.SMTPResponseException) and _relay_policy(
+        exc.smtp_code, _reply(exc).partition(" ")[2]
+    ):
+        return SendResult(Outcome.ACCOUNT_BLOCKED, detail=f"refused: {_reply(exc)} ({_POLICY_FIX})")
     if isinstance(exc, smtplib.SMTPResponseException):
         # SMTPSenderRefused (MAIL FROM) and SMTPDataError (DATA) land here.
         outcome = Outcome.REQUEST_WRONG if exc.smtp_code >= 500 else Outcome.TEMPORARY
         return SendResult(outcome, detail=f"refused: {_reply(exc)}")
     # SMTPNotSupportedError: the address needs SMTPUTF8 and this server does not offer it.
     return SendResult(Outcome.REQUEST_WRONG, detail=str(exc))
+
+
+_POLICY_FIX = "check the relay's credentials and that it lets NEWSLETTER_FROM send through it"
+
+
+def _relay_policy(code: int, text: str) -> bool:
+    """A refusal of the relay's configuration, not of one address: authentication required or
+    failed (530, 535) or an enhanced status 5.7.x (RFC 3463: security or policy status)."""
+    return code in (530, 535) or (code >= 500 and text.lstrip().startswith("5.7."))
 
 
 def _reply(exc: smtplib.SMTPResponseException) -> str:

@@ -15,13 +15,21 @@ from sqlalchemy.orm import Session
 from subscriptions import digests as digest_ops
 from subscriptions import posts as post_ops
 from subscriptions import topics as topic_ops
+from subscriptions import unknowns as unknown_ops
 from subscriptions.digests import DigestSummary
 from subscriptions.editors import EditorInfo
 from subscriptions.errors import InvalidInput, NotFound, RateLimited
 from subscriptions.models import MAX_ID, PostStatus
-from subscriptions.queue import SEND_EDITORIAL
+from subscriptions.queue import SEND_DIGEST, SEND_EDITORIAL
 from subscriptions.web import previews
-from subscriptions.web.admin.auth import EditorDep, Flash, check_form, form_text, page
+from subscriptions.web.admin.auth import (
+    AdminDep,
+    EditorDep,
+    Flash,
+    check_form,
+    form_text,
+    page,
+)
 from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime
 
 router = APIRouter()
@@ -38,6 +46,8 @@ DONE = {
     "sent": "Sending started: the worker plans and sends it now.",
     "scheduled": "Scheduled.",
     "cancelled": "Cancelled. Anything already sent stays sent.",
+    "unknown-resend": "Deliveries of unknown outcome queued again.",
+    "unknown-close": "Deliveries of unknown outcome closed: not resent.",
 }
 
 
@@ -283,6 +293,31 @@ def cancel(
     )
 
 
+@router.post("/digests/{digest_id}/unknown", response_model=None)
+def settle_unknown(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: EditorDep,
+    form: FormDep,
+    editor_admin: AdminDep,
+    digest_id: int = DigestId,
+) -> Response:
+    """Admins: resend (a reader may get two copies) or close the deliveries whose outcome is unknown."""
+    action = form_text(form, "action")
+    return _change(
+        runtime,
+        request,
+        session,
+        editor,
+        form,
+        digest_id,
+        f"unknown-{action}" if action in ("resend", "close") else "unknown",
+        lambda: unknown_ops.settle_unknown(session=session, digest_id=digest_id, action=action),
+        then=lambda: runtime.queue.send(SEND_DIGEST, digest_id) if action == "resend" else None,
+    )
+
+
 def _change(
     runtime: WebRuntime,
     request: Request,
@@ -327,6 +362,7 @@ def _digest_page(
         )
     report = digest_ops.outcomes(session=session, digest_id=digest_id)
     carried = digest_ops.carried_posts(session=session, digest_id=digest_id)
+    context.setdefault("unknowns", unknown_ops.unknown_report(session=session, digest_id=digest_id))
     context.setdefault("reader", "")
     return page(
         runtime,

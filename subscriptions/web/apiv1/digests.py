@@ -4,19 +4,27 @@ schedule, cancel. Any editor token (editor or admin role) may use them."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field, field_validator
 
 from subscriptions import digests as digest_ops
+from subscriptions import unknowns as unknown_ops
 from subscriptions.digests import DigestSummary
 from subscriptions.errors import InvalidInput, NotFound, RateLimited
 from subscriptions.models import MAX_ID
-from subscriptions.queue import SEND_EDITORIAL
+from subscriptions.queue import SEND_DIGEST, SEND_EDITORIAL
 from subscriptions.web import previews
 from subscriptions.web.api import Problem
-from subscriptions.web.apiv1.common import Page, PageDep, TokenDep, problem, problem_from
+from subscriptions.web.apiv1.common import (
+    AdminTokenDep,
+    Page,
+    PageDep,
+    TokenDep,
+    problem,
+    problem_from,
+)
 from subscriptions.web.runtime import RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/digests", tags=["digests"])
@@ -39,6 +47,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     reasons = {
         400: "the body could not be parsed",
         401: "no valid bearer token (missing, wrong or revoked)",
+        403: "the token lacks the admin role",
         404: "no such digest (or reader)",
         409: "the digest's state does not allow this",
         422: "invalid input",
@@ -137,6 +146,21 @@ class TestIn(BaseModel):
 class TestOut(BaseModel):
     to: str
     as_reader: str
+
+
+class UnknownIn(BaseModel):
+    action: Literal["resend", "close"] = Field(
+        description="resend: send them again (a reader may get two copies); close: leave them"
+        " unsent and close the notice"
+    )
+
+
+class UnknownOut(BaseModel):
+    digest_id: int
+    action: str
+    changed: int = Field(description="deliveries resent or closed")
+    unknown: int = Field(description="deliveries of the digest still unknown (closed included)")
+    reasons: dict[str, int] = Field(description="why, with how many each")
 
 
 class ScheduleIn(BaseModel):
@@ -332,3 +356,34 @@ def _change(session: Any, operation: Any, digest_id: DigestId, **kwargs: Any) ->
         raise _problem(exc) from None
     session.commit()
     return summary
+
+
+@router.post(
+    "/{digest_id}/unknown", response_model=UnknownOut, responses=_problems(400, 401, 403, 404)
+)
+def settle_unknown(
+    digest_id: DigestId,
+    body: UnknownIn,
+    token: AdminTokenDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+) -> UnknownOut:
+    """Resend or close the deliveries whose outcome is unknown (the provider may have sent them)."""
+    try:
+        changed = unknown_ops.settle_unknown(
+            session=session, digest_id=digest_id, action=body.action
+        )
+        found = unknown_ops.unknown_report(session=session, digest_id=digest_id)
+    except (InvalidInput, NotFound) as exc:
+        session.rollback()
+        raise _problem(exc) from None
+    session.commit()
+    if body.action == "resend" and changed:
+        runtime.queue.send(SEND_DIGEST, digest_id)
+    return UnknownOut(
+        digest_id=digest_id,
+        action=body.action,
+        changed=changed,
+        unknown=found.count,
+        reasons=found.reasons,
+    )
