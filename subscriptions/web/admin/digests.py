@@ -38,6 +38,7 @@ DONE = {
     "sent": "Sending started: the worker plans and sends it now.",
     "scheduled": "Scheduled.",
     "cancelled": "Cancelled. Anything already sent stays sent.",
+    "audience": "Audience changed: check the new count.",
 }
 
 
@@ -94,6 +95,8 @@ def compose(
                 since=_moment(form, "since"),
                 until=_moment(form, "until"),
                 audience_topics=_many(form, "audience"),
+                everyone=bool(form_text(form, "everyone")),
+                for_everyone=bool(form_text(form, "for_everyone")),
             )
         except InvalidInput as exc:
             session.rollback()
@@ -218,6 +221,34 @@ def test_send(
     return _digest_page(runtime, request, session, editor, digest_id, 400, error=error)
 
 
+@router.post("/digests/{digest_id}/audience", response_model=None)
+def change_audience(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: EditorDep,
+    form: FormDep,
+    digest_id: int = DigestId,
+) -> Response:
+    """Change a draft's audience; the page then shows the new recipient count."""
+    return _change(
+        runtime,
+        request,
+        session,
+        editor,
+        form,
+        digest_id,
+        "audience",
+        lambda: digest_ops.change_audience(
+            session=session,
+            digest_id=digest_id,
+            audience_topics=_many(form, "audience"),
+            everyone=bool(form_text(form, "everyone")),
+            for_everyone=bool(form_text(form, "for_everyone")),
+        ),
+    )
+
+
 @router.post("/digests/{digest_id}/send", response_model=None)
 def send_now(
     request: Request,
@@ -227,7 +258,10 @@ def send_now(
     form: FormDep,
     digest_id: int = DigestId,
 ) -> Response:
-    """Send now: committed as due first, then the worker is asked to plan and send it."""
+    """Send now: first a confirmation page repeating subject and count; once confirmed (for the
+    count shown), committed as due, then the worker is asked to plan and send it."""
+    if form_text(form, "confirm") != "yes":
+        return _confirmation(runtime, request, session, editor, form, digest_id, "send")
     return _change(
         runtime,
         request,
@@ -236,7 +270,12 @@ def send_now(
         form,
         digest_id,
         "sent",
-        lambda: digest_ops.schedule(session=session, digest_id=digest_id, at=datetime.now(UTC)),
+        lambda: digest_ops.schedule(
+            session=session,
+            digest_id=digest_id,
+            at=datetime.now(UTC),
+            expected_count=_count(form),
+        ),
         then=lambda: runtime.queue.send(SEND_EDITORIAL, digest_id),
     )
 
@@ -250,15 +289,67 @@ def schedule(
     form: FormDep,
     digest_id: int = DigestId,
 ) -> Response:
-    """Send at a given time (UTC)."""
+    """Send at a given time (UTC), after the same confirmation as "Send now"."""
 
     def run() -> DigestSummary:
         at = _moment(form, "at")
         if at is None:
             raise InvalidInput("Give the time to send it.", field="at")
-        return digest_ops.schedule(session=session, digest_id=digest_id, at=at)
+        return digest_ops.schedule(
+            session=session, digest_id=digest_id, at=at, expected_count=_count(form)
+        )
 
+    if form_text(form, "confirm") != "yes":
+        return _confirmation(runtime, request, session, editor, form, digest_id, "schedule")
     return _change(runtime, request, session, editor, form, digest_id, "scheduled", run)
+
+
+def _count(form: dict[str, Any]) -> int:
+    value = form_text(form, "expected_count")
+    if not value.isdigit() or int(value) > MAX_ID:
+        raise InvalidInput("Confirm the recipient count first.", field="expected_count")
+    return int(value)
+
+
+def _confirmation(
+    runtime: WebRuntime,
+    request: Request,
+    session: Session,
+    editor: EditorInfo,
+    form: dict[str, Any],
+    digest_id: int,
+    action: str,
+) -> HTMLResponse:
+    """ "Send "subject" to N readers?": the step between the button and the send."""
+    error = check_form(runtime, request, form)
+    at = None
+    if error is None and action == "schedule":
+        try:
+            at = _moment(form, "at")
+        except InvalidInput as exc:
+            error = str(exc)
+        if at is None and error is None:
+            error = "Give the time to send it."
+    if error is not None:
+        return _digest_page(runtime, request, session, editor, digest_id, 400, error=error)
+    try:
+        summary = digest_ops.summarize(session=session, digest_id=digest_id)
+        count = digest_ops.count_audience(session=session, digest_id=digest_id)
+    except NotFound:
+        return page(
+            runtime, request, editor, "admin/error.html", 404, message=f"No digest {digest_id}."
+        )
+    return page(
+        runtime,
+        request,
+        editor,
+        "admin/digest_confirm.html",
+        digest=summary,
+        count=count,
+        action=action,
+        at=at,
+        at_value=form_text(form, "at"),
+    )
 
 
 @router.post("/digests/{digest_id}/cancel", response_model=None)
@@ -328,6 +419,9 @@ def _digest_page(
     report = digest_ops.outcomes(session=session, digest_id=digest_id)
     carried = digest_ops.carried_posts(session=session, digest_id=digest_id)
     context.setdefault("reader", "")
+    if summary.kind == "editorial" and summary.status in ("draft", "scheduled"):
+        context["count"] = digest_ops.count_audience(session=session, digest_id=digest_id)
+        context["topics"] = topic_ops.list_topics(session=session)
     return page(
         runtime,
         request,
@@ -367,6 +461,8 @@ def _composer(
             "posts": set(_many(form, "posts")),
             "topics": set(_many(form, "topics")),
             "audience": set(_many(form, "audience")),
+            "everyone": bool(form_text(form, "everyone")),
+            "for_everyone": bool(form_text(form, "for_everyone")),
             "since": form_text(form, "since"),
             "until": form_text(form, "until"),
         },
