@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from subscriptions.errors import CountChanged, InvalidInput, NotFound
 from subscriptions.models import (
@@ -428,8 +428,8 @@ def editorial_pairs(options: dict[str, Any], now: datetime) -> Select[Any, Any]:
     """(reader id, post id) for every post each reader of an editor's digest gets, as the planner
     plans it and as `count_audience` counts it (one query for both, so the count is exact).
 
-    Every active reader gets every post; readers of topics get the posts of the topics they
-    follow among the audience's, or every post when the digest is marked for everyone.
+    Every active reader gets every post; readers of the audience's topics get the posts of the
+    topics they follow, or every post when the digest is marked for everyone.
     """
     post_ids = [int(p) for p in options.get("post_ids", [])]
     if _for_all_readers(options):
@@ -448,10 +448,13 @@ def editorial_pairs(options: dict[str, Any], now: datetime) -> Select[Any, Any]:
             .subquery()
         )
         return select(readers.c.id, Post.id).join(Post, true()).where(Post.id.in_(post_ids))
+    # A reader of the audience's topics, with the chosen posts of any topic they follow.
+    own = aliased(Subscription)
     return (
         select(Subscription.subscriber_id, post_topics.c.post_id)
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .join(post_topics, post_topics.c.topic_id == Subscription.topic_id)
+        .join(own, own.subscriber_id == Subscription.subscriber_id)
+        .join(post_topics, post_topics.c.topic_id == own.topic_id)
         .where(
             Subscription.topic_id.in_(topic_ids),
             post_topics.c.post_id.in_(post_ids),
@@ -459,6 +462,12 @@ def editorial_pairs(options: dict[str, Any], now: datetime) -> Select[Any, Any]:
         )
         .distinct()
     )
+
+
+def every_post_to_each(options: dict[str, Any]) -> bool:
+    """Whether each reader of an editor's digest gets every post (for everyone), rather than only
+    the posts of the topics they follow."""
+    return _for_all_readers(options) or bool(options.get("for_everyone"))
 
 
 @dataclass(frozen=True, slots=True)
