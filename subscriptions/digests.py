@@ -72,6 +72,8 @@ class Progress:
     suppressed: int
     unknown: int
     pending: int
+    #: Of `pending`: claimed by a sender (in the batch going out now), and not yet claimed.
+    claimed: int = 0
 
     @classmethod
     def from_counts(cls, status: str, counts: dict[str, int]) -> Progress:
@@ -83,7 +85,23 @@ class Progress:
             suppressed=counts.get(DeliveryStatus.SUPPRESSED.value, 0),
             unknown=counts.get(DeliveryStatus.UNKNOWN.value, 0),
             pending=sum(counts.get(s, 0) for s in OPEN_STATUSES),
+            claimed=counts.get(DeliveryStatus.CLAIMED.value, 0),
         )
+
+    @property
+    def waiting(self) -> int:
+        return self.pending - self.claimed
+
+    @property
+    def phase(self) -> str:
+        """In words, for the page and screen readers: what is happening now."""
+        if self.status in ("draft", "scheduled", "cancelled", "sent"):
+            return self.status
+        if self.planned == 0:
+            return "planning"
+        if self.claimed:
+            return f"sending a batch of {self.claimed:,}"
+        return "sending" if self.pending else "finishing"
 
     @property
     def done(self) -> int:
@@ -91,10 +109,13 @@ class Progress:
 
     @property
     def percent(self) -> int:
-        """Whole percent of planned deliveries with an outcome; 100 once a digest is sent."""
+        """Whole percent of planned deliveries with an outcome; 100 once a digest is sent. At
+        least 1 as soon as one email has an outcome, so the bar moves with the first batch."""
         if self.planned == 0:
             return 100 if self.status == DigestStatus.SENT.value else 0
-        return self.done * 100 // self.planned
+        if self.done == 0:
+            return 0
+        return max(1, self.done * 100 // self.planned)
 
     @property
     def finished(self) -> bool:

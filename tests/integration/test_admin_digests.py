@@ -145,9 +145,20 @@ def test_preview_side_by_side_and_test_send(console: Console, tmp_path: Path) ->
     page = client.get(f"/admin/digests/{digest_id}/preview", params={"email": "mx@example.org"})
     assert page.status_code == 200
     assert "Preview as mx@example.org" in page.text
-    assert '<iframe id="preview-html" title="HTML version" sandbox=""' in page.text
+    assert (
+        '<iframe id="preview-phone" class="preview-frame" title="HTML version on a phone, light"'
+        in page.text
+    )
+    assert page.text.count('sandbox="allow-same-origin"') == 2  # no scripts in either frame
+    assert "allow-scripts" not in page.text
+    dark = client.get(
+        f"/admin/digests/{digest_id}/preview", params={"email": "mx@example.org", "scheme": "dark"}
+    )
+    assert dark.status_code == 200 and 'style="color-scheme: dark"' in dark.text
+    bad = client.get(f"/admin/digests/{digest_id}/preview", params={"scheme": "sepia"})
+    assert bad.status_code in (400, 422)
     assert 'srcdoc="&lt;!' in page.text or 'srcdoc="&lt;' in page.text  # the email, escaped
-    assert '<pre id="preview-text">' in page.text and "Elections" in page.text
+    assert '<pre id="preview-text" tabindex="0">' in page.text and "Elections" in page.text
     missing = client.get(f"/admin/digests/{digest_id}/preview", params={"email": "no@example.org"})
     assert missing.status_code == 400 and "no reader no@example.org" in missing.text
 
@@ -213,7 +224,8 @@ def test_send_now_through_a_real_worker_and_progress_to_100(
         outbox = Path(service_env["NEWSLETTER_EMAIL_URL"].removeprefix("outbox://"))
         assert len(wait_for_files(outbox, 5, timeout=10)) == 5
         final = client.get(page).text
-        assert 'value="100"' in final and 'data-status="sent"' in final
+        assert 'max="5" value="5"' in final and 'data-status="sent"' in final
+        assert 'id="progress-text" role="status" aria-live="polite"' in final
         assert "Send now" not in final and "Cancel this digest" not in final
         script = client.get("/static/admin-progress.js")
         assert script.status_code == 200 and "fetch(" in script.text

@@ -141,6 +141,10 @@ def digest_progress(
             "suppressed": p.suppressed,
             "unknown": p.unknown,
             "pending": p.pending,
+            "claimed": p.claimed,
+            "waiting": p.waiting,
+            "done": p.done,
+            "phase": p.phase,
             "percent": p.percent,
             "finished": p.finished,
             "report": {
@@ -163,8 +167,10 @@ def preview_page(
     editor: EditorDep,
     digest_id: int = DigestId,
     email: str = Query("", max_length=320),
+    scheme: str = Query("light", pattern="^(light|dark)$"),
 ) -> HTMLResponse:
-    """The digest as a reader gets it: HTML in a sandboxed frame beside the text."""
+    """The digest as a reader gets it: the HTML at a phone's width (375 px) beside a desktop's,
+    each frame as tall as the email, in the light or dark colour scheme; the text below."""
     reader = email.strip() or previews.default_reader(session=session) or ""
     if not reader:
         return _digest_page(
@@ -186,7 +192,13 @@ def preview_page(
         )
     summary = digest_ops.summarize(session=session, digest_id=digest_id)
     return page(
-        runtime, request, editor, "admin/digest_preview.html", digest=summary, preview=shown
+        runtime,
+        request,
+        editor,
+        "admin/digest_preview.html",
+        digest=summary,
+        preview=shown,
+        scheme=scheme,
     )
 
 
