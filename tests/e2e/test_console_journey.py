@@ -149,8 +149,8 @@ def test_editor_composes_previews_sends_and_audits_a_digest(
         assert page.locator("#preview-phone").evaluate("e => e.clientWidth") == 375
         journey.shot(page, "preview")
         page.get_by_role("link", name="Dark").click()
-        dark = page.frame_locator("#preview-phone").locator("html")
-        assert dark.evaluate("() => matchMedia('(prefers-color-scheme: dark)').matches")
+        dark = page.frame_locator("#preview-phone").locator("body")
+        assert dark.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(17, 17, 17)"
         journey.shot(page, "preview-dark")
 
         # 6. A test copy to the editor's own address (the default).
@@ -182,7 +182,8 @@ def test_editor_composes_previews_sends_and_audits_a_digest(
         expect(page.locator('[data-field="planned"]')).to_have_text("3")
         expect(page.locator('[data-field="sent"]')).to_have_text("3")
         expect(page.locator('[data-field="failed"]')).to_have_text("0")
-        expect(page.locator('[data-field="pending"]')).to_have_text("0")
+        expect(page.locator('[data-field="waiting"]')).to_have_text("0")
+        expect(page.locator('[data-field="phase"]')).to_have_text("sent")
         expect(page.locator('[data-report="sent"]')).to_have_text("3")
         expect(page.get_by_role("button", name="Send now")).to_be_hidden()
         expect(page.get_by_role("button", name="Cancel this digest")).to_be_hidden()

@@ -155,6 +155,8 @@ def test_preview_side_by_side_and_test_send(console: Console, tmp_path: Path) ->
         f"/admin/digests/{digest_id}/preview", params={"email": "mx@example.org", "scheme": "dark"}
     )
     assert dark.status_code == 200 and 'style="color-scheme: dark"' in dark.text
+    assert "@media all" in dark.text and "prefers-color-scheme: dark" not in dark.text
+    assert "prefers-color-scheme: dark" in page.text  # the light one as sent
     bad = client.get(f"/admin/digests/{digest_id}/preview", params={"scheme": "sepia"})
     assert bad.status_code in (400, 422)
     assert 'srcdoc="&lt;!' in page.text or 'srcdoc="&lt;' in page.text  # the email, escaped

@@ -4,6 +4,7 @@ test send, send now, schedule, cancel, and live progress (a JSON endpoint polled
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -198,7 +199,21 @@ def preview_page(
         "admin/digest_preview.html",
         digest=summary,
         preview=shown,
+        html=dark_variant(shown.html) if scheme == "dark" else shown.html,
         scheme=scheme,
+    )
+
+
+DARK_QUERY = re.compile(r"@media\s*\(\s*prefers-color-scheme\s*:\s*dark\s*\)", re.I)
+
+
+def dark_variant(html: str) -> str:
+    """The email as a mail client in dark mode shows it: its dark-scheme rules always apply.
+
+    A frame does not take its colour scheme from the console (Chromium keeps the browser's), so
+    the preview turns the email's own `prefers-color-scheme: dark` rules on instead."""
+    return DARK_QUERY.sub("@media all", html).replace(
+        "<head>", '<head><meta name="color-scheme" content="dark">', 1
     )
 
 
