@@ -377,6 +377,30 @@ def schedule(
     return summarize(session=session, digest_id=digest_id)
 
 
+def count_another_audience(
+    *,
+    session: Session,
+    digest_id: int,
+    audience_topics: list[str] | None = None,
+    everyone: bool = False,
+    for_everyone: bool = False,
+) -> AudienceCount:
+    """What the count would be with this audience (the console shows it while the editor ticks
+    boxes); nothing changes."""
+    digest = session.get(Digest, digest_id)
+    if digest is None or digest.kind is not DigestKind.EDITORIAL:
+        raise NotFound(f"no editorial digest {digest_id}")
+    topic_ids = (
+        sorted(topic_ids_for_slugs(session=session, slugs=audience_topics).values())
+        if audience_topics
+        else []
+    )
+    options = _audience_options(
+        session, digest.options, topic_ids=topic_ids, everyone=everyone, for_everyone=for_everyone
+    )
+    return count_audience(session=session, digest_id=digest_id, options=options)
+
+
 def change_audience(
     *,
     session: Session,
@@ -402,29 +426,46 @@ def change_audience(
 def _set_audience(
     session: Session, digest: Digest, *, topic_ids: list[int], everyone: bool, for_everyone: bool
 ) -> None:
-    """Write the audience into the digest's options: every active reader only when asked;
-    otherwise the readers of `topic_ids`, or of the chosen posts' topics when none is given."""
-    options = dict(digest.options)
+    """Write the audience into the digest's options (a new dict: SQLAlchemy sees the change)."""
+    digest.options = _audience_options(
+        session,
+        digest.options,
+        topic_ids=topic_ids,
+        everyone=everyone,
+        for_everyone=for_everyone,
+    )
+
+
+def _audience_options(
+    session: Session,
+    options: dict[str, Any],
+    *,
+    topic_ids: list[int],
+    everyone: bool,
+    for_everyone: bool,
+) -> dict[str, Any]:
+    """The options with this audience: every active reader only when asked; otherwise the readers
+    of `topic_ids`, or of the chosen posts' topics when none is given."""
+    options = dict(options)
     post_ids = [int(p) for p in options.get("post_ids", [])]
     if everyone:
         options.update(audience="everyone", audience_topic_ids=[], for_everyone=True)
-    else:
-        if not topic_ids:
-            topic_ids = sorted(
-                set(
-                    session.scalars(
-                        select(post_topics.c.topic_id).where(post_topics.c.post_id.in_(post_ids))
-                    )
+        return options
+    if not topic_ids:
+        topic_ids = sorted(
+            set(
+                session.scalars(
+                    select(post_topics.c.topic_id).where(post_topics.c.post_id.in_(post_ids))
                 )
             )
-        if not topic_ids:
-            raise InvalidInput(
-                "the chosen posts have no topic: choose the audience's topics, "
-                "or every active reader",
-                field="audience",
-            )
-        options.update(audience="topics", audience_topic_ids=topic_ids, for_everyone=for_everyone)
-    digest.options = options  # a new dict: SQLAlchemy sees the change
+        )
+    if not topic_ids:
+        raise InvalidInput(
+            "the chosen posts have no topic: choose the audience's topics, or every active reader",
+            field="audience",
+        )
+    options.update(audience="topics", audience_topic_ids=topic_ids, for_everyone=for_everyone)
+    return options
 
 
 def _for_all_readers(options: dict[str, Any]) -> bool:
@@ -504,20 +545,26 @@ class AudienceCount:
 
 
 def count_audience(
-    *, session: Session, digest_id: int, now: datetime | None = None
+    *,
+    session: Session,
+    digest_id: int,
+    now: datetime | None = None,
+    options: dict[str, Any] | None = None,
 ) -> AudienceCount:
-    """The exact number of readers the digest would be planned for now (the planner's query)."""
+    """The exact number of readers the digest would be planned for now (the planner's query), or
+    would be with the audience in `options` (see `count_another_audience`)."""
     digest = session.get(Digest, digest_id)
     if digest is None or digest.kind is not DigestKind.EDITORIAL:
         raise NotFound(f"no editorial digest {digest_id}")
-    pairs = editorial_pairs(digest.options, now or utcnow()).subquery()
+    options = digest.options if options is None else options
+    pairs = editorial_pairs(options, now or utcnow()).subquery()
     readers = select(pairs.c[0].label("id")).distinct().subquery()
     total = int(session.scalar(select(func.count()).select_from(readers)) or 0)
     subs = select(Subscription.subscriber_id, Subscription.topic_id, Subscription.frequency).join(
         readers, readers.c.id == Subscription.subscriber_id
     )
-    if not _for_all_readers(digest.options):
-        subs = subs.where(Subscription.topic_id.in_(_audience_topic_ids(digest.options)))
+    if not _for_all_readers(options):
+        subs = subs.where(Subscription.topic_id.in_(_audience_topic_ids(options)))
     sq = subs.subquery()
     by_topic = [
         (name, int(n))

@@ -50,7 +50,12 @@ CONSOLE_PAGES = [
     "/admin/team",
 ]
 #: Console routes that are not pages (JSON, a download, posts only).
-NOT_PAGES = {"/admin/readers/export", "/admin/digests/{digest_id}/progress", "/admin/login"}
+NOT_PAGES = {
+    "/admin/readers/export",
+    "/admin/digests/{digest_id}/progress",
+    "/admin/digests/{digest_id}/audience",
+    "/admin/login",
+}
 
 
 def test_the_list_names_every_console_page(tmp_path: Path) -> None:
@@ -85,6 +90,7 @@ def seed(database_url: str) -> dict[str, int]:
             for n in range(3):
                 active_reader(session, f"reader{n}@example.org", ["mexico"], Frequency.WEEKLY)
             active_reader(session, f"{LONG[:60]}@example.org", ["mexico", "refugees"])
+            active_reader(session, "russia@example.org", ["russia"])
             feed_ops.add_feed(
                 session=session, url=f"https://example.org/feeds/{LONG}{LONG}.xml", topic="mexico"
             )
@@ -143,6 +149,15 @@ def test_every_console_page_passes_axe_at_phone_and_desktop_width(
     sign_in(page, base)
     for path in CONSOLE_PAGES:
         check_widths(page, base + path.format(**ids), path)
+
+    # The count follows the audience boxes as they are ticked, then the saved audience.
+    page.goto(f"{base}/admin/digests/{ids['digest']}")
+    expect(page.locator("#recipient-count")).to_have_text("4")
+    page.get_by_text("Change the audience").click()
+    page.get_by_role("checkbox", name="Every active reader (all topics), every post").check()
+    expect(page.locator("#audience-would")).to_have_text("With this audience: 5 readers.")
+    page.get_by_role("checkbox", name="Every active reader (all topics), every post").uncheck()
+    expect(page.locator("#audience-would")).to_have_text("With this audience: 4 readers.")
 
     # The send confirmation (a page answered to a POST).
     page.goto(f"{base}/admin/digests/{ids['digest']}")

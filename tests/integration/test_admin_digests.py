@@ -269,6 +269,10 @@ def test_the_draft_counts_its_recipients_and_the_count_follows_the_audience(
     assert '<td>Mexico</td><td class="num">2</td>' in shown
     assert "<td>Migration</td>" not in shown  # only the audience's topics are counted
     assert "readers of Mexico" in shown and "all active readers" not in shown
+    would = client.get(f"{page}/audience", params={"everyone": "true"})
+    assert would.status_code == 200 and would.json()["total"] == 3  # asked, not changed
+    assert '<span id="recipient-count">2</span>' in client.get(page).text
+    assert client.get("/admin/digests/4242/audience").status_code == 404
     answer = webforms.post_form(client, page, f"{page}/audience", {"everyone": "1"})
     assert answer.status_code == 303 and answer.headers["location"].endswith("?done=audience")
     shown = client.get(page).text

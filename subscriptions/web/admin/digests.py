@@ -160,6 +160,38 @@ def digest_progress(
     )
 
 
+@router.get("/digests/{digest_id}/audience")
+def audience_count(
+    session: SessionDep,
+    editor: EditorDep,
+    digest_id: int = DigestId,
+    audience: list[str] = Query([], max_length=50),
+    everyone: bool = False,
+    for_everyone: bool = False,
+) -> JSONResponse:
+    """The recipient count the audience form would give, as the editor ticks (nothing changes)."""
+    try:
+        count = digest_ops.count_another_audience(
+            session=session,
+            digest_id=digest_id,
+            audience_topics=[a for a in audience if a],
+            everyone=everyone,
+            for_everyone=for_everyone,
+        )
+    except NotFound as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+    except InvalidInput as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+    return JSONResponse(
+        {
+            "total": count.total,
+            "by_topic": dict(count.by_topic),
+            "by_frequency": count.by_frequency,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 @router.get("/digests/{digest_id}/preview", response_class=HTMLResponse)
 def preview_page(
     request: Request,
