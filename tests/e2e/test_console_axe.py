@@ -17,7 +17,7 @@ from subscriptions import digests as digest_ops
 from subscriptions import feeds as feed_ops
 from subscriptions import suppressions as suppression_ops
 from subscriptions.db import create_db_engine, session_factory
-from subscriptions.models import Feed, Frequency, Post, Subscriber, Topic
+from subscriptions.models import Feed, Frequency, Subscriber, Topic
 from subscriptions.posts import add_post
 from subscriptions.web.app import create_app
 from tests.e2e.axe import check_widths
@@ -94,18 +94,19 @@ def seed(database_url: str) -> dict[str, int]:
             feed_ops.add_feed(
                 session=session, url=f"https://example.org/feeds/{LONG}{LONG}.xml", topic="mexico"
             )
+            posts = []
             for title in ("Elections in Mexico", f"Remittances {LONG}"):
-                add_post(
+                info = add_post(
                     session=session,
                     title=title,
-                    link=f"https://example.org/posts/{LONG}{LONG}",
+                    link=f"https://example.org/posts/{LONG}{LONG}{len(posts)}",
                     topics=["mexico"],
                     summary=f"<p>About {title}.</p>",
                 )
+                posts.append(info.id)
             suppression_ops.add_suppression(
                 session=session, email=f"{LONG[:60]}@example.net", detail=f"asked {LONG}"
             )
-            posts = list(session.scalars(select(Post.id).order_by(Post.id)))
             digest = digest_ops.create_editorial(
                 session=session, subject=f"Mexico this week {LONG}", post_ids=posts
             )
