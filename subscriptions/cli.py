@@ -546,7 +546,15 @@ def _print_digest(summary: digest_ops.DigestSummary) -> None:
     "--audience",
     "audience",
     multiple=True,
-    help="Send to readers of this topic (repeat); default: the chosen topics, or everyone.",
+    help="Send to readers of this topic (repeat); default: the chosen topics, or the chosen "
+    "posts' topics.",
+)
+@click.option("--everyone", is_flag=True, help="Send to every active reader, every post.")
+@click.option(
+    "--for-everyone",
+    "for_everyone",
+    is_flag=True,
+    help="Each reader of the audience gets every post (default: the posts of their topics).",
 )
 @click.pass_context
 def digest_create(
@@ -559,6 +567,8 @@ def digest_create(
     since: str | None,
     until: str | None,
     audience: tuple[str, ...],
+    everyone: bool,
+    for_everyone: bool,
 ) -> None:
     """Compose a draft digest from posts, or from topics and a time window."""
     with _transaction(ctx) as session:
@@ -571,6 +581,8 @@ def digest_create(
             since=_when(since, "--since"),
             until=_when(until, "--until"),
             audience_topics=list(audience),
+            everyone=everyone,
+            for_everyone=for_everyone,
         )
     _print_digest(summary)
 
@@ -605,23 +617,68 @@ def digest_preview(
         click.echo(f"HTML written to {html_file}", err=True)
 
 
+def _confirm_options(command: Any) -> Any:
+    command = click.option(
+        "--expect-count",
+        "expect_count",
+        type=click.IntRange(min=0),
+        help="With --yes: the recipient count you checked; refused if it is no longer true.",
+    )(command)
+    return click.option("--yes", is_flag=True, help="Do not ask (needs --expect-count N).")(command)
+
+
+def _confirmed_count(
+    ctx: click.Context, digest_id: int, what: str, yes: bool, expect_count: int | None
+) -> int:
+    """Print the recipient count and have it confirmed: by --yes with --expect-count, or asked."""
+    with _transaction(ctx) as session:
+        summary = digest_ops.summarize(session=session, digest_id=digest_id)
+        count = digest_ops.count_audience(session=session, digest_id=digest_id)
+    topics = ", ".join(f"{name} {n}" for name, n in count.by_topic) or "-"
+    frequencies = ", ".join(f"{f} {n}" for f, n in sorted(count.by_frequency.items())) or "-"
+    click.echo(
+        f'Digest {digest_id} "{summary.subject}": {count.total} recipients '
+        f"({summary.audience}; by topic: {topics}; by frequency: {frequencies})"
+    )
+    if yes:
+        if expect_count is None:
+            raise click.UsageError("--yes needs --expect-count N (the count you checked)")
+        return expect_count
+    if expect_count is not None and expect_count != count.total:
+        _fail(f"the audience is {count.total} readers now, not {expect_count}")
+    click.confirm(f'{what} "{summary.subject}" to {count.total} readers?', abort=True)
+    return count.total
+
+
 @digest.command("send")
 @click.argument("digest_id", type=int)
 @click.option("--test-to", help="Only send a test copy to this editor address.")
 @click.option(
     "--as-reader", help="For --test-to: render as this reader (default: the first active one)."
 )
+@_confirm_options
 @click.pass_context
 def digest_send(
-    ctx: click.Context, digest_id: int, test_to: str | None, as_reader: str | None
+    ctx: click.Context,
+    digest_id: int,
+    test_to: str | None,
+    as_reader: str | None,
+    yes: bool,
+    expect_count: int | None,
 ) -> None:
-    """Send a draft digest now (the worker sends it), or a test copy with --test-to."""
+    """Send a draft digest now (the worker sends it), or a test copy with --test-to.
+
+    Prints the recipient count and asks; `--yes --expect-count N` sends without asking, only if
+    the count is still N."""
     settings = _settings(ctx)
     if test_to:
         _send_test(ctx, settings, digest_id, test_to, as_reader)
         return
+    expected = _confirmed_count(ctx, digest_id, "Send now", yes, expect_count)
     with _transaction(ctx) as session:
-        summary = digest_ops.schedule(session=session, digest_id=digest_id, at=datetime.now(UTC))
+        summary = digest_ops.schedule(
+            session=session, digest_id=digest_id, at=datetime.now(UTC), expected_count=expected
+        )
     TaskQueue(settings.broker_url).send(SEND_EDITORIAL, digest_id)
     _print_digest(summary)
 
@@ -658,13 +715,21 @@ def _send_test(
 @digest.command("schedule")
 @click.argument("digest_id", type=int)
 @click.option("--at", "at", required=True, help="When (ISO 8601 with a zone).")
+@_confirm_options
 @click.pass_context
-def digest_schedule(ctx: click.Context, digest_id: int, at: str) -> None:
-    """Send a draft digest at a given time."""
+def digest_schedule(
+    ctx: click.Context, digest_id: int, at: str, yes: bool, expect_count: int | None
+) -> None:
+    """Send a draft digest at a given time (prints the recipient count and asks, as `send`)."""
     moment = _when(at, "--at")
     assert moment is not None
+    expected = _confirmed_count(ctx, digest_id, f"Schedule for {at}", yes, expect_count)
     with _transaction(ctx) as session:
-        _print_digest(digest_ops.schedule(session=session, digest_id=digest_id, at=moment))
+        _print_digest(
+            digest_ops.schedule(
+                session=session, digest_id=digest_id, at=moment, expected_count=expected
+            )
+        )
 
 
 @digest.command("cancel")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
+from sqlalchemy.orm import Session, aliased
 
-from subscriptions.errors import InvalidInput, NotFound
+from subscriptions.errors import CountChanged, InvalidInput, NotFound
 from subscriptions.models import (
     Delivery,
     DeliveryStatus,
@@ -18,6 +19,9 @@ from subscriptions.models import (
     Event,
     Post,
     PostStatus,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
     Topic,
     post_topics,
     utcnow,
@@ -42,6 +46,11 @@ class DigestSummary:
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: The audience's topics (slugs); `everyone`: every active reader; `for_everyone`: each
+    #: reader gets every post, not only the posts of their topics.
+    audience_slugs: tuple[str, ...] = ()
+    everyone: bool = False
+    for_everyone: bool = False
 
     @property
     def progress(self) -> Progress:
@@ -64,6 +73,8 @@ class Progress:
     suppressed: int
     unknown: int
     pending: int
+    #: Of `pending`: claimed by a sender (in the batch going out now), and not yet claimed.
+    claimed: int = 0
 
     @classmethod
     def from_counts(cls, status: str, counts: dict[str, int]) -> Progress:
@@ -75,7 +86,23 @@ class Progress:
             suppressed=counts.get(DeliveryStatus.SUPPRESSED.value, 0),
             unknown=counts.get(DeliveryStatus.UNKNOWN.value, 0),
             pending=sum(counts.get(s, 0) for s in OPEN_STATUSES),
+            claimed=counts.get(DeliveryStatus.CLAIMED.value, 0),
         )
+
+    @property
+    def waiting(self) -> int:
+        return self.pending - self.claimed
+
+    @property
+    def phase(self) -> str:
+        """In words, for the page and screen readers: what is happening now."""
+        if self.status in ("draft", "scheduled", "cancelled", "sent"):
+            return self.status
+        if self.planned == 0:
+            return "planning"
+        if self.claimed:
+            return f"sending a batch of {self.claimed:,}"
+        return "sending" if self.pending else "finishing"
 
     @property
     def done(self) -> int:
@@ -83,10 +110,13 @@ class Progress:
 
     @property
     def percent(self) -> int:
-        """Whole percent of planned deliveries with an outcome; 100 once a digest is sent."""
+        """Whole percent of planned deliveries with an outcome; 100 once a digest is sent. At
+        least 1 as soon as one email has an outcome, so the bar moves with the first batch."""
         if self.planned == 0:
             return 100 if self.status == DigestStatus.SENT.value else 0
-        return self.done * 100 // self.planned
+        if self.done == 0:
+            return 0
+        return max(1, self.done * 100 // self.planned)
 
     @property
     def finished(self) -> bool:
@@ -117,11 +147,15 @@ def create_editorial(
     since: datetime | None = None,
     until: datetime | None = None,
     audience_topics: list[str] | None = None,
+    everyone: bool = False,
+    for_everyone: bool = False,
 ) -> DigestSummary:
     """A draft digest of chosen posts, or of the posts of `topics` released in [since, until).
 
-    The audience is the readers of `audience_topics`, or of the chosen topics, or, when both are
-    empty, every active reader.
+    The audience is the readers of `audience_topics`, else of the chosen topics, else of the
+    chosen posts' topics; every active reader only when `everyone` is given. Each reader's copy
+    carries only the posts of their topics, unless `for_everyone` (or `everyone`): then each
+    reader of the audience gets every post.
     """
     subject = check_name(subject, what="subject", field="subject")
     subject = " ".join(subject.split())  # runs of spaces and tabs become one space
@@ -161,17 +195,23 @@ def create_editorial(
         raise InvalidInput("choose posts, or topics and a time window", field="posts")
     if len(ids) > MAX_POSTS:
         raise InvalidInput(f"at most {MAX_POSTS} posts in one digest", field="posts")
-    audience = (
-        topic_ids_for_slugs(session=session, slugs=audience_topics)
-        if audience_topics
-        else chosen_topics
-    )
     digest = Digest(
         kind=DigestKind.EDITORIAL,
         status=DigestStatus.DRAFT,
         subject=subject,
         intro_markdown=intro_markdown,
-        options={"post_ids": ids, "audience_topic_ids": sorted(audience.values())},
+        options={"post_ids": ids},
+    )
+    _set_audience(
+        session,
+        digest,
+        topic_ids=sorted(
+            topic_ids_for_slugs(session=session, slugs=audience_topics).values()
+            if audience_topics
+            else chosen_topics.values()
+        ),
+        everyone=everyone,
+        for_everyone=for_everyone,
     )
     session.add(digest)
     session.flush()
@@ -190,14 +230,26 @@ def summarize(*, session: Session, digest_id: int) -> DigestSummary:
     ).all()
     counts = {status.value: int(n) for status, n in rows}
     counts["planned"] = sum(counts.values())
-    topic_ids = digest.options.get("audience_topic_ids", [])
     audience = "all active readers"
-    if topic_ids:
-        names = session.scalars(
-            select(Topic.name).where(Topic.id.in_(topic_ids)).order_by(Topic.name)
-        )
-        audience = "readers of " + ", ".join(names)
-    return _summary(digest, audience, counts)
+    everyone = _for_all_readers(digest.options)
+    slugs: tuple[str, ...] = ()
+    if not everyone:
+        found = session.execute(
+            select(Topic.name, Topic.slug)
+            .where(Topic.id.in_(_audience_topic_ids(digest.options)))
+            .order_by(Topic.name)
+        ).all()
+        slugs = tuple(slug for _, slug in found)
+        audience = "readers of " + ", ".join(name for name, _ in found)
+        if digest.options.get("for_everyone"):
+            audience += " (every post to each)"
+    summary = _summary(digest, audience, counts)
+    return replace(
+        summary,
+        audience_slugs=slugs,
+        everyone=everyone,
+        for_everyone=everyone or bool(digest.options.get("for_everyone")),
+    )
 
 
 def _summary(digest: Digest, audience: str, counts: dict[str, int]) -> DigestSummary:
@@ -296,17 +348,242 @@ def outcomes(*, session: Session, digest_id: int) -> Outcomes:
     )
 
 
-def schedule(*, session: Session, digest_id: int, at: datetime) -> DigestSummary:
-    """Send a draft at `at` (now or later); the scheduler plans it when the time comes."""
+def schedule(
+    *, session: Session, digest_id: int, at: datetime, expected_count: int
+) -> DigestSummary:
+    """Send a draft at `at` (now or later) once the editor confirmed `expected_count` recipients.
+
+    The one send operation of the console, the API and the CLI: it counts the audience again,
+    with the digest locked, and refuses (CountChanged, nothing changed) when the count the editor
+    saw is no longer the count; the scheduler plans it when the time comes.
+    """
     digest = _editable(session, digest_id)
     if at.tzinfo is None:
         raise InvalidInput(
             "give the time with a time zone, e.g. 2026-12-01T09:00+01:00", field="at"
         )
+    count = count_audience(session=session, digest_id=digest_id).total
+    if expected_count != count:
+        raise CountChanged(
+            f"the audience is {count} readers now, not {expected_count}: "
+            "check the audience and confirm again",
+            count=count,
+        )
+    if count == 0:
+        raise InvalidInput("the audience has no reader: nothing would be sent", field="audience")
     digest.status = DigestStatus.SCHEDULED
     digest.scheduled_at = at
     session.flush()
     return summarize(session=session, digest_id=digest_id)
+
+
+def count_another_audience(
+    *,
+    session: Session,
+    digest_id: int,
+    audience_topics: list[str] | None = None,
+    everyone: bool = False,
+    for_everyone: bool = False,
+) -> AudienceCount:
+    """What the count would be with this audience (the console shows it while the editor ticks
+    boxes); nothing changes."""
+    digest = session.get(Digest, digest_id)
+    if digest is None or digest.kind is not DigestKind.EDITORIAL:
+        raise NotFound(f"no editorial digest {digest_id}")
+    topic_ids = (
+        sorted(topic_ids_for_slugs(session=session, slugs=audience_topics).values())
+        if audience_topics
+        else []
+    )
+    options = _audience_options(
+        session, digest.options, topic_ids=topic_ids, everyone=everyone, for_everyone=for_everyone
+    )
+    return count_audience(session=session, digest_id=digest_id, options=options)
+
+
+def change_audience(
+    *,
+    session: Session,
+    digest_id: int,
+    audience_topics: list[str] | None = None,
+    everyone: bool = False,
+    for_everyone: bool = False,
+) -> DigestSummary:
+    """Change a draft's (or scheduled digest's) audience; the same rules as `create_editorial`."""
+    digest = _editable(session, digest_id)
+    topic_ids = (
+        sorted(topic_ids_for_slugs(session=session, slugs=audience_topics).values())
+        if audience_topics
+        else []
+    )
+    _set_audience(
+        session, digest, topic_ids=topic_ids, everyone=everyone, for_everyone=for_everyone
+    )
+    session.flush()
+    return summarize(session=session, digest_id=digest_id)
+
+
+def _set_audience(
+    session: Session, digest: Digest, *, topic_ids: list[int], everyone: bool, for_everyone: bool
+) -> None:
+    """Write the audience into the digest's options (a new dict: SQLAlchemy sees the change)."""
+    digest.options = _audience_options(
+        session,
+        digest.options,
+        topic_ids=topic_ids,
+        everyone=everyone,
+        for_everyone=for_everyone,
+    )
+
+
+def _audience_options(
+    session: Session,
+    options: dict[str, Any],
+    *,
+    topic_ids: list[int],
+    everyone: bool,
+    for_everyone: bool,
+) -> dict[str, Any]:
+    """The options with this audience: every active reader only when asked; otherwise the readers
+    of `topic_ids`, or of the chosen posts' topics when none is given."""
+    options = dict(options)
+    post_ids = [int(p) for p in options.get("post_ids", [])]
+    if everyone:
+        options.update(audience="everyone", audience_topic_ids=[], for_everyone=True)
+        return options
+    if not topic_ids:
+        topic_ids = sorted(
+            set(
+                session.scalars(
+                    select(post_topics.c.topic_id).where(post_topics.c.post_id.in_(post_ids))
+                )
+            )
+        )
+    if not topic_ids:
+        raise InvalidInput(
+            "the chosen posts have no topic: choose the audience's topics, or every active reader",
+            field="audience",
+        )
+    options.update(audience="topics", audience_topic_ids=topic_ids, for_everyone=for_everyone)
+    return options
+
+
+def _for_all_readers(options: dict[str, Any]) -> bool:
+    # Digests made before audiences had a kind: no topics meant every active reader.
+    if "audience" not in options:
+        return not options.get("audience_topic_ids")
+    return bool(options["audience"] == "everyone")
+
+
+def _audience_topic_ids(options: dict[str, Any]) -> list[int]:
+    return [int(t) for t in options.get("audience_topic_ids", [])]
+
+
+def _mailable(now: datetime) -> ColumnElement[bool]:
+    return and_(
+        Subscriber.status == SubscriberStatus.ACTIVE,
+        or_(Subscriber.paused_until.is_(None), Subscriber.paused_until <= now),
+    )
+
+
+def editorial_pairs(options: dict[str, Any], now: datetime) -> Select[Any, Any]:
+    """(reader id, post id) for every post each reader of an editor's digest gets, as the planner
+    plans it and as `count_audience` counts it (one query for both, so the count is exact).
+
+    Every active reader gets every post; readers of the audience's topics get the posts of the
+    topics they follow, or every post when the digest is marked for everyone.
+    """
+    post_ids = [int(p) for p in options.get("post_ids", [])]
+    if _for_all_readers(options):
+        return (
+            select(Subscriber.id, Post.id)
+            .join(Post, true())
+            .where(_mailable(now), Post.id.in_(post_ids))
+        )
+    topic_ids = _audience_topic_ids(options)
+    if options.get("for_everyone"):
+        readers = (
+            select(Subscription.subscriber_id.label("id"))
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .where(Subscription.topic_id.in_(topic_ids), _mailable(now))
+            .distinct()
+            .subquery()
+        )
+        return select(readers.c.id, Post.id).join(Post, true()).where(Post.id.in_(post_ids))
+    # A reader of the audience's topics, with the chosen posts of any topic they follow.
+    own = aliased(Subscription)
+    return (
+        select(Subscription.subscriber_id, post_topics.c.post_id)
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .join(own, own.subscriber_id == Subscription.subscriber_id)
+        .join(post_topics, post_topics.c.topic_id == own.topic_id)
+        .where(
+            Subscription.topic_id.in_(topic_ids),
+            post_topics.c.post_id.in_(post_ids),
+            _mailable(now),
+        )
+        .distinct()
+    )
+
+
+def every_post_to_each(options: dict[str, Any]) -> bool:
+    """Whether each reader of an editor's digest gets every post (for everyone), rather than only
+    the posts of the topics they follow."""
+    return _for_all_readers(options) or bool(options.get("for_everyone"))
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceCount:
+    """How many readers an editor's digest would reach now: in all, by topic, by frequency.
+
+    A reader counts once in `total`, and once under each audience topic (and frequency) they
+    follow, so the parts may add up to more than the total."""
+
+    total: int
+    by_topic: list[tuple[str, int]]
+    by_frequency: dict[str, int]
+
+
+def count_audience(
+    *,
+    session: Session,
+    digest_id: int,
+    now: datetime | None = None,
+    options: dict[str, Any] | None = None,
+) -> AudienceCount:
+    """The exact number of readers the digest would be planned for now (the planner's query), or
+    would be with the audience in `options` (see `count_another_audience`)."""
+    digest = session.get(Digest, digest_id)
+    if digest is None or digest.kind is not DigestKind.EDITORIAL:
+        raise NotFound(f"no editorial digest {digest_id}")
+    options = digest.options if options is None else options
+    pairs = editorial_pairs(options, now or utcnow()).subquery()
+    readers = select(pairs.c[0].label("id")).distinct().subquery()
+    total = int(session.scalar(select(func.count()).select_from(readers)) or 0)
+    subs = select(Subscription.subscriber_id, Subscription.topic_id, Subscription.frequency).join(
+        readers, readers.c.id == Subscription.subscriber_id
+    )
+    if not _for_all_readers(options):
+        subs = subs.where(Subscription.topic_id.in_(_audience_topic_ids(options)))
+    sq = subs.subquery()
+    by_topic = [
+        (name, int(n))
+        for name, n in session.execute(
+            select(Topic.name, func.count(func.distinct(sq.c.subscriber_id)))
+            .join(sq, sq.c.topic_id == Topic.id)
+            .group_by(Topic.name)
+            .order_by(Topic.name)
+        )
+    ]
+    by_frequency = {
+        frequency.value: int(n)
+        for frequency, n in session.execute(
+            select(sq.c.frequency, func.count(func.distinct(sq.c.subscriber_id))).group_by(
+                sq.c.frequency
+            )
+        )
+    }
+    return AudienceCount(total=total, by_topic=by_topic, by_frequency=by_frequency)
 
 
 def cancel(*, session: Session, digest_id: int) -> DigestSummary:

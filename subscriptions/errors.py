@@ -3,7 +3,8 @@
 NewsletterError
 ├── ConfigurationError      a setting is missing or wrong; the message names the variable
 ├── InvalidInput            bad input from a reader, an editor or a feed; nothing was changed
-│   └── HeaderInjection     CR or LF where a mail header value goes
+│   ├── HeaderInjection     CR or LF where a mail header value goes
+│   └── CountChanged        a send was confirmed for a recipient count that is no longer true
 ├── NotFound                the thing asked for does not exist
 ├── TokenInvalid            a signed token was tampered with, is for another purpose, or was revoked
 │   ├── TokenExpired        ... or is past its age
@@ -33,6 +34,14 @@ class InvalidInput(NewsletterError):
 
 class HeaderInjection(InvalidInput):
     """A value meant for a mail header holds a line break."""
+
+
+class CountChanged(InvalidInput):
+    """A send was confirmed for `expected` recipients, but the audience is `count` now."""
+
+    def __init__(self, message: str, *, count: int) -> None:
+        super().__init__(message, field="expected_count")
+        self.count = count
 
 
 class NotFound(NewsletterError):

@@ -22,7 +22,7 @@ from subscriptions.settings import Settings, load_settings
 from subscriptions.templating import builtin_templates, template_environment
 from subscriptions.throttle import LoginThrottle
 from subscriptions.tokens import TokenSigner
-from subscriptions.web import admin, api, apiv1, health, preferences, reader, webhooks
+from subscriptions.web import admin, api, apiv1, demo, health, preferences, reader, webhooks
 from subscriptions.web.admin.auth import Forbidden, LoginRequired, login_redirect
 from subscriptions.web.forms import FormGuard
 from subscriptions.web.guards import BearerFirst, BodyLimit
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.include_router(health.router, include_in_schema=False)
     app.include_router(reader.router, include_in_schema=False)
+    app.include_router(demo.router, include_in_schema=False)
     app.include_router(preferences.router, include_in_schema=False)
     app.include_router(api.router)
     app.include_router(webhooks.router, include_in_schema=False)

@@ -16,9 +16,11 @@
 
   function show(data) {
     var bar = document.getElementById("progress-bar");
-    bar.value = data.percent;
+    // Counted in emails, not whole percent: the bar moves with the first recorded batch.
+    bar.max = data.planned || 100;
+    bar.value = data.planned ? data.done : data.percent;
     bar.textContent = data.percent + "%";
-    ["percent", "planned", "sent", "failed", "pending"].forEach(function (k) {
+    ["percent", "planned", "sent", "failed", "pending", "claimed", "waiting", "phase"].forEach(function (k) {
       set('[data-field="' + k + '"]', data[k]);
     });
     Object.keys(data.report).forEach(function (k) {
@@ -43,7 +45,7 @@
       })
       .then(function (data) {
         show(data);
-        if (!data.finished) window.setTimeout(poll, 1000);
+        if (!data.finished) window.setTimeout(poll, 700);
       })
       .catch(function () {
         window.setTimeout(poll, 5000);

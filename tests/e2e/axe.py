@@ -87,4 +87,25 @@ def check_widths(
             page.goto(url)
         assert_accessible(page, f"{what} at {width} px")
         overflow = horizontal_overflow(page)
-        assert overflow <= 0, f"{what} at {width} px scrolls sideways by {overflow} px ({page.url})"
+        assert overflow <= 0, (
+            f"{what} at {width} px scrolls sideways by {overflow} px ({page.url}); "
+            f"too wide: {too_wide(page)}"
+        )
+
+
+def too_wide(page: Page) -> list[str]:
+    """The innermost elements that reach past the viewport's right edge (tag#id.class and right)."""
+    found: list[str] = page.evaluate(
+        """() => {
+          const w = document.documentElement.clientWidth, out = [];
+          for (const e of document.querySelectorAll('body *')) {
+            const r = e.getBoundingClientRect();
+            if (r.right > w + 0.5 && ![...e.children].some(c => c.getBoundingClientRect().right > w + 0.5))
+              out.push(e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
+                (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ').join('.') : '') +
+                ' right=' + Math.round(r.right));
+          }
+          return out.slice(0, 8);
+        }"""
+    )
+    return found

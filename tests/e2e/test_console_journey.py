@@ -11,6 +11,7 @@ step is a numbered screenshot; the database and the outbox are checked along the
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,7 +118,7 @@ def test_editor_composes_previews_sends_and_audits_a_digest(
         page.get_by_role("checkbox", name="Readers of Mexico").check()
         journey.shot(page, "compose")
         page.get_by_role("button", name="Save draft").click()
-        expect(page.get_by_role("status")).to_have_text("Draft saved.")
+        expect(page.get_by_role("status").first).to_have_text("Draft saved.")
         expect(page.get_by_role("heading", name="Mexico this week")).to_be_visible()
         expect(page.locator("#digest-status")).to_have_text("draft")
         journey.shot(page, "draft")
@@ -137,30 +138,52 @@ def test_editor_composes_previews_sends_and_audits_a_digest(
         expect(frame.locator("em", has_text="worth")).to_be_visible()
         expect(page.locator("#preview-text")).to_contain_text("Elections in Mexico")
         expect(page.locator("#preview-text")).not_to_contain_text("Not this one")
-        assert page.locator("#preview-html").get_attribute("sandbox") == ""
+        assert page.locator("#preview-html").get_attribute("sandbox") == "allow-same-origin"
+        # Full height (nothing cut off), a phone's width beside the desktop's.
+        for frame_id in ("#preview-phone", "#preview-html"):
+            box = page.locator(frame_id)
+            expect(box).to_have_attribute("style", re.compile(r"height: \d+px"))
+            inner = page.frame_locator(frame_id).locator("html")
+            content = inner.evaluate("e => e.scrollHeight")
+            assert box.bounding_box()["height"] >= content, frame_id  # type: ignore[index]
+        assert page.locator("#preview-phone").evaluate("e => e.clientWidth") == 375
         journey.shot(page, "preview")
+        page.get_by_role("link", name="Dark").click()
+        dark = page.frame_locator("#preview-phone").locator("body")
+        assert dark.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(17, 17, 17)"
+        journey.shot(page, "preview-dark")
 
         # 6. A test copy to the editor's own address (the default).
         page.get_by_role("link", name="Back to the digest").click()
         expect(page.get_by_label("Send a test copy to")).to_have_value(ADMIN)
         page.get_by_role("button", name="Send test").click()
-        expect(page.get_by_role("status")).to_have_text("Test copy sent.")
+        expect(page.get_by_role("status").first).to_have_text("Test copy sent.")
         test_copy = wait_for_files(outbox, 1, timeout=10)
         assert "[TEST] Mexico this week" in test_copy[0].read_text()
 
-        # 7. Send. No worker runs yet: the page shows 0% and must move by itself.
+        # 7. Send, after a confirmation that repeats subject and count. No worker runs yet: the
+        # page shows 0% and must move by itself.
+        expect(page.locator("#recipient-count")).to_have_text("3")
         page.get_by_role("button", name="Send now").click()
-        expect(page.get_by_role("status")).to_contain_text("Sending started")
+        expect(page.locator("#confirm-question")).to_contain_text(
+            "“Mexico this week” to 3 readers?"
+        )
+        journey.shot(page, "confirm-send")
+        page.get_by_role("button", name="Yes, send to 3 readers").click()
+        expect(page.get_by_role("status").first).to_contain_text("Sending started")
         bar = page.locator("#progress-bar")
         expect(bar).to_have_js_property("value", 0)
+        expect(page.locator("#progress-text")).to_have_attribute("aria-live", "polite")
         journey.shot(page, "sending-0")
         start(["worker", "--concurrency", "1"], env)
-        expect(bar).to_have_js_property("value", 100, timeout=60_000)
+        expect(page.locator('[data-field="percent"]')).to_have_text("100", timeout=60_000)
+        expect(bar).to_have_js_property("value", 3)
         expect(page.locator("#digest-status")).to_have_text("sent")
         expect(page.locator('[data-field="planned"]')).to_have_text("3")
         expect(page.locator('[data-field="sent"]')).to_have_text("3")
         expect(page.locator('[data-field="failed"]')).to_have_text("0")
-        expect(page.locator('[data-field="pending"]')).to_have_text("0")
+        expect(page.locator('[data-field="waiting"]')).to_have_text("0")
+        expect(page.locator('[data-field="phase"]')).to_have_text("sent")
         expect(page.locator('[data-report="sent"]')).to_have_text("3")
         expect(page.get_by_role("button", name="Send now")).to_be_hidden()
         expect(page.get_by_role("button", name="Cancel this digest")).to_be_hidden()

@@ -40,6 +40,18 @@ def draft(console: Console, client: Any, posts: list[int], **extra: Any) -> int:
     return int(found.group(1))
 
 
+def confirmed(client: Any, page: str, action: str, data: dict[str, Any], count: int) -> Any:
+    """Press "Send now" or "Schedule", check the confirmation repeats subject and count, confirm."""
+    ask = webforms.post_form(client, page, action, data)
+    assert ask.status_code == 200, ask.text
+    assert "This week" in ask.text and f'<strong id="confirm-count">{count:,}</strong>' in ask.text
+    assert f'name="expected_count" value="{count}"' in ask.text
+    token = webforms.TOKEN.search(ask.text)
+    assert token
+    sure = {"csrf_token": token.group(1), "confirm": "yes", "expected_count": str(count)}
+    return client.post(action, data=data | sure)
+
+
 def status(console: Console, digest_id: int) -> DigestStatus:
     with console.sessions() as session:
         value = session.scalar(select(Digest.status).where(Digest.id == digest_id))
@@ -133,9 +145,22 @@ def test_preview_side_by_side_and_test_send(console: Console, tmp_path: Path) ->
     page = client.get(f"/admin/digests/{digest_id}/preview", params={"email": "mx@example.org"})
     assert page.status_code == 200
     assert "Preview as mx@example.org" in page.text
-    assert '<iframe id="preview-html" title="HTML version" sandbox=""' in page.text
+    assert (
+        '<iframe id="preview-phone" class="preview-frame" title="HTML version on a phone, light"'
+        in page.text
+    )
+    assert page.text.count('sandbox="allow-same-origin"') == 2  # no scripts in either frame
+    assert "allow-scripts" not in page.text
+    dark = client.get(
+        f"/admin/digests/{digest_id}/preview", params={"email": "mx@example.org", "scheme": "dark"}
+    )
+    assert dark.status_code == 200 and 'style="color-scheme: dark"' in dark.text
+    assert "@media all" in dark.text and "prefers-color-scheme: dark" not in dark.text
+    assert "prefers-color-scheme: dark" in page.text  # the light one as sent
+    bad = client.get(f"/admin/digests/{digest_id}/preview", params={"scheme": "sepia"})
+    assert bad.status_code in (400, 422)
     assert 'srcdoc="&lt;!' in page.text or 'srcdoc="&lt;' in page.text  # the email, escaped
-    assert '<pre id="preview-text">' in page.text and "Elections" in page.text
+    assert '<pre id="preview-text" tabindex="0">' in page.text and "Elections" in page.text
     missing = client.get(f"/admin/digests/{digest_id}/preview", params={"email": "no@example.org"})
     assert missing.status_code == 400 and "no reader no@example.org" in missing.text
 
@@ -156,14 +181,16 @@ def test_schedule_and_cancel(console: Console) -> None:
     add_reader(console, "mx@example.org", ["mexico"])
     digest_id = draft(console, client, add_posts(console, "Elections"))
     page = f"/admin/digests/{digest_id}"
-    answer = webforms.post_form(client, page, f"{page}/schedule", {"at": "2030-01-02T09:30"})
+    answer = confirmed(client, page, f"{page}/schedule", {"at": "2030-01-02T09:30"}, 1)
     assert answer.status_code == 303
     assert status(console, digest_id) is DigestStatus.SCHEDULED
     assert "scheduled for 2030-01-02 09:30 UTC" in client.get(page).text
     answer = webforms.post_form(client, page, f"{page}/cancel", {})
     assert answer.status_code == 303 and answer.headers["location"].endswith("?done=cancelled")
     assert status(console, digest_id) is DigestStatus.CANCELLED
-    again = webforms.post_form(client, page, f"{page}/send", {})
+    again = webforms.post_form(
+        client, page, f"{page}/send", {"confirm": "yes", "expected_count": "1"}
+    )
     assert again.status_code == 400 and "only drafts and scheduled digests change" in again.text
     progress = client.get(f"{page}/progress").json()
     assert progress["status"] == "cancelled" and progress["finished"] is True
@@ -181,7 +208,7 @@ def test_send_now_through_a_real_worker_and_progress_to_100(
         digest_id = draft(console, client, add_posts(console, "Elections", "Trade"))
         start(["worker", "--concurrency", "1"], service_env)
         page = f"/admin/digests/{digest_id}"
-        answer = webforms.post_form(client, page, f"{page}/send", {})
+        answer = confirmed(client, page, f"{page}/send", {}, 5)
         assert answer.status_code == 303 and answer.headers["location"].endswith("?done=sent")
         shown = client.get(answer.headers["location"]).text
         assert '<script src="/static/admin-progress.js" defer></script>' in shown
@@ -199,7 +226,8 @@ def test_send_now_through_a_real_worker_and_progress_to_100(
         outbox = Path(service_env["NEWSLETTER_EMAIL_URL"].removeprefix("outbox://"))
         assert len(wait_for_files(outbox, 5, timeout=10)) == 5
         final = client.get(page).text
-        assert 'value="100"' in final and 'data-status="sent"' in final
+        assert 'max="5" value="5"' in final and 'data-status="sent"' in final
+        assert 'id="progress-text" role="status" aria-live="polite"' in final
         assert "Send now" not in final and "Cancel this digest" not in final
         script = client.get("/static/admin-progress.js")
         assert script.status_code == 200 and "fetch(" in script.text
@@ -223,3 +251,60 @@ def test_the_list_pages_through_every_kind(console: Console) -> None:
     assert "Digest number 04" in second.text and "Digest number 29" not in second.text
     assert 'href="/admin/digests?page=1"' in second.text
     assert client.get("/admin/digests?page=0").status_code == 400
+
+
+def test_the_draft_counts_its_recipients_and_the_count_follows_the_audience(
+    console: Console,
+) -> None:
+    """By default the readers of the chosen posts' topics, not every active reader; by topic and
+    by frequency; "every active reader" only when picked; the count updates with the audience."""
+    client = console.signed_in(role="editor")
+    add_reader(console, "mx1@example.org", ["mexico"])
+    add_reader(console, "mx2@example.org", ["mexico", "migration"])
+    add_reader(console, "border@example.org", ["border-security", "migration"])
+    digest_id = draft(console, client, add_posts(console, "Elections"))
+    page = f"/admin/digests/{digest_id}"
+    shown = client.get(page).text
+    assert '<span id="recipient-count">2</span> readers' in shown
+    assert '<td>Mexico</td><td class="num">2</td>' in shown
+    assert "<td>Migration</td>" not in shown  # only the audience's topics are counted
+    assert "readers of Mexico" in shown and "all active readers" not in shown
+    would = client.get(f"{page}/audience", params={"everyone": "true"})
+    assert would.status_code == 200 and would.json()["total"] == 3  # asked, not changed
+    assert '<span id="recipient-count">2</span>' in client.get(page).text
+    assert client.get("/admin/digests/4242/audience").status_code == 404
+    answer = webforms.post_form(client, page, f"{page}/audience", {"everyone": "1"})
+    assert answer.status_code == 303 and answer.headers["location"].endswith("?done=audience")
+    shown = client.get(page).text
+    assert '<span id="recipient-count">3</span> readers' in shown
+    assert "all active readers" in shown
+    answer = webforms.post_form(client, page, f"{page}/audience", {"audience": "migration"})
+    shown = client.get(page).text
+    # Readers of Migration get the posts of the topics they follow: mx2 (also Mexico) gets the
+    # Mexico post; the Border Security and Migration reader gets nothing, so is not counted.
+    assert '<span id="recipient-count">1</span> reader<' in shown
+    answer = webforms.post_form(
+        client, page, f"{page}/audience", {"audience": "migration", "for_everyone": "1"}
+    )
+    assert '<span id="recipient-count">2</span> readers' in client.get(page).text
+
+
+def test_a_send_confirmed_for_a_stale_count_changes_nothing(console: Console) -> None:
+    """The confirmation carries the count shown; a reader joining meanwhile makes it stale."""
+    client = console.signed_in(role="editor")
+    add_reader(console, "mx1@example.org", ["mexico"])
+    digest_id = draft(console, client, add_posts(console, "Elections"))
+    page = f"/admin/digests/{digest_id}"
+    ask = webforms.post_form(client, page, f"{page}/send", {})
+    assert ask.status_code == 200 and "“<strong>This week</strong>” to" in ask.text
+    assert status(console, digest_id) is DigestStatus.DRAFT  # asking sends nothing
+    add_reader(console, "mx2@example.org", ["mexico"])
+    token = webforms.TOKEN.search(ask.text)
+    assert token
+    answer = client.post(
+        f"{page}/send",
+        data={"csrf_token": token.group(1), "confirm": "yes", "expected_count": "1"},
+    )
+    assert answer.status_code == 400
+    assert "the audience is 2 readers now, not 1" in answer.text
+    assert status(console, digest_id) is DigestStatus.DRAFT

@@ -77,8 +77,9 @@ ENDPOINTS = [
     ("GET", "/api/v1/digests/1", None),
     ("GET", "/api/v1/digests/1/preview?email=a@example.org", None),
     ("POST", "/api/v1/digests/1/test", {"to": "a@example.org"}),
-    ("POST", "/api/v1/digests/1/send", None),
-    ("POST", "/api/v1/digests/1/schedule", {"at": "2030-01-01T09:00:00Z"}),
+    ("POST", "/api/v1/digests/1/send", {"expected_count": 1}),
+    ("POST", "/api/v1/digests/1/schedule", {"at": "2030-01-01T09:00:00Z", "expected_count": 1}),
+    ("GET", "/api/v1/digests/1/audience", None),
     ("POST", "/api/v1/digests/1/cancel", None),
 ]
 
@@ -117,7 +118,9 @@ def test_editors_and_admins_both_run_digests(console: Console, role: str) -> Non
     assert digest["post_ids"] == posts
     assert api.get(f"/api/v1/digests/{digest['id']}").json()["subject"] == "This week on Mexico"
     at = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    scheduled = api.post(f"/api/v1/digests/{digest['id']}/schedule", json={"at": at})
+    scheduled = api.post(
+        f"/api/v1/digests/{digest['id']}/schedule", json={"at": at, "expected_count": 1}
+    )
     assert scheduled.status_code == 200 and scheduled.json()["status"] == "scheduled"
     cancelled = api.post(f"/api/v1/digests/{digest['id']}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
@@ -178,11 +181,40 @@ def test_unknown_digests_and_wrong_states(console: Console) -> None:
     add_reader(console, "mx@example.org", ["mexico"])
     digest = compose(api, add_posts(console, "Elections"))
     path = f"/api/v1/digests/{digest['id']}"
-    assert_problem(api.post(f"{path}/schedule", json={"at": "2030-01-01T09:00:00"}), 422)
+    one = {"expected_count": 1}
+    assert_problem(api.post(f"{path}/schedule", json={"at": "2030-01-01T09:00:00"} | one), 422)
+    assert_problem(api.post(f"{path}/send"), 422)  # the expected count is required
     assert api.post(f"{path}/cancel").status_code == 200
     assert_problem(api.post(f"{path}/cancel"), 409)
-    assert_problem(api.post(f"{path}/send"), 409)
-    assert_problem(api.post(f"{path}/schedule", json={"at": "2030-01-01T09:00:00Z"}), 409)
+    assert_problem(api.post(f"{path}/send", json=one), 409)
+    assert_problem(api.post(f"{path}/schedule", json={"at": "2030-01-01T09:00:00Z"} | one), 409)
+
+
+def test_send_and_schedule_take_the_expected_count_and_refuse_a_stale_one(
+    console: Console,
+) -> None:
+    """GET audience gives the exact count (by topic, by frequency); send and schedule with another
+    count answer 409 and change nothing; with the count, they go."""
+    api = console.api("editor")
+    add_reader(console, "mx@example.org", ["mexico"])
+    add_reader(console, "both@example.org", ["mexico", "refugees"])
+    add_reader(console, "ref@example.org", ["refugees"])
+    digest = compose(api, add_posts(console, "Elections"))
+    assert digest["audience"] == "readers of Mexico"  # the posts' topics, not everyone
+    path = f"/api/v1/digests/{digest['id']}"
+    count = api.get(f"{path}/audience").json()
+    assert count == {"total": 2, "by_topic": {"Mexico": 2}, "by_frequency": {"daily": 2}}
+    stale = api.post(f"{path}/send", json={"expected_count": 3})
+    problem = assert_problem(stale, 409)
+    assert "the audience is 2 readers now, not 3" in problem["detail"]
+    at = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    assert_problem(api.post(f"{path}/schedule", json={"at": at, "expected_count": 1}), 409)
+    assert api.get(path).json()["status"] == "draft"
+    everyone = compose(api, digest["post_ids"], everyone=True)
+    assert everyone["audience"] == "all active readers"
+    assert api.get(f"/api/v1/digests/{everyone['id']}/audience").json()["total"] == 3
+    done = api.post(f"{path}/schedule", json={"at": at, "expected_count": 2})
+    assert done.status_code == 200 and done.json()["status"] == "scheduled"
 
 
 def test_list_is_paginated_newest_first_with_every_kind(console: Console) -> None:
@@ -253,7 +285,7 @@ def test_send_through_a_real_worker_reaches_100_percent(
         add_reader(console, "other@example.org", ["refugees"])
         digest = compose(api, add_posts(console, "Elections", "Trade"), audience=["mexico"])
         start(["worker", "--concurrency", "1"], service_env)
-        answer = api.post(f"/api/v1/digests/{digest['id']}/send")
+        answer = api.post(f"/api/v1/digests/{digest['id']}/send", json={"expected_count": 7})
         assert answer.status_code == 202, answer.text
         assert answer.json()["status"] == "scheduled"
         deadline = time.monotonic() + 60
@@ -295,7 +327,10 @@ def test_cancel_while_sending_stops_the_rest(console: Console, tmp_path: Path) -
     digest = compose(api, add_posts(console, "Elections"))
     path = f"/api/v1/digests/{digest['id']}"
     assert (
-        api.post(f"{path}/schedule", json={"at": datetime.now(UTC).isoformat()}).status_code == 200
+        api.post(
+            f"{path}/schedule", json={"at": datetime.now(UTC).isoformat(), "expected_count": 3}
+        ).status_code
+        == 200
     )
     with console.sessions.begin() as session:
         assert planner.plan_editorial(session, digest["id"]).planned == 3

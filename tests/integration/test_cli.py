@@ -221,3 +221,67 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_digest_schedule_prints_the_count_and_asks_or_takes_yes_with_the_expected_count(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The CLI confirms a send like the console: it prints the recipient count and asks; `--yes`
+    needs `--expect-count N` and is refused (nothing changed) when the count is no longer N."""
+    from sqlalchemy import select as sql_select
+
+    from subscriptions.db import create_db_engine, session_factory
+    from subscriptions.models import Digest, DigestStatus, Post
+    from tests.factories import active_reader
+
+    env = _clean_env(NEWSLETTER_DATABASE_URL=database_url)
+    newsletter("db", "upgrade", env=env, cwd=tmp_path)
+    newsletter("demo", env=env, cwd=tmp_path)
+    engine = create_db_engine(database_url)
+    sessions = session_factory(engine)
+    try:
+        with sessions.begin() as session:
+            active_reader(session, "mx1@example.org", ["mexico"])
+            active_reader(session, "mx2@example.org", ["mexico", "russia"])
+            active_reader(session, "ru@example.org", ["russia"])
+        newsletter(
+            "posts", "add", "Mexico votes", "--link", "https://example.org/mv", "--topic",
+            "mexico", env=env, cwd=tmp_path,
+        )  # fmt: skip
+        with sessions() as session:
+            post_id = session.scalar(sql_select(Post.id).where(Post.title == "Mexico votes"))
+        created = newsletter(
+            "digest", "create", "--subject", "Mexico now", "--post", str(post_id),
+            env=env, cwd=tmp_path,
+        ).stdout  # fmt: skip
+        digest_id = created.split("\t")[0]
+        at = ("--at", "2030-01-01T09:00+00:00")
+
+        def run(*extra: str, answer: str = "") -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "subscriptions.cli", "digest", "schedule", digest_id,
+                 *at, *extra],
+                env=env, cwd=tmp_path, input=answer, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+
+        def status() -> DigestStatus:
+            with sessions() as session:
+                found = session.scalar(sql_select(Digest.status).where(Digest.id == int(digest_id)))
+                assert found is not None
+                return found
+
+        declined = run(answer="n\n")
+        assert f'Digest {digest_id} "Mexico now": 2 recipients' in declined.stdout
+        assert "by topic: Mexico 2" in declined.stdout and "daily 2" in declined.stdout
+        assert 'Schedule for 2030-01-01T09:00+00:00 "Mexico now" to 2 readers?' in declined.stdout
+        assert declined.returncode == 1 and status() is DigestStatus.DRAFT
+        bare = run("--yes")
+        assert bare.returncode == 2 and "--expect-count" in bare.stderr
+        stale = run("--yes", "--expect-count", "3")
+        assert stale.returncode == 1 and "the audience is 2 readers now, not 3" in stale.stderr
+        assert status() is DigestStatus.DRAFT
+        asked = run(answer="y\n")
+        assert asked.returncode == 0, asked.stderr
+        assert status() is DigestStatus.SCHEDULED
+    finally:
+        engine.dispose()

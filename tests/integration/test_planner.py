@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from subscriptions import audit, privacy, readers
 from subscriptions import digests as editorial_digests
 from subscriptions.db import transaction
+from subscriptions.errors import CountChanged
 from subscriptions.models import (
     Delivery,
     DeliveryStatus,
@@ -1416,7 +1417,7 @@ def test_rerun_after_a_crash_while_moving_the_marks(
 
 def test_editorial_plan_reaches_its_audience_once(world: World, settings: Settings) -> None:
     """An editor's digest goes to active readers of its audience topics, once each, however often it
-    is planned; a draft or a cancelled one is not planned."""
+    is planned, with only the posts of their topics; a draft or a cancelled one is not planned."""
     world.reader("mx@example.org", "UTC", {"mexico": WEEKLY})
     world.reader("both@example.org", "UTC", {"mexico": DAILY, "refugees": DAILY})
     world.reader("other@example.org", "UTC", {"migration": DAILY})
@@ -1431,20 +1432,24 @@ def test_editorial_plan_reaches_its_audience_once(world: World, settings: Settin
             audience_topics=["mexico", "refugees"],
         )
         assert planner.plan_editorial(session, draft.id).planned == 0
-        editorial_digests.schedule(session=session, digest_id=draft.id, at=utc(2024, 6, 10, 12))
+        editorial_digests.schedule(
+            session=session, digest_id=draft.id, at=utc(2024, 6, 10, 12), expected_count=2
+        )
     for _ in range(2):
         with transaction(world.sessions) as session:
             dispatch.plan_due(session, settings, now=utc(2024, 6, 10, 12, 1))
     got = sorted((p.reader, p.kind, tuple(sorted(p.posts))) for p in world.planned())
-    assert got == [
-        ("both@example.org", "editorial", ("One", "Two")),
-        ("mx@example.org", "editorial", ("One", "Two")),
+    assert got == [  # "Two" is a Migration post: no reader of Mexico or Refugees follows it
+        ("both@example.org", "editorial", ("One",)),
+        ("mx@example.org", "editorial", ("One",)),
     ]
     with transaction(world.sessions) as session:
         cancelled = editorial_digests.create_editorial(
             session=session, subject="Never", post_ids=[one]
         )
-        editorial_digests.schedule(session=session, digest_id=cancelled.id, at=utc(2024, 6, 10, 13))
+        editorial_digests.schedule(
+            session=session, digest_id=cancelled.id, at=utc(2024, 6, 10, 13), expected_count=2
+        )
         editorial_digests.cancel(session=session, digest_id=cancelled.id)
     with transaction(world.sessions) as session:
         dispatch.plan_due(session, settings, now=utc(2024, 6, 10, 14))
@@ -1455,6 +1460,82 @@ def test_editorial_plan_reaches_its_audience_once(world: World, settings: Settin
         )
     assert count == 0
     assert all(p.status == DeliveryStatus.PENDING.value for p in world.planned())
+
+
+def test_editorial_audience_defaults_to_the_posts_topics_and_the_count_is_what_is_planned(
+    world: World, settings: Settings
+) -> None:
+    """No audience ticked: the readers of the chosen posts' topics, each with the posts of their
+    own topics (a Border Security and Migration reader gets no Mexico post, and no email); "for
+    everyone": each reader of the audience gets every post; every active reader only when picked.
+    count_audience counts exactly the readers the planner then plans."""
+    world.reader("bm@example.org", "UTC", {"border-security": WEEKLY, "migration": WEEKLY})
+    world.reader("mx@example.org", "UTC", {"mexico": WEEKLY})
+    world.reader("mf@example.org", "UTC", {"mexico": DAILY, "refugees": WEEKLY})
+    world.reader("rf@example.org", "UTC", {"refugees": DAILY})
+    mexico = world.post(PostSpec("Mexico this month", ("mexico",), utc(2024, 6, 10, 9)))
+    russia = world.post(PostSpec("Refugees now", ("refugees",), utc(2024, 6, 10, 9)))
+    expected = {
+        "default": [
+            ("mf@example.org", ("Mexico this month", "Refugees now")),
+            ("mx@example.org", ("Mexico this month",)),
+            ("rf@example.org", ("Refugees now",)),
+        ],
+        "for_everyone": [
+            ("mf@example.org", ("Mexico this month", "Refugees now")),
+            ("mx@example.org", ("Mexico this month", "Refugees now")),
+            ("rf@example.org", ("Mexico this month", "Refugees now")),
+        ],
+        "everyone": [
+            ("bm@example.org", ("Mexico this month", "Refugees now")),
+            ("mf@example.org", ("Mexico this month", "Refugees now")),
+            ("mx@example.org", ("Mexico this month", "Refugees now")),
+            ("rf@example.org", ("Mexico this month", "Refugees now")),
+        ],
+    }
+    for n, (how, want) in enumerate(expected.items()):
+        with transaction(world.sessions) as session:
+            draft = editorial_digests.create_editorial(
+                session=session,
+                subject=how,
+                post_ids=[mexico, russia],
+                for_everyone=how == "for_everyone",
+                everyone=how == "everyone",
+            )
+            count = editorial_digests.count_audience(session=session, digest_id=draft.id)
+            assert count.total == len(want), how
+            if how == "default":
+                assert draft.audience == "readers of Mexico, Refugees"
+                assert count.by_topic == [("Mexico", 2), ("Refugees", 2)]
+                assert count.by_frequency == {"daily": 2, "weekly": 2}
+            with pytest.raises(CountChanged):
+                editorial_digests.schedule(
+                    session=session,
+                    digest_id=draft.id,
+                    at=utc(2024, 6, 10, 12),
+                    expected_count=count.total + 1,
+                )
+            editorial_digests.schedule(
+                session=session,
+                digest_id=draft.id,
+                at=utc(2024, 6, 10, 12),
+                expected_count=count.total,
+            )
+            planned = planner.plan_editorial(session, draft.id, now=utc(2024, 6, 10, 12, n))
+            assert planned.planned == count.total, how
+            digest_id = draft.id
+        with world.sessions() as session:
+            rows = session.execute(
+                select(Subscriber.email, Post.title)
+                .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+                .join(delivery_posts, delivery_posts.c.delivery_id == Delivery.id)
+                .join(Post, Post.id == delivery_posts.c.post_id)
+                .where(Delivery.digest_id == digest_id)
+            ).all()
+        carried: dict[str, list[str]] = {}
+        for email, title in rows:
+            carried.setdefault(email, []).append(title)
+        assert sorted((e, tuple(sorted(t))) for e, t in carried.items()) == want, how
 
 
 def test_plan_results_count_the_deliveries_each_call_added(world: World) -> None:

@@ -428,7 +428,12 @@ def _hostile_emails(tmp_path: Path, sessions: sessionmaker[Session]) -> tuple[li
             + "\n\n[x](javascript:alert(20)) <img src=x onerror=alert(21)>",
             post_ids=post_ids,
         )
-        editorial.schedule(session=session, digest_id=digest.id, at=MONDAY)
+        editorial.schedule(
+            session=session,
+            digest_id=digest.id,
+            at=MONDAY,
+            expected_count=editorial.count_audience(session=session, digest_id=digest.id).total,
+        )
     digest_ids = []
     with transaction(sessions) as session:
         result = planner.plan_post_alerts(session, post_ids[0], now=MONDAY + timedelta(hours=9))

@@ -238,7 +238,12 @@ def _produce(folder: Path) -> dict[str, EmailMessage]:
             post_ids=post_ids[:3],
             audience_topics=["refugees"],
         )
-        editorial.schedule(session=session, digest_id=digest.id, at=MONDAY)
+        editorial.schedule(
+            session=session,
+            digest_id=digest.id,
+            at=MONDAY,
+            expected_count=editorial.count_audience(session=session, digest_id=digest.id).total,
+        )
         return planner.plan_editorial(session, digest.id, now=MONDAY + timedelta(days=2)).digest_id
 
     send("alert", alert, "ana@example.org")

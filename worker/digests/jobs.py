@@ -12,10 +12,12 @@ from sqlalchemy import BigInteger, any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from subscriptions.digests import every_post_to_each
 from subscriptions.errors import NotFound
 from subscriptions.models import (
     Delivery,
     Digest,
+    DigestKind,
     Post,
     Subscriber,
     SubscriberStatus,
@@ -242,6 +244,11 @@ def preview_job(session: Session, digest_id: int, email: str) -> tuple[DigestInf
             .where(Subscription.subscriber_id == reader.id)
         )
     ]
+    if digest.kind is DigestKind.EDITORIAL and not every_post_to_each(digest.options):
+        # As the planner plans it: only the posts of the reader's own topics.
+        followed = {name for name, _ in subscriptions}
+        kept = {row[0] for row in rows if row[4] in followed}
+        rows = [row for row in rows if row[0] in kept]
     info = DigestInfo(digest.id, digest.kind.value, digest.subject, digest.intro_markdown)
     job = Job(
         delivery_id=0,

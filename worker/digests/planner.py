@@ -26,7 +26,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    true,
     union_all,
     update,
 )
@@ -34,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from subscriptions.db import lock_planning
+from subscriptions.digests import editorial_pairs
 from subscriptions.models import (
     Delivery,
     DeliveryStatus,
@@ -521,7 +521,8 @@ def plan_periodic(
 
 
 def plan_editorial(session: Session, digest_id: int, *, now: datetime | None = None) -> PlanResult:
-    """An editor's digest: the chosen posts to the chosen audience, as they were chosen."""
+    """An editor's digest: the chosen posts to the chosen audience, as they were chosen; each
+    reader of topics gets the posts of their topics unless the digest is for everyone."""
     now = now or utcnow()
     _serialize(session)
     digest = session.get(Digest, digest_id, with_for_update=True)
@@ -529,20 +530,8 @@ def plan_editorial(session: Session, digest_id: int, *, now: datetime | None = N
         raise ValueError(f"digest {digest_id} is not an editorial digest")
     if digest.status in (DigestStatus.DRAFT, DigestStatus.CANCELLED):
         return PlanResult(digest_id, 0)
-    post_ids = [int(p) for p in digest.options.get("post_ids", [])]
-    topic_ids = [int(t) for t in digest.options.get("audience_topic_ids", [])]
-    readers = select(Subscriber.id).where(_mailable(now))
-    if topic_ids:
-        readers = readers.where(
-            exists(
-                select(literal(1)).where(
-                    Subscription.subscriber_id == Subscriber.id,
-                    Subscription.topic_id.in_(topic_ids),
-                )
-            )
-        )
-    reader_sq = readers.subquery()
-    pairs = select(reader_sq.c.id, Post.id).join(Post, true()).where(Post.id.in_(post_ids))
+    # The same query the editor's confirmed count came from (subscriptions.digests).
+    pairs = editorial_pairs(digest.options, now)
     _drop_empty(session, digest_id)
     planned = _fill(session, digest_id, now, pairs)
     refresh_digest_status(session, digest_id)

@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse
 
 from subscriptions import dashboard, feeds, notices
 from subscriptions.web.admin.auth import EditorDep, page
+from subscriptions.web.admin.chart import activity_chart
 from subscriptions.web.runtime import RuntimeDep, SessionDep
 
 router = APIRouter()
@@ -27,7 +28,9 @@ def dashboard_page(
         totals=dashboard.reader_totals(session=session),
         topics=dashboard.readers_by_topic(session=session),
         days=days,
-        peak=max([1, *(max(d.signups, d.unsubscribes) for d in days)]),
+        chart=activity_chart(
+            [d.day for d in days], [d.signups for d in days], [d.unsubscribes for d in days]
+        ),
         digests=dashboard.recent_digests(session=session),
         feeds=feeds.list_feeds(session=session),
         notices=notices.open_notices(session=session),

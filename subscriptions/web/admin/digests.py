@@ -4,6 +4,7 @@ test send, send now, schedule, cancel, and live progress (a JSON endpoint polled
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -48,6 +49,7 @@ DONE = {
     "cancelled": "Cancelled. Anything already sent stays sent.",
     "unknown-resend": "Deliveries of unknown outcome queued again.",
     "unknown-close": "Deliveries of unknown outcome closed: not resent.",
+    "audience": "Audience changed: check the new count.",
 }
 
 
@@ -104,6 +106,8 @@ def compose(
                 since=_moment(form, "since"),
                 until=_moment(form, "until"),
                 audience_topics=_many(form, "audience"),
+                everyone=bool(form_text(form, "everyone")),
+                for_everyone=bool(form_text(form, "for_everyone")),
             )
         except InvalidInput as exc:
             session.rollback()
@@ -148,6 +152,10 @@ def digest_progress(
             "suppressed": p.suppressed,
             "unknown": p.unknown,
             "pending": p.pending,
+            "claimed": p.claimed,
+            "waiting": p.waiting,
+            "done": p.done,
+            "phase": p.phase,
             "percent": p.percent,
             "finished": p.finished,
             "report": {
@@ -162,6 +170,38 @@ def digest_progress(
     )
 
 
+@router.get("/digests/{digest_id}/audience")
+def audience_count(
+    session: SessionDep,
+    editor: EditorDep,
+    digest_id: int = DigestId,
+    audience: list[str] = Query([], max_length=50),
+    everyone: bool = False,
+    for_everyone: bool = False,
+) -> JSONResponse:
+    """The recipient count the audience form would give, as the editor ticks (nothing changes)."""
+    try:
+        count = digest_ops.count_another_audience(
+            session=session,
+            digest_id=digest_id,
+            audience_topics=[a for a in audience if a],
+            everyone=everyone,
+            for_everyone=for_everyone,
+        )
+    except NotFound as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+    except InvalidInput as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+    return JSONResponse(
+        {
+            "total": count.total,
+            "by_topic": dict(count.by_topic),
+            "by_frequency": count.by_frequency,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 @router.get("/digests/{digest_id}/preview", response_class=HTMLResponse)
 def preview_page(
     request: Request,
@@ -170,8 +210,10 @@ def preview_page(
     editor: EditorDep,
     digest_id: int = DigestId,
     email: str = Query("", max_length=320),
+    scheme: str = Query("light", pattern="^(light|dark)$"),
 ) -> HTMLResponse:
-    """The digest as a reader gets it: HTML in a sandboxed frame beside the text."""
+    """The digest as a reader gets it: the HTML at a phone's width (375 px) beside a desktop's,
+    each frame as tall as the email, in the light or dark colour scheme; the text below."""
     reader = email.strip() or previews.default_reader(session=session) or ""
     if not reader:
         return _digest_page(
@@ -193,7 +235,27 @@ def preview_page(
         )
     summary = digest_ops.summarize(session=session, digest_id=digest_id)
     return page(
-        runtime, request, editor, "admin/digest_preview.html", digest=summary, preview=shown
+        runtime,
+        request,
+        editor,
+        "admin/digest_preview.html",
+        digest=summary,
+        preview=shown,
+        html=dark_variant(shown.html) if scheme == "dark" else shown.html,
+        scheme=scheme,
+    )
+
+
+DARK_QUERY = re.compile(r"@media\s*\(\s*prefers-color-scheme\s*:\s*dark\s*\)", re.I)
+
+
+def dark_variant(html: str) -> str:
+    """The email as a mail client in dark mode shows it: its dark-scheme rules always apply.
+
+    A frame does not take its colour scheme from the console (Chromium keeps the browser's), so
+    the preview turns the email's own `prefers-color-scheme: dark` rules on instead."""
+    return DARK_QUERY.sub("@media all", html).replace(
+        "<head>", '<head><meta name="color-scheme" content="dark">', 1
     )
 
 
@@ -228,6 +290,34 @@ def test_send(
     return _digest_page(runtime, request, session, editor, digest_id, 400, error=error)
 
 
+@router.post("/digests/{digest_id}/audience", response_model=None)
+def change_audience(
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    editor: EditorDep,
+    form: FormDep,
+    digest_id: int = DigestId,
+) -> Response:
+    """Change a draft's audience; the page then shows the new recipient count."""
+    return _change(
+        runtime,
+        request,
+        session,
+        editor,
+        form,
+        digest_id,
+        "audience",
+        lambda: digest_ops.change_audience(
+            session=session,
+            digest_id=digest_id,
+            audience_topics=_many(form, "audience"),
+            everyone=bool(form_text(form, "everyone")),
+            for_everyone=bool(form_text(form, "for_everyone")),
+        ),
+    )
+
+
 @router.post("/digests/{digest_id}/send", response_model=None)
 def send_now(
     request: Request,
@@ -237,7 +327,10 @@ def send_now(
     form: FormDep,
     digest_id: int = DigestId,
 ) -> Response:
-    """Send now: committed as due first, then the worker is asked to plan and send it."""
+    """Send now: first a confirmation page repeating subject and count; once confirmed (for the
+    count shown), committed as due, then the worker is asked to plan and send it."""
+    if form_text(form, "confirm") != "yes":
+        return _confirmation(runtime, request, session, editor, form, digest_id, "send")
     return _change(
         runtime,
         request,
@@ -246,7 +339,12 @@ def send_now(
         form,
         digest_id,
         "sent",
-        lambda: digest_ops.schedule(session=session, digest_id=digest_id, at=datetime.now(UTC)),
+        lambda: digest_ops.schedule(
+            session=session,
+            digest_id=digest_id,
+            at=datetime.now(UTC),
+            expected_count=_count(form),
+        ),
         then=lambda: runtime.queue.send(SEND_EDITORIAL, digest_id),
     )
 
@@ -260,15 +358,67 @@ def schedule(
     form: FormDep,
     digest_id: int = DigestId,
 ) -> Response:
-    """Send at a given time (UTC)."""
+    """Send at a given time (UTC), after the same confirmation as "Send now"."""
 
     def run() -> DigestSummary:
         at = _moment(form, "at")
         if at is None:
             raise InvalidInput("Give the time to send it.", field="at")
-        return digest_ops.schedule(session=session, digest_id=digest_id, at=at)
+        return digest_ops.schedule(
+            session=session, digest_id=digest_id, at=at, expected_count=_count(form)
+        )
 
+    if form_text(form, "confirm") != "yes":
+        return _confirmation(runtime, request, session, editor, form, digest_id, "schedule")
     return _change(runtime, request, session, editor, form, digest_id, "scheduled", run)
+
+
+def _count(form: dict[str, Any]) -> int:
+    value = form_text(form, "expected_count")
+    if not value.isdigit() or int(value) > MAX_ID:
+        raise InvalidInput("Confirm the recipient count first.", field="expected_count")
+    return int(value)
+
+
+def _confirmation(
+    runtime: WebRuntime,
+    request: Request,
+    session: Session,
+    editor: EditorInfo,
+    form: dict[str, Any],
+    digest_id: int,
+    action: str,
+) -> HTMLResponse:
+    """ "Send "subject" to N readers?": the step between the button and the send."""
+    error = check_form(runtime, request, form)
+    at = None
+    if error is None and action == "schedule":
+        try:
+            at = _moment(form, "at")
+        except InvalidInput as exc:
+            error = str(exc)
+        if at is None and error is None:
+            error = "Give the time to send it."
+    if error is not None:
+        return _digest_page(runtime, request, session, editor, digest_id, 400, error=error)
+    try:
+        summary = digest_ops.summarize(session=session, digest_id=digest_id)
+        count = digest_ops.count_audience(session=session, digest_id=digest_id)
+    except NotFound:
+        return page(
+            runtime, request, editor, "admin/error.html", 404, message=f"No digest {digest_id}."
+        )
+    return page(
+        runtime,
+        request,
+        editor,
+        "admin/digest_confirm.html",
+        digest=summary,
+        count=count,
+        action=action,
+        at=at,
+        at_value=form_text(form, "at"),
+    )
 
 
 @router.post("/digests/{digest_id}/cancel", response_model=None)
@@ -364,6 +514,9 @@ def _digest_page(
     carried = digest_ops.carried_posts(session=session, digest_id=digest_id)
     context.setdefault("unknowns", unknown_ops.unknown_report(session=session, digest_id=digest_id))
     context.setdefault("reader", "")
+    if summary.kind == "editorial" and summary.status in ("draft", "scheduled"):
+        context["count"] = digest_ops.count_audience(session=session, digest_id=digest_id)
+        context["topics"] = topic_ops.list_topics(session=session)
     return page(
         runtime,
         request,
@@ -403,6 +556,8 @@ def _composer(
             "posts": set(_many(form, "posts")),
             "topics": set(_many(form, "topics")),
             "audience": set(_many(form, "audience")),
+            "everyone": bool(form_text(form, "everyone")),
+            "for_everyone": bool(form_text(form, "for_everyone")),
             "since": form_text(form, "since"),
             "until": form_text(form, "until"),
         },

@@ -60,7 +60,10 @@ def shown_settings(settings: Settings) -> list[tuple[str, str, str]]:
             shown = "not set"
         else:
             shown = mask_url(str(value))
-        rows.append((f"NEWSLETTER_{name.upper()}", shown, field.description or ""))
+        # The variable's name as README gives it: an alias (NEWSLETTER_FROM) where there is one.
+        alias = field.validation_alias
+        variable = alias if isinstance(alias, str) else f"NEWSLETTER_{name.upper()}"
+        rows.append((variable, shown, field.description or ""))
     return rows
 
 

@@ -49,7 +49,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "no valid bearer token (missing, wrong or revoked)",
         403: "the token lacks the admin role",
         404: "no such digest (or reader)",
-        409: "the digest's state does not allow this",
+        409: "the digest's state does not allow this, or the recipient count changed",
         422: "invalid input",
         429: "too many test sends (to that address, or in all) this hour",
     }
@@ -113,7 +113,14 @@ class DigestIn(BaseModel):
     audience: list[Slug] = Field(
         default_factory=list,
         max_length=50,
-        description="topic slugs whose readers get it; default: the chosen topics, or everyone",
+        description="topic slugs whose readers get it; default: the chosen topics, or the "
+        "chosen posts' topics",
+    )
+    everyone: bool = Field(False, description="send to every active reader, every post")
+    for_everyone: bool = Field(
+        False,
+        description="each reader of the audience gets every post (default: only the posts of "
+        "their topics)",
     )
 
     @field_validator("subject", "intro_markdown")
@@ -127,6 +134,15 @@ class DigestIn(BaseModel):
         if value is not None and value.tzinfo is None:
             raise ValueError("give a time zone, e.g. 2026-11-27T09:00:00Z")
         return value
+
+
+class AudienceOut(BaseModel):
+    """How many readers the digest would reach if sent now: in all, by topic, by frequency (a
+    reader of two topics counts once in `total` and under each topic)."""
+
+    total: int
+    by_topic: dict[str, int]
+    by_frequency: dict[str, int]
 
 
 class PreviewOut(BaseModel):
@@ -163,7 +179,15 @@ class UnknownOut(BaseModel):
     reasons: dict[str, int] = Field(description="why, with how many each")
 
 
-class ScheduleIn(BaseModel):
+class SendIn(BaseModel):
+    """The recipient count the editor checked (see `GET /digests/{id}/audience`)."""
+
+    expected_count: int = Field(
+        ge=0, le=MAX_ID, description="the count you confirmed; 409 if the audience is no longer so"
+    )
+
+
+class ScheduleIn(SendIn):
     at: datetime = Field(description="when to send, with a time zone")
 
     @field_validator("at")
@@ -204,7 +228,7 @@ def digest_out(summary: DigestSummary) -> DigestOut:
 
 def _problem(exc: InvalidInput | NotFound) -> Problem:
     # A digest in the wrong state for the change is a conflict, not a malformed request.
-    if isinstance(exc, InvalidInput) and exc.field == "status":
+    if isinstance(exc, InvalidInput) and exc.field in ("status", "expected_count"):
         return Problem(409, "Conflict", str(exc))
     return problem_from(exc)
 
@@ -246,6 +270,8 @@ def create_digest(body: DigestIn, token: TokenDep, session: SessionDep) -> Diges
             since=body.since,
             until=body.until,
             audience_topics=body.audience,
+            everyone=body.everyone,
+            for_everyone=body.for_everyone,
         )
     except (InvalidInput, NotFound) as exc:
         session.rollback()
@@ -318,13 +344,20 @@ def test_digest(
     "/{digest_id}/send",
     response_model=DigestOut,
     status_code=202,
-    responses=_problems(401, 404, 409, 422),
+    responses=_problems(400, 401, 404, 409, 422),
 )
 def send_digest(
-    digest_id: DigestId, token: TokenDep, runtime: RuntimeDep, session: SessionDep
+    digest_id: DigestId, body: SendIn, token: TokenDep, runtime: RuntimeDep, session: SessionDep
 ) -> DigestOut:
-    """Send a draft or scheduled digest now: the worker plans and sends it (see `progress`)."""
-    summary = _change(session, digest_ops.schedule, digest_id, at=datetime.now(UTC))
+    """Send a draft or scheduled digest now: the worker plans and sends it (see `progress`).
+    409 when `expected_count` is not the audience's count any more: nothing is sent."""
+    summary = _change(
+        session,
+        digest_ops.schedule,
+        digest_id,
+        at=datetime.now(UTC),
+        expected_count=body.expected_count,
+    )
     runtime.queue.send(SEND_EDITORIAL, digest_id)
     return digest_out(summary)
 
@@ -335,8 +368,29 @@ def send_digest(
 def schedule_digest(
     digest_id: DigestId, body: ScheduleIn, token: TokenDep, session: SessionDep
 ) -> DigestOut:
-    """Send a draft (or move a scheduled digest) at a given time."""
-    return digest_out(_change(session, digest_ops.schedule, digest_id, at=body.at))
+    """Send a draft (or move a scheduled digest) at a given time, for `expected_count` readers
+    (409 when the audience's count differs: nothing changed)."""
+    return digest_out(
+        _change(
+            session,
+            digest_ops.schedule,
+            digest_id,
+            at=body.at,
+            expected_count=body.expected_count,
+        )
+    )
+
+
+@router.get("/{digest_id}/audience", response_model=AudienceOut, responses=_problems(401, 404))
+def digest_audience(digest_id: DigestId, token: TokenDep, session: SessionDep) -> AudienceOut:
+    """The exact number of readers the digest would go to now, to confirm before sending."""
+    try:
+        count = digest_ops.count_audience(session=session, digest_id=digest_id)
+    except NotFound as exc:
+        raise _problem(exc) from None
+    return AudienceOut(
+        total=count.total, by_topic=dict(count.by_topic), by_frequency=count.by_frequency
+    )
 
 
 @router.post(
