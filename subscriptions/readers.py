@@ -16,6 +16,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from subscriptions.errors import HeaderInjection, InvalidInput, NotFound, TokenUsed
+from subscriptions.i18n import N_
 from subscriptions.models import (
     Consent,
     DigestMark,
@@ -55,9 +56,9 @@ def normalize_email(address: str, *, check_deliverability: bool = False) -> str:
         raise HeaderInjection("an email address cannot contain line breaks", field="email")
     address = address.strip()
     if not address:
-        raise InvalidInput("enter your email address", field="email")
+        raise InvalidInput(N_("enter your email address"), field="email")
     if len(address) > MAX_ADDRESS_LENGTH:
-        raise InvalidInput("that email address is too long", field="email")
+        raise InvalidInput(N_("that email address is too long"), field="email")
     try:
         valid = validate_email(address, check_deliverability=check_deliverability)
     except EmailNotValidError as exc:
@@ -142,7 +143,7 @@ def subscribe(
     gets here); an erased one is signed up afresh; a known one gets a fresh confirmation.
     """
     if not topics:
-        raise InvalidInput("choose at least one topic", field="topics")
+        raise InvalidInput(N_("choose at least one topic"), field="topics")
     topic_ids_for_slugs(session=session, slugs=topics)
     request = SignUpRequest(
         email, topics, frequency, timezone, ip, source, user_agent, wording, now, intake_key

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from subscriptions import privacy, readers
 from subscriptions.errors import InvalidInput, NotFound, TokenInvalid
+from subscriptions.i18n import N_
 from subscriptions.models import (
     Frequency,
     Subscriber,
@@ -156,13 +157,15 @@ def save_preferences(
         refuse_line_breaks(form)
         runtime.forms.verify(request, form)
         if reader.status is not SubscriberStatus.ACTIVE:
-            raise InvalidInput("You are unsubscribed. Subscribe again from the subscribe page.")
+            raise InvalidInput(N_("You are unsubscribed. Subscribe again from the subscribe page."))
         frequencies = _frequencies(form, [t.slug for t in list_topics(session=session)])
         if not any(frequencies.values()):
-            raise InvalidInput("Choose at least one topic, or unsubscribe from everything below.")
+            raise InvalidInput(
+                N_("Choose at least one topic, or unsubscribe from everything below.")
+            )
         zone = str(form.get("timezone", reader.timezone))
         if zone not in timezones() and zone != "UTC":
-            raise InvalidInput("Choose a time zone from the list.")
+            raise InvalidInput(N_("Choose a time zone from the list."))
         readers.update_preferences(
             session=session,
             subscriber_id=reader.id,
@@ -174,7 +177,9 @@ def save_preferences(
         session.rollback()
         return _centre(runtime, request, session, reader, token, error=str(exc), status=400)
     session.commit()
-    return _centre(runtime, request, session, reader, token, notice="Your preferences are saved.")
+    return _centre(
+        runtime, request, session, reader, token, notice=N_("Your preferences are saved.")
+    )
 
 
 def _frequencies(form: dict[str, Any], slugs: list[str]) -> dict[str, Frequency | None]:
@@ -186,7 +191,7 @@ def _frequencies(form: dict[str, Any], slugs: list[str]) -> dict[str, Frequency 
         elif isinstance(value, str) and value in FREQUENCY_LABELS:
             result[slug] = Frequency(value)
         else:
-            raise InvalidInput("Choose how often for each topic.")
+            raise InvalidInput(N_("Choose how often for each topic."))
     return result
 
 
@@ -198,7 +203,7 @@ def _pause(form: dict[str, Any], reader: Subscriber) -> Any:
         return None
     if isinstance(choice, str) and choice.isdigit() and int(choice) in PAUSE_WEEKS:
         return utcnow() + timedelta(weeks=int(choice))
-    raise InvalidInput("Choose how long to pause.")
+    raise InvalidInput(N_("Choose how long to pause."))
 
 
 @router.post("/manage/{token}/revoke", response_class=HTMLResponse)
@@ -248,7 +253,7 @@ def erase(
         reader = _reader(runtime, session, Purpose.MANAGE, token)
         runtime.forms.verify(request, form)
         if form.get("confirm") != "yes":
-            raise InvalidInput("Tick the box to confirm that you want everything erased.")
+            raise InvalidInput(N_("Tick the box to confirm that you want everything erased."))
     except TokenInvalid:
         return runtime.page("link_invalid.html", status=400)
     except InvalidInput as exc:
@@ -309,10 +314,10 @@ def pause_instead(
     try:
         runtime.forms.verify(request, form)
         if reader.status is not SubscriberStatus.ACTIVE:
-            raise InvalidInput("You are unsubscribed, so there is nothing to pause.")
+            raise InvalidInput(N_("You are unsubscribed, so there is nothing to pause."))
         weeks = form.get("weeks")
         if not (isinstance(weeks, str) and weeks.isdigit() and int(weeks) in PAUSE_WEEKS):
-            raise InvalidInput("Choose how long to pause.")
+            raise InvalidInput(N_("Choose how long to pause."))
         until = utcnow() + timedelta(weeks=int(weeks))
         readers.update_preferences(
             session=session, subscriber_id=reader.id, frequencies={}, paused_until=until

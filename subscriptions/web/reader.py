@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from subscriptions import intake, readers
 from subscriptions.errors import InvalidInput, NotFound, TokenExpired, TokenInvalid, TokenUsed
+from subscriptions.i18n import N_
 from subscriptions.models import Frequency, utcnow
 from subscriptions.queue import APPLY_SIGNUPS, SEND_CONFIRMATION, SEND_WELCOME
 from subscriptions.tokens import Purpose, TokenClaims
@@ -39,24 +40,24 @@ from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntim
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-CONSENT_WORDING = (
+CONSENT_WORDING = N_(
     "I agree to receive email about the topics I chose, as often as I chose. "
     "Every email has a link to change this or to unsubscribe."
 )
 FREQUENCY_LABELS = {
-    "immediate": "Immediately, one email per post",
-    "daily": "Daily digest",
-    "weekly": "Weekly digest",
+    "immediate": N_("Immediately, one email per post"),
+    "daily": N_("Daily digest"),
+    "weekly": N_("Weekly digest"),
 }
 
 
 #: What each rate limit is, in the reader's words, for the 429 page.
 LIMITS = {
-    "subscribe-ip": "Too many sign-ups were sent from your network in the last hour.",
-    "subscribe-address": "This address was signed up too many times in the last hour.",
-    "renew": "Too many new links were asked for this sign-up in the last hour.",
-    "manage-ip": "Too many links were asked for from your network in the last hour.",
-    "manage-address": "Too many links were asked for this address in the last hour.",
+    "subscribe-ip": N_("Too many sign-ups were sent from your network in the last hour."),
+    "subscribe-address": N_("This address was signed up too many times in the last hour."),
+    "renew": N_("Too many new links were asked for this sign-up in the last hour."),
+    "manage-ip": N_("Too many links were asked for from your network in the last hour."),
+    "manage-address": N_("Too many links were asked for this address in the last hour."),
 }
 
 
@@ -76,7 +77,7 @@ def too_many(
     runtime: WebRuntime, retry_after: int, which: str | None = None, *, limit: int | None = None
 ) -> HTMLResponse:
     """The 429 page, with Retry-After: which limit was reached and when to try again."""
-    reason = LIMITS.get(which or "", "Too many requests from here.")
+    reason = LIMITS.get(which or "", N_("Too many requests from here."))
     if limit is not None:
         reason = f"{reason[:-1]} (the limit is {limit} an hour)."
     response = runtime.page(
@@ -156,7 +157,7 @@ def framed_form(
     chosen = [slug for slug in dict.fromkeys(topic.split(",")) if slug in live][:20]
     if not chosen:
         return runtime.page(
-            "error.html", status=404, code=404, message="This box names no published topic."
+            "error.html", status=404, code=404, message=N_("This box names no published topic.")
         )
     return _framed(runtime, chosen, frequency, live)
 
@@ -407,7 +408,7 @@ async def resend(request: Request) -> Response:
             "error.html",
             status=400,
             code=400,
-            message="This page is too old to send the email again. Please subscribe again.",
+            message=N_("This page is too old to send the email again. Please subscribe again."),
         )
     entry = receipt.entry
     reply = Reply(
@@ -419,7 +420,9 @@ async def resend(request: Request) -> Response:
         framed=form.get("embed") == "frame",
         back=embed.back_link(form.get("return_to"), runtime.settings),
     )
-    sent_again = "We sent the email again. It can take a few minutes; check your spam folder too."
+    sent_again = N_(
+        "We sent the email again. It can take a few minutes; check your spam folder too."
+    )
     if entry is None or form.get(HONEYPOT):
         first = await run_in_threadpool(
             runtime.limiter.first_use, "resend", receipt.nonce, ttl_seconds=86400
@@ -453,9 +456,9 @@ def _entry(
     try:
         chosen = Frequency(frequency)
     except ValueError:
-        raise InvalidInput("Choose how often you want email.", field="frequency") from None
+        raise InvalidInput(N_("Choose how often you want email."), field="frequency") from None
     if not topics:
-        raise InvalidInput("choose at least one topic", field="topics")
+        raise InvalidInput(N_("choose at least one topic"), field="topics")
     missing = sorted(set(topics) - live)
     if missing:
         raise UnknownTopic(f"unknown topic: {', '.join(missing)}", field="topics")
