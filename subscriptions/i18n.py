@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gettext as gettext_module
 import io
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
 from functools import cache
@@ -83,6 +83,11 @@ def choose_language(value: str | None, offered: Iterable[str]) -> str | None:
         return tag
     primary = tag.split("-", 1)[0]
     return primary if primary in offered else None
+
+
+def reader_language(offered: Sequence[str], language: str | None) -> str:
+    """A reader's stored language if it is still offered, else the fallback (the first offered)."""
+    return language if language is not None and language in offered else offered[0]
 
 
 def negotiate(accept_language: str | None, offered: Iterable[str]) -> str:

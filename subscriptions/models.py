@@ -146,6 +146,8 @@ class Subscriber(Base):
         _enum(SubscriberStatus, "subscriber_status"), default=SubscriberStatus.PENDING
     )
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    #: The reader's language for emails and pages; None: the first of NEWSLETTER_LANGUAGES.
+    language: Mapped[str | None] = mapped_column(String(16), default=None)
     paused_until: Mapped[datetime | None]
     # Raising it revokes every link issued before (tokens carry the version they were made with).
     token_version: Mapped[int] = mapped_column(Integer, default=1)

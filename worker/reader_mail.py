@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from subscriptions.i18n import N_, gettext_for
+from subscriptions.i18n import N_, gettext_for, reader_language
 from subscriptions.models import Consent, Subscriber, SubscriberStatus, Topic, utcnow
 from subscriptions.tokens import Purpose
 from worker.links import list_headers, reader_links
@@ -200,8 +200,7 @@ def _send(
 
 def _language(runtime: WorkerRuntime, reader: Subscriber) -> str:
     """The reader's language if it is still offered, else the fallback (the first offered)."""
-    offered = runtime.settings.language_list
-    return offered[0]
+    return reader_language(runtime.settings.language_list, reader.language)
 
 
 def _topic_names(session: Session, slugs: list[str]) -> list[str]:

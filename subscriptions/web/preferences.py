@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from subscriptions import privacy, readers
 from subscriptions.errors import InvalidInput, NotFound, TokenInvalid
-from subscriptions.i18n import N_
+from subscriptions.i18n import N_, current_language, format_date, reader_language
 from subscriptions.models import (
     Frequency,
     Subscriber,
@@ -26,6 +26,7 @@ from subscriptions.models import (
     utcnow,
 )
 from subscriptions.queue import SEND_MANAGE_LINK
+from subscriptions.settings import Settings
 from subscriptions.tokens import Purpose
 from subscriptions.topics import list_topics
 from subscriptions.web.forms import FormRejected, refuse_line_breaks
@@ -51,6 +52,8 @@ def _reader(runtime: WebRuntime, session: Session, purpose: Purpose, token: str)
     reader = session.get(Subscriber, claims.subscriber_id)
     if reader is None or reader.token_version != claims.version:
         raise TokenInvalid("this link is not valid")
+    # A page reached from an email speaks the reader's language, whatever the browser prefers.
+    current_language.set(reader_language(runtime.settings.language_list, reader.language))
     return reader
 
 
@@ -82,11 +85,12 @@ def _centre(
             Purpose.UNSUBSCRIBE, subscriber_id=reader.id, version=reader.token_version
         ),
         reader=reader,
+        reader_language=reader_language(runtime.settings.language_list, reader.language),
         active=reader.status is SubscriberStatus.ACTIVE,
         topics=list_topics(session=session),
         current={slug: f.value for slug, f in current.items()},
         frequencies=FREQUENCY_LABELS,
-        paused_until=reader.paused_until.strftime("%d %B %Y")
+        paused_until=format_date(reader.paused_until, current_language.get(), reader.timezone)
         if paused and reader.paused_until
         else None,
         pause_weeks=PAUSE_WEEKS,
@@ -166,13 +170,17 @@ def save_preferences(
         zone = str(form.get("timezone", reader.timezone))
         if zone not in timezones() and zone != "UTC":
             raise InvalidInput(N_("Choose a time zone from the list."))
+        language = _language(form, runtime.settings)
         readers.update_preferences(
             session=session,
             subscriber_id=reader.id,
             frequencies=frequencies,
             timezone=zone,
             paused_until=_pause(form, reader),
+            language=language,
         )
+        if language is not None:
+            current_language.set(language)
     except InvalidInput as exc:
         session.rollback()
         return _centre(runtime, request, session, reader, token, error=str(exc), status=400)
@@ -180,6 +188,16 @@ def save_preferences(
     return _centre(
         runtime, request, session, reader, token, notice=N_("Your preferences are saved.")
     )
+
+
+def _language(form: dict[str, Any], settings: Settings) -> str | None:
+    """The language chosen in the form (None: the field was not there, nothing changes)."""
+    value = form.get("language")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in settings.language_list:
+        raise InvalidInput(N_("Choose a language from the list."))
+    return value
 
 
 def _frequencies(form: dict[str, Any], slugs: list[str]) -> dict[str, Frequency | None]:
@@ -329,7 +347,9 @@ def pause_instead(
         Purpose.MANAGE, subscriber_id=reader.id, version=reader.token_version
     )
     return runtime.page(
-        "paused.html", until=until.strftime("%d %B %Y"), manage_url=f"/manage/{manage_token}"
+        "paused.html",
+        until=format_date(until, current_language.get(), reader.timezone),
+        manage_url=f"/manage/{manage_token}",
     )
 
 

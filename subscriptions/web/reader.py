@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from subscriptions import intake, readers
 from subscriptions.errors import InvalidInput, NotFound, TokenExpired, TokenInvalid, TokenUsed
-from subscriptions.i18n import N_
+from subscriptions.i18n import N_, choose_language, current_language, gettext_for
 from subscriptions.models import Frequency, utcnow
 from subscriptions.queue import APPLY_SIGNUPS, SEND_CONFIRMATION, SEND_WELCOME
 from subscriptions.tokens import Purpose, TokenClaims
@@ -301,6 +301,10 @@ async def subscribe(request: Request) -> Response:
     runtime: WebRuntime = request.app.state.runtime
     settings = runtime.settings
     form = await read_form(request)
+    # The page the form was on names its language (a switch, the box's `lang`, Accept-Language).
+    page_language = choose_language(_str(form.get("lang")), settings.language_list)
+    if page_language is not None:
+        current_language.set(page_language)
     # Where the browser says the form comes from: a page of another site is let in only from an
     # allowed origin (then without a token: it cannot carry our cookie), whatever token it carries.
     other = embed.cross_site(request, settings)
@@ -379,7 +383,7 @@ def _one_more_step(
     runtime: WebRuntime, request: Request, form: dict[str, Any], reply: Reply
 ) -> Response:
     """The form as sent, in hidden fields, with one button and a token that is not too fast."""
-    keep = ("email", "frequency", "timezone", "source", "return_to", "embed")
+    keep = ("email", "frequency", "timezone", "source", "return_to", "embed", "lang")
     fields = [(name, _str(form.get(name))) for name in keep if _str(form.get(name))]
     fields += [("topics", slug) for slug in reply.topics]
     context: dict[str, Any] = {
@@ -474,6 +478,7 @@ def _entry(
         user_agent=request.headers.get("user-agent", "")[:400],
         wording=CONSENT_WORDING,
         at=utcnow().isoformat(),
+        language=current_language.get(),
     )
 
 
@@ -563,6 +568,7 @@ def _subscribe_now(
                 source=entry.source,
                 user_agent=entry.user_agent,
                 wording=entry.wording,
+                language=entry.language,
             )
     except InvalidInput as exc:  # a topic archived a moment ago
         return reply.refused(_sentence(str(exc)))
@@ -719,5 +725,7 @@ def _printable(value: str) -> str:
 
 
 def _sentence(message: str) -> str:
+    # Translated before it is made a sentence: the catalog holds the message as it was marked.
+    message = gettext_for(current_language.get())(message)
     message = message[:1].upper() + message[1:]
     return message if message.endswith(".") else message + "."
