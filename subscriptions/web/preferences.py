@@ -359,16 +359,18 @@ async def unsubscribe(token: str, request: Request, runtime: RuntimeDep) -> HTML
     no CSRF token; answers 200 at once, never a redirect. The page offers an undo for 30 days."""
     await request.body()  # accept and ignore the body, whatever its encoding
 
-    def apply() -> bool:
+    def apply() -> tuple[bool, str]:
         with runtime.sessions() as session, session.begin():
             reader = _reader(runtime, session, Purpose.UNSUBSCRIBE, token)
             readers.unsubscribe(session=session, subscriber_id=reader.id)
-            return readers.can_undo_unsubscribe(reader)
+            # The thread pool runs in a copy of this context: hand the reader's language back.
+            return readers.can_undo_unsubscribe(reader), current_language.get()
 
     try:
-        undo = await run_in_threadpool(apply)
+        undo, language = await run_in_threadpool(apply)
     except TokenInvalid:
         return runtime.page("link_invalid.html", status=400)
+    current_language.set(language)
     return runtime.page("unsubscribed.html", token=token, undo=undo, undo_days=readers.UNDO_DAYS)
 
 
