@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, literal, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from subscriptions.i18n import reader_language
 from subscriptions.models import Delivery, DeliveryStatus, Digest, DigestStatus, utcnow
 from subscriptions.notices import REQUEST_WRONG, SENDING_PAUSED, raise_notice, sending_paused
 from subscriptions.readers import suppress
@@ -276,6 +277,8 @@ class Sender:
             log.error("%s", message)
 
     def _message(self, info: DigestInfo, job: Job) -> EmailMessage:
+        # The variant includes the reader's language: one shared body per language, not per reader.
+        language = reader_language(self._settings.language_list, job.language)
         key = (info.id, job.variant)
         body = self._bodies.get(key)
         if body is None:
@@ -286,13 +289,15 @@ class Sender:
                 job.groups,
                 intro_markdown=info.intro_markdown,
                 editorial_subject=info.subject,
+                language=language,
             )
             self._bodies[key] = body
         links = reader_links(
             self._settings, self._signer, subscriber_id=job.subscriber_id, version=job.token_version
         )
         email = self._renderer.personalize(
-            body, ReaderParts(links.manage, links.unsubscribe, reasons_line(job.subscriptions))
+            body,
+            ReaderParts(links.manage, links.unsubscribe, reasons_line(job.subscriptions, language)),
         )
         headers = list_headers(self._settings, links)
         if self._settings.list_unsubscribe_mailto:
