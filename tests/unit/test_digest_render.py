@@ -551,7 +551,7 @@ def test_the_sender_renders_one_shared_body_per_language(
     assert renderer.bodies == 2
     reference = DigestRenderer(template_environment(settings, "email"))
     with sessions() as session:
-        info, jobs = load_jobs(session, list(session.scalars(select(Delivery.id))))
+        _info, jobs = load_jobs(session, list(session.scalars(select(Delivery.id))))
     by_address = {m.to: m for m in provider.messages}
     for job in jobs:
         language = job.language or "en"
