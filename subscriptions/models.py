@@ -133,6 +133,9 @@ class Topic(Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
+    #: Name and description in other languages: {"es": {"name": "…", "description": "…"}}; a
+    #: language missing here shows `name` and `description` (the default language's).
+    translations: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     archived_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

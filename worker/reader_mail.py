@@ -54,7 +54,7 @@ def send_confirmation(runtime: WorkerRuntime, consent_id: int) -> MailResult:
         language = _language(runtime, reader)
         _ = gettext_for(language)
         context: dict[str, Any] = {
-            "topics": _topic_names(session, consent.topics),
+            "topics": _topic_names(session, consent.topics, language),
             "frequency": _(FREQUENCY_WORDS[consent.frequency.value]),
         }
         to = reader.email
@@ -86,7 +86,7 @@ def send_welcome(runtime: WorkerRuntime, consent_id: int) -> MailResult:
         language = _language(runtime, reader)
         _ = gettext_for(language)
         context: dict[str, Any] = {
-            "topics": _topic_names(session, consent.topics),
+            "topics": _topic_names(session, consent.topics, language),
             "frequency": _(FREQUENCY_WORDS[consent.frequency.value]),
             "manage_url": links.manage,
             "unsubscribe_url": links.unsubscribe,
@@ -203,7 +203,12 @@ def _language(runtime: WorkerRuntime, reader: Subscriber) -> str:
     return reader_language(runtime.settings.language_list, reader.language)
 
 
-def _topic_names(session: Session, slugs: list[str]) -> list[str]:
-    return list(
-        session.scalars(select(Topic.name).where(Topic.slug.in_(slugs)).order_by(Topic.name))
-    )
+def _topic_names(session: Session, slugs: list[str], language: str) -> list[str]:
+    """The topics' names in `language` (the default language's where none is given)."""
+    names = [
+        (given or {}).get(language, {}).get("name") or name
+        for name, given in session.execute(
+            select(Topic.name, Topic.translations).where(Topic.slug.in_(slugs))
+        )
+    ]
+    return sorted(names)

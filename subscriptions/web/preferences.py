@@ -87,7 +87,7 @@ def _centre(
         reader=reader,
         reader_language=reader_language(runtime.settings.language_list, reader.language),
         active=reader.status is SubscriberStatus.ACTIVE,
-        topics=list_topics(session=session),
+        topics=list_topics(session=session, language=current_language.get()),
         current={slug: f.value for slug, f in current.items()},
         frequencies=FREQUENCY_LABELS,
         paused_until=format_date(reader.paused_until, current_language.get(), reader.timezone)
@@ -386,7 +386,12 @@ def undo_unsubscribe(token: str, runtime: RuntimeDep, session: SessionDep) -> HT
         session.rollback()
         return runtime.page("undo_expired.html", status=400)
     session.commit()
-    names = dict(session.execute(select(Topic.slug, Topic.name)).all())
+    names = {
+        t.slug: t.name
+        for t in list_topics(
+            session=session, include_archived=True, language=current_language.get()
+        )
+    }
     manage_token = runtime.signer.make(
         Purpose.MANAGE, subscriber_id=reader.id, version=reader.token_version
     )

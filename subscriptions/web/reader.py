@@ -104,7 +104,7 @@ def _form(
         "subscribe.html",
         status=status,
         timed=timed,
-        topics=list_topics(session=session),
+        topics=list_topics(session=session, language=current_language.get()),
         selected=selected,
         error=error,
         email=email,
@@ -153,7 +153,7 @@ def framed_form(
     frequency: str = Frequency.DAILY.value,
 ) -> Response:
     """The subscribe box as a page for an `<iframe>` on an allowed site: address and one button."""
-    live = {t.slug: t.name for t in list_topics(session=session)}
+    live = {t.slug: t.name for t in list_topics(session=session, language=current_language.get())}
     chosen = [slug for slug in dict.fromkeys(topic.split(",")) if slug in live][:20]
     if not chosen:
         return runtime.page(
@@ -237,7 +237,10 @@ class Reply:
             return self._json(400, ok=False, title="Please check the form", message=error)
         if self.framed:
             with self.runtime.sessions() as session:
-                names = {t.slug: t.name for t in list_topics(session=session)}
+                names = {
+                    t.slug: t.name
+                    for t in list_topics(session=session, language=current_language.get())
+                }
             return _framed(
                 self.runtime,
                 [t for t in self.topics if t in names] or self.topics,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -124,6 +124,20 @@ def reasons_line(subscriptions: Iterable[tuple[str, str]], language: str = SOURC
     else:
         joined = _("%(first)s and %(last)s") % {"first": ", ".join(parts[:-1]), "last": parts[-1]}
     return _("You get %(topics)s.") % {"topics": joined}
+
+
+def localized_groups(groups: Sequence[Group], names: Mapping[str, str]) -> tuple[Group, ...]:
+    """`groups` with each topic named as in `names` (default name → translated; others stay)."""
+    if not names:
+        return tuple(groups)
+    return tuple(Group(names.get(g.topic, g.topic), g.posts) for g in groups)
+
+
+def localized_subscriptions(
+    subscriptions: Iterable[tuple[str, str]], names: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """(topic name, frequency) pairs with each name as in `names`."""
+    return [(names.get(name, name), freq) for name, freq in subscriptions]
 
 
 def subject_for(

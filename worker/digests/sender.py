@@ -28,9 +28,17 @@ from subscriptions.notices import REQUEST_WRONG, SENDING_PAUSED, raise_notice, s
 from subscriptions.readers import suppress
 from subscriptions.settings import Settings
 from subscriptions.tokens import TokenSigner
+from subscriptions.topics import localized_names
 from worker.digests.jobs import DigestInfo, Job, JobCache, load_jobs
 from worker.digests.planner import refresh_digest_status
-from worker.digests.render import Body, DigestRenderer, ReaderParts, reasons_line
+from worker.digests.render import (
+    Body,
+    DigestRenderer,
+    ReaderParts,
+    localized_groups,
+    localized_subscriptions,
+    reasons_line,
+)
 from worker.links import list_headers, reader_links
 from worker.providers import EmailMessage, Outcome, Provider, SendResult
 from worker.ratelimit import GlobalRateLimiter
@@ -150,6 +158,8 @@ class Sender:
         self._settings = settings
         self._signer = signer
         self._bodies: dict[tuple[int, tuple[object, ...]], Body] = {}
+        #: (digest, language) → topic names in that language, read once per digest and language.
+        self._names: dict[tuple[int, str], dict[str, str]] = {}
         self._jobs = JobCache()
         self._domain = urlsplit(settings.base_url).hostname or "localhost"
 
@@ -276,6 +286,16 @@ class Sender:
             raise_notice(session=session, kind=REQUEST_WRONG, message=message)
             log.error("%s", message)
 
+    def _topic_names(self, digest_id: int, language: str) -> dict[str, str]:
+        names = self._names.get((digest_id, language))
+        if names is None:
+            if len(self._names) > 64:
+                self._names.clear()
+            with self._sessions() as session:
+                names = localized_names(session=session, language=language)
+            self._names[(digest_id, language)] = names
+        return names
+
     def _message(self, info: DigestInfo, job: Job) -> EmailMessage:
         # The variant includes the reader's language: one shared body per language, not per reader.
         language = reader_language(self._settings.language_list, job.language)
@@ -286,7 +306,7 @@ class Sender:
                 self._bodies.clear()
             body = self._renderer.body(
                 info.kind,
-                job.groups,
+                localized_groups(job.groups, self._topic_names(info.id, language)),
                 intro_markdown=info.intro_markdown,
                 editorial_subject=info.subject,
                 language=language,
@@ -297,7 +317,16 @@ class Sender:
         )
         email = self._renderer.personalize(
             body,
-            ReaderParts(links.manage, links.unsubscribe, reasons_line(job.subscriptions, language)),
+            ReaderParts(
+                links.manage,
+                links.unsubscribe,
+                reasons_line(
+                    localized_subscriptions(
+                        job.subscriptions, self._topic_names(info.id, language)
+                    ),
+                    language,
+                ),
+            ),
         )
         headers = list_headers(self._settings, links)
         if self._settings.list_unsubscribe_mailto:

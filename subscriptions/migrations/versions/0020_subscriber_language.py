@@ -1,4 +1,4 @@
-"""subscribers.language: the language a reader gets their emails and pages in
+"""subscribers.language and topics.translations: readers and topics in more than one language
 
 Chosen at sign-up from the page's language, changeable in the preference centre, carried by CSV import
 and export and the API. A nullable column with no default: NULL means "the first of
@@ -8,6 +8,9 @@ adding it rewrites nothing, on SQLite or PostgreSQL.
 Dropped with a plain ALTER TABLE ... DROP COLUMN on SQLite too (3.35 and later), not with a batch, for
 the reason migration 0013 gives (a batch would recreate subscribers and cascade-delete every row that
 references a reader).
+
+topics.translations holds a topic's name and description in other languages, as JSON
+({"es": {"name": ..., "description": ...}}); NULL: the default language's name everywhere.
 
 Revision ID: 0020
 Revises: 0016
@@ -28,7 +31,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("subscribers", sa.Column("language", sa.String(length=16), nullable=True))
+    op.add_column("topics", sa.Column("translations", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE topics DROP COLUMN translations")
     op.execute("ALTER TABLE subscribers DROP COLUMN language")
