@@ -163,3 +163,103 @@ def test_csv_import_and_export_carry_the_language(site: Site) -> None:
     assert lines[0] == "email,topics,frequency,timezone,name,language,status"
     assert "a@example.org,mexico,daily,UTC,,es,active" in lines
     assert "b@example.org,mexico,daily,UTC,,,active" in lines
+
+
+# ------------------------------------------------------------------------------- topics per language
+
+
+def test_topics_in_both_languages_through_api_console_and_cli(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    """The API, the console and the CLI all set a topic's Spanish name and description (one store
+    operation); readers of Spanish see it, and an untranslated topic falls back to its name."""
+    from click.testing import CliRunner
+
+    from subscriptions.cli import main
+    from tests.consoles import Console
+
+    console = Console(tmp_path, database_url, redis_url, languages="en,es")
+    try:
+        api = console.api("admin")
+        made = api.post(
+            "/api/v1/topics",
+            json={
+                "slug": "elections",
+                "name": "Elections",
+                "translations": {"es": {"name": "Elecciones", "description": "Votos."}},
+            },
+        )
+        assert made.status_code == 201, made.text
+        assert made.json()["translations"] == {
+            "es": {"name": "Elecciones", "description": "Votos."}
+        }
+        refused = api.post(
+            "/api/v1/topics",
+            json={"slug": "x", "name": "X", "translations": {"klingon": {"name": "X"}}},
+        )
+        assert refused.status_code == 422 and "klingon" in refused.text
+        mexico = next(t for t in api.get("/api/v1/topics").json()["items"] if t["slug"] == "mexico")
+        patched = api.patch(
+            f"/api/v1/topics/{mexico['id']}", json={"translations": {"es": {"name": "México"}}}
+        )
+        assert patched.json()["translations"]["es"]["name"] == "México"
+        # The console: the Spanish fields of the topic page.
+        editor = console.signed_in()
+        border = next(
+            t for t in api.get("/api/v1/topics").json()["items"] if t["slug"] == "border-security"
+        )
+        page = f"/admin/topics/{border['id']}"
+        saved = webforms.post_form(
+            editor,
+            page,
+            page,
+            {
+                "name": "Border Security",
+                "description": "Borders.",
+                "name-es": "Seguridad fronteriza",
+                "description-es": "Fronteras.",
+            },
+        )
+        assert saved.status_code == 303, saved.text
+        # The CLI: `newsletter topics translate`.
+        result = CliRunner().invoke(
+            main,
+            ["topics", "translate", "refugees", "es", "Refugiados"],
+            env={
+                "NEWSLETTER_DATABASE_URL": database_url,
+                "NEWSLETTER_LANGUAGES": "en,es",
+                "NEWSLETTER_SECRET_KEY": SECRET,
+            },
+        )
+        assert result.exit_code == 0, result.output
+        assert "es: Refugiados" in result.output
+        # Readers: Spanish names where given, the default name where not (Migration).
+        spanish = console.client().get("/", headers=SPANISH_BROWSER).text
+        for name in ("Elecciones", "México", "Seguridad fronteriza", "Fronteras.", "Refugiados"):
+            assert name in spanish
+        assert "Migration" in spanish and "Border Security" not in spanish
+        english = console.client().get("/", headers=ENGLISH_BROWSER).text
+        assert "Border Security" in english and "Seguridad fronteriza" not in english
+    finally:
+        console.close()
+
+
+def test_a_spanish_readers_emails_name_the_topics_in_spanish(site: Site) -> None:
+    from subscriptions.topics import list_topics, update_topic
+
+    with transaction(site.sessions) as session:
+        mexico = next(t for t in list_topics(session=session) if t.slug == "mexico")
+        update_topic(session=session, topic_id=mexico.id, translations={"es": {"name": "México"}})
+        signup = readers.subscribe(
+            session=session,
+            email="lectora@example.org",
+            topics=["mexico", "migration"],
+            frequency=readers.Frequency.DAILY,
+            timezone="America/Mexico_City",
+            language="es",
+        )
+    runtime = WorkerRuntime(site.settings)
+    assert reader_mail.send_confirmation(runtime, signup.consent_id or 0).sent
+    [message] = outbox_messages(site)
+    text = body_text(message)
+    assert "  - México" in text and "  - Migration" in text
