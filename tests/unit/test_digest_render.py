@@ -47,6 +47,8 @@ from worker.digests.render import (
     DigestRenderer,
     Group,
     ReaderParts,
+    localized_groups,
+    localized_subscriptions,
     post_view,
     reasons_line,
     subject_for,
@@ -534,6 +536,9 @@ def test_the_sender_renders_one_shared_body_per_language(
     renderer = CountingRenderer(settings)
     with transaction(sessions) as session:
         ids = _topic_ids(session)
+        mexico = session.get(Topic, ids["mexico"])
+        assert mexico is not None
+        mexico.translations = {"es": {"name": "México", "description": ""}}
         for n in range(20):
             reader_id = _reader(session, f"r{n:02d}@example.org", {"mexico": Frequency.DAILY}, ids)
             session.get(Subscriber, reader_id).language = "es" if n % 2 else None  # type: ignore[union-attr]
@@ -558,12 +563,18 @@ def test_the_sender_renders_one_shared_body_per_language(
         links = reader_links(
             settings, signer, subscriber_id=job.subscriber_id, version=job.token_version
         )
+        names = {"Mexico": "México"} if language == "es" else {}
         subject, full = reference.full_render(
             job.kind,
-            job.groups,
-            ReaderParts(links.manage, links.unsubscribe, reasons_line(job.subscriptions, language)),
+            localized_groups(job.groups, names),
+            ReaderParts(
+                links.manage,
+                links.unsubscribe,
+                reasons_line(localized_subscriptions(job.subscriptions, names), language),
+            ),
             language=language,
         )
         message = by_address[job.email]
         assert (message.subject, message.text, message.html) == (subject, full.text, full.html)
         assert ("publicación nueva hoy" in message.text) is (language == "es")
+        assert ("Recibes México a diario." in message.text) is (language == "es")

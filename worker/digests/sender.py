@@ -192,6 +192,7 @@ class Sender:
             info, jobs = load_jobs(session, ids, cache=self._jobs)
             if info is None:  # the rows were claimed in this very transaction: cannot happen
                 raise RuntimeError(f"claimed deliveries of digest {digest_id} vanished: {ids[:5]}")
+            self._read_topic_names(session, info.id, jobs)
             # A batch resent under its old idempotency key must be the same batch: nobody is dropped.
             if not retry:
                 unmailable = [j for j in jobs if not j.mailable or not j.groups]
@@ -286,15 +287,20 @@ class Sender:
             raise_notice(session=session, kind=REQUEST_WRONG, message=message)
             log.error("%s", message)
 
+    def _read_topic_names(self, session: Session, digest_id: int, jobs: list[Job]) -> None:
+        """Topic names in the batch's languages, read in the claiming transaction (a second
+        session would wait on SQLite's write lock), once per digest and language."""
+        offered = self._settings.language_list
+        for language in {reader_language(offered, job.language) for job in jobs}:
+            if (digest_id, language) not in self._names:
+                if len(self._names) > 64:
+                    self._names.clear()
+                self._names[(digest_id, language)] = localized_names(
+                    session=session, language=language
+                )
+
     def _topic_names(self, digest_id: int, language: str) -> dict[str, str]:
-        names = self._names.get((digest_id, language))
-        if names is None:
-            if len(self._names) > 64:
-                self._names.clear()
-            with self._sessions() as session:
-                names = localized_names(session=session, language=language)
-            self._names[(digest_id, language)] = names
-        return names
+        return self._names.get((digest_id, language), {})
 
     def _message(self, info: DigestInfo, job: Job) -> EmailMessage:
         # The variant includes the reader's language: one shared body per language, not per reader.
