@@ -587,7 +587,7 @@ def run(args: argparse.Namespace, database_url: str) -> int:
     )
     print(
         f"  shared bodies        {fast.body_seconds:7.2f} s  ({fast.bodies} renders for"
-        f" {fast.variants} variants: the Sender's cache holds 256)"
+        f" {fast.variants} variants: the Sender's cache holds 256 per language)"
     )
     print(f"  personalize          {fast.personal_seconds:7.2f} s")
     print(

@@ -308,7 +308,9 @@ class Sender:
         key = (info.id, job.variant)
         body = self._bodies.get(key)
         if body is None:
-            if len(self._bodies) > 256:
+            # 256 bodies per offered language: each language doubles the variants, and a cache
+            # that overflows is cleared (bench/digest.py --spanish 0.5 showed the thrash).
+            if len(self._bodies) > 256 * len(self._settings.language_list):
                 self._bodies.clear()
             body = self._renderer.body(
                 info.kind,
