@@ -14,12 +14,20 @@ from urllib.parse import urlsplit
 import redis
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from subscriptions import intake, readers
 from subscriptions.errors import InvalidInput, NotFound, TokenExpired, TokenInvalid, TokenUsed
-from subscriptions.i18n import N_, choose_language, current_language, gettext_for
-from subscriptions.models import Frequency, utcnow
+from subscriptions.i18n import (
+    N_,
+    choose_language,
+    current_language,
+    gettext_for,
+    reader_language,
+)
+from subscriptions.models import Frequency, Subscriber, utcnow
 from subscriptions.queue import APPLY_SIGNUPS, SEND_CONFIRMATION, SEND_WELCOME
 from subscriptions.tokens import Purpose, TokenClaims
 from subscriptions.topics import list_topics
@@ -608,7 +616,7 @@ def confirm_page(
 ) -> HTMLResponse:
     """One button: link scanners fetch this page, but only a person's POST confirms."""
     try:
-        claims = _confirm_claims(runtime, token)
+        claims = _confirm_claims(runtime, token, session)
     except TokenExpired as exc:
         if isinstance(exc.claims, TokenClaims) and _is_confirmed(session, exc.claims):
             return _already_confirmed(runtime, exc.claims)
@@ -627,7 +635,7 @@ def confirm(
     """Confirm the sign-up the token names; a used, expired or forged token changes nothing."""
     claims: TokenClaims | None = None
     try:
-        claims = _confirm_claims(runtime, token)
+        claims = _confirm_claims(runtime, token, session)
         runtime.forms.verify(request, form)
         if claims.consent_id is None:
             raise TokenInvalid("this link is not valid")
@@ -684,7 +692,7 @@ def renew_confirmation(
     """An expired confirmation link asks for a fresh one, sent to the same address."""
     try:
         runtime.forms.verify(request, form)
-        _confirm_claims(runtime, token)
+        _confirm_claims(runtime, token, session)
         return runtime.page("link_invalid.html", status=400)  # not expired: nothing to renew
     except FormRejected as exc:
         return runtime.form_page(
@@ -708,10 +716,25 @@ def renew_confirmation(
     return runtime.page("check_email.html", renewed=True)
 
 
-def _confirm_claims(runtime: WebRuntime, token: str) -> TokenClaims:
-    return runtime.signer.verify(
-        Purpose.CONFIRM, token, max_age_seconds=runtime.settings.confirm_token_days * 86400
-    )
+def _confirm_claims(runtime: WebRuntime, token: str, session: Session) -> TokenClaims:
+    """The claims of a confirmation link; a genuine link (expired too) makes the page speak the
+    reader's language, as every page reached from an email does."""
+    try:
+        claims = runtime.signer.verify(
+            Purpose.CONFIRM, token, max_age_seconds=runtime.settings.confirm_token_days * 86400
+        )
+    except TokenExpired as exc:
+        if isinstance(exc.claims, TokenClaims):
+            _speak_readers_language(runtime, session, exc.claims.subscriber_id)
+        raise
+    _speak_readers_language(runtime, session, claims.subscriber_id)
+    return claims
+
+
+def _speak_readers_language(runtime: WebRuntime, session: Session, subscriber_id: int) -> None:
+    language = session.scalar(select(Subscriber.language).where(Subscriber.id == subscriber_id))
+    if language is not None:
+        current_language.set(reader_language(runtime.settings.language_list, language))
 
 
 def _strings(value: Any) -> list[str]:

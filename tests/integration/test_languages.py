@@ -263,3 +263,26 @@ def test_a_spanish_readers_emails_name_the_topics_in_spanish(site: Site) -> None
     [message] = outbox_messages(site)
     text = body_text(message)
     assert "  - México" in text and "  - Migration" in text
+
+
+def test_the_confirmation_link_opens_in_the_readers_language(site: Site) -> None:
+    with transaction(site.sessions) as session:
+        signup = readers.subscribe(
+            session=session,
+            email="lectora@example.org",
+            topics=["mexico"],
+            frequency=readers.Frequency.DAILY,
+            timezone="UTC",
+            language="es",
+        )
+    token = signer.make(
+        Purpose.CONFIRM,
+        subscriber_id=signup.subscriber_id or 0,
+        version=1,
+        consent_id=signup.consent_id,
+    )
+    page = site.client().get(f"/confirm/{token}", headers=ENGLISH_BROWSER)
+    assert '<html lang="es">' in page.text and "Sí, quiero suscribirme" in page.text
+    # A forged link names no reader: the browser's language.
+    forged = site.client().get(f"/confirm/{token}x", headers=ENGLISH_BROWSER)
+    assert forged.status_code == 400 and "This link is not valid" in forged.text
