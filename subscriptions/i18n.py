@@ -141,6 +141,14 @@ def jinja_callables(language: str) -> dict[str, Any]:
             text = Markup(text)  # noqa: S704 - catalog text for a literal msgid, as Jinja2 does
         return text % variables
 
+    @pass_context
+    def pgettext(context: Context, msgctxt: str, string: str, /, **variables: Any) -> str:
+        # The same English word in two roles ("Subscribe" as a heading and as a button).
+        text = catalog.pgettext(msgctxt, string)
+        if context.eval_ctx.autoescape:
+            text = Markup(text)  # noqa: S704 - catalog text for a literal msgid, as Jinja2 does
+        return text % variables
+
     def translate(message: str) -> str:
         # For messages made in Python (errors, notices) and marked there with N_: a plain str, so
         # autoescaping still applies; `_()` would mark its result safe, which only a literal may be.
@@ -149,6 +157,7 @@ def jinja_callables(language: str) -> dict[str, Any]:
     return {
         "gettext": gettext,
         "ngettext": ngettext,
+        "pgettext": pgettext,
         "_": gettext,
         "translate": translate,
         "lang": language,

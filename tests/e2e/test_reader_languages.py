@@ -55,7 +55,7 @@ def test_a_spanish_browser_subscribes_in_spanish_and_switches_to_english(
     # 1. The subscribe page follows Accept-Language: Spanish, and says so.
     page.goto(f"{base}/")
     expect(page.locator("html")).to_have_attribute("lang", "es")
-    expect(page.get_by_role("heading", name="Suscribirme")).to_be_visible()
+    expect(page.get_by_role("heading", name="Suscribirse")).to_be_visible()
     assert_accessible(page, "the Spanish subscribe page")
     journey.shot(page, "suscribirse")
     page.get_by_label("Correo electrónico").fill(ADDRESS)

@@ -33,16 +33,17 @@ READER_TEMPLATES = sorted(
 )
 
 
-def extracted_messages() -> dict[str | tuple[str, ...], list[str]]:
-    """msgid (or singular/plural pair) → where it was found, as `pybabel extract -F babel.cfg` sees it."""
+def extracted_messages() -> dict[tuple[str | tuple[str, ...], str | None], list[str]]:
+    """(msgid or singular/plural pair, context) → where it was found, as `pybabel extract -F
+    babel.cfg` sees it."""
     with (REPO / "babel.cfg").open() as cfg:
         method_map, options_map = parse_mapping_cfg(cfg)
-    found: dict[str | tuple[str, ...], list[str]] = {}
-    for filename, _lineno, message, _comments, _context in extract_from_dir(
+    found: dict[tuple[str | tuple[str, ...], str | None], list[str]] = {}
+    for filename, _lineno, message, _comments, context in extract_from_dir(
         str(REPO), method_map, options_map
     ):
         key = message if isinstance(message, str) else tuple(m for m in message if m)
-        found.setdefault(key, []).append(filename)
+        found.setdefault((key, context), []).append(filename)
     return found
 
 
@@ -64,9 +65,9 @@ def test_babel_cfg_extracts_templates_and_python_messages() -> None:
 def test_every_extracted_message_has_a_spanish_translation() -> None:
     catalog = spanish_catalog()
     missing, fuzzy = [], []
-    for key, files in extracted_messages().items():
+    for (key, context), files in extracted_messages().items():
         msgid = key if isinstance(key, str) else key[0]
-        entry = catalog.get(msgid)
+        entry = catalog.get(msgid, context=context)
         if entry is None or not all(entry.string if entry.pluralizable else [entry.string]):
             missing.append((key, files[0]))
         elif entry.fuzzy:
