@@ -69,28 +69,32 @@ LIMITS = {
 }
 
 
-def retry_words(retry_after: int, now: datetime | None = None) -> str:
+def retry_words(retry_after: int, now: datetime | None = None, language: str = "en") -> str:
     """ "Please try again in about 12 minutes (after 14:05 UTC)." for a Retry-After in seconds."""
+    _ = gettext_for(language)
     seconds = max(1, retry_after)
     at = (now or datetime.now(UTC)) + timedelta(seconds=seconds)
     if seconds < 90:
-        span = f"{seconds} seconds"
+        text = _("Please try again in %(seconds)d seconds (after %(time)s UTC).")
     else:
-        minutes = (seconds + 59) // 60
-        span = f"about {minutes} minutes"
-    return f"Please try again in {span} (after {at:%H:%M} UTC)."
+        text = _("Please try again in about %(minutes)d minutes (after %(time)s UTC).")
+    return text % {"seconds": seconds, "minutes": (seconds + 59) // 60, "time": f"{at:%H:%M}"}
 
 
 def too_many(
     runtime: WebRuntime, retry_after: int, which: str | None = None, *, limit: int | None = None
 ) -> HTMLResponse:
     """The 429 page, with Retry-After: which limit was reached and when to try again."""
-    reason = LIMITS.get(which or "", N_("Too many requests from here."))
+    language = current_language.get()
+    _ = gettext_for(language)
+    reason = _(LIMITS.get(which or "", N_("Too many requests from here.")))
     if limit is not None:
-        reason = f"{reason[:-1]} (the limit is {limit} an hour)."
-    response = runtime.page(
-        "error.html", status=429, code=429, message=f"{reason} {retry_words(retry_after)}"
-    )
+        reason = _("%(reason)s (the limit is %(limit)d an hour).") % {
+            "reason": reason[:-1],
+            "limit": limit,
+        }
+    message = f"{reason} {retry_words(retry_after, language=language)}"
+    response = runtime.page("error.html", status=429, code=429, message=message)
     response.headers["Retry-After"] = str(max(1, retry_after))
     return response
 

@@ -165,3 +165,15 @@ def test_a_language_without_a_catalog_is_refused_with_what_is_known() -> None:
     with pytest.raises(ConfigurationError, match=r"NEWSLETTER_LANGUAGES: no catalog for fr"):
         load_settings(_env_file=None, languages="en,fr")
     assert load_settings(_env_file=None, languages=" ES , en,es").language_list == ("es", "en")
+
+
+def test_the_rate_limit_page_says_when_to_try_again_in_spanish() -> None:
+    from datetime import UTC, datetime
+
+    from subscriptions.web.reader import retry_words
+
+    now = datetime(2026, 1, 5, 13, 59, 30, tzinfo=UTC)
+    assert retry_words(30, now, language="es") == (
+        "Inténtalo de nuevo en 30 segundos (después de las 14:00 UTC)."
+    )
+    assert retry_words(12 * 60, now) == "Please try again in about 12 minutes (after 14:11 UTC)."
