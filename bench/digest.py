@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/digest.py [--readers 100000] [--topics 10] [--posts 30] [--zones 20]
                                      [--sample 2000] [--batch 500] [--plan-limit 300]
-                                     [--database-url URL]
+                                     [--spanish FRACTION] [--database-url URL]
 
 Starts PostgreSQL the way scripts/services.sh does (by sourcing it: svc_init, svc_start_postgres),
 unless --database-url names an empty database to use; migrates it with subscriptions.migrate.upgrade;
 adds the topics with subscriptions.topics.add_topic and the posts with subscriptions.posts.add_post;
 bulk-loads the readers and their subscriptions with COPY (readers spread over --zones time zones, each
-with 1 to 3 daily subscriptions; then ANALYZE of the loaded tables, as autovacuum would do after such a
+with 1 to 3 daily subscriptions, every reader whose number modulo 100 is below --spanish x 100 reading
+Spanish (NEWSLETTER_LANGUAGES=en,es then); then ANALYZE of the loaded tables, as autovacuum would do after such a
 load; the ledger tables stay as the migration left them). The posts are released inside the window of
 the daily period that has just ended in every zone, so every reader is due one email.
 
@@ -66,6 +67,7 @@ from sqlalchemy.exc import DBAPIError  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
 from subscriptions.db import create_db_engine, session_factory, transaction  # noqa: E402
+from subscriptions.i18n import reader_language  # noqa: E402
 from subscriptions.migrate import upgrade  # noqa: E402
 from subscriptions.models import Delivery, DigestKind, Post, delivery_posts  # noqa: E402
 from subscriptions.posts import add_post  # noqa: E402
@@ -246,9 +248,10 @@ def load(url: str, args: argparse.Namespace) -> tuple[int, float]:
         ]
         with conn.cursor() as cur:
             with cur.copy(
-                "COPY subscribers (id, email, status, timezone, token_version, created_at, confirmed_at)"
-                " FROM STDIN"
+                "COPY subscribers (id, email, status, timezone, token_version, created_at,"
+                " confirmed_at, language) FROM STDIN"
             ) as copy:
+                spanish = round(args.spanish * 100)
                 for n in range(1, args.readers + 1):
                     copy.write_row(
                         (
@@ -259,6 +262,7 @@ def load(url: str, args: argparse.Namespace) -> tuple[int, float]:
                             1,
                             created,
                             created,
+                            "es" if n % 100 < spanish else None,
                         )
                     )
             cur.execute("SELECT setval('subscribers_id_seq', %s)", (args.readers,))
@@ -387,13 +391,15 @@ def naive_message(
     links = reader_links(
         settings, signer, subscriber_id=job.subscriber_id, version=job.token_version
     )
-    parts = ReaderParts(links.manage, links.unsubscribe, reasons_line(job.subscriptions))
+    language = reader_language(settings.language_list, job.language)
+    parts = ReaderParts(links.manage, links.unsubscribe, reasons_line(job.subscriptions, language))
     subject, email = renderer.full_render(
         info.kind,
         job.groups,
         parts,
         intro_markdown=info.intro_markdown,
         editorial_subject=info.subject,
+        language=language,
     )
     headers = list_headers(settings, links)
     domain = urlsplit(settings.base_url).hostname or "localhost"
@@ -564,6 +570,7 @@ def run(args: argparse.Namespace, database_url: str) -> int:
         site_name="Institute Updates",
         from_address="Institute Updates <news@example.org>",
         environment="test",
+        languages="en,es" if args.spanish else "en",
     )
     fast = render_all(database_url, digest_ids, args, settings)
     naive_seconds, mismatches = render_naive(fast, settings)
@@ -580,7 +587,7 @@ def run(args: argparse.Namespace, database_url: str) -> int:
     )
     print(
         f"  shared bodies        {fast.body_seconds:7.2f} s  ({fast.bodies} renders for"
-        f" {fast.variants} variants: the Sender's cache holds 256)"
+        f" {fast.variants} variants: the Sender's cache holds 256 per language)"
     )
     print(f"  personalize          {fast.personal_seconds:7.2f} s")
     print(
@@ -625,6 +632,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=300,
         help="seconds after which planning is cancelled and reported as not finished",
+    )
+    parser.add_argument(
+        "--spanish",
+        type=float,
+        default=0.0,
+        help="fraction of readers who read Spanish (0.5: half); 0: one language",
     )
     parser.add_argument(
         "--database-url",

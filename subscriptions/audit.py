@@ -69,6 +69,8 @@ class ReaderRow:
     timezone: str
     created_at: datetime
     topics: int
+    #: None: the first of NEWSLETTER_LANGUAGES.
+    language: str | None = None
 
 
 def search_readers(
@@ -105,13 +107,16 @@ def search_readers(
             Subscriber.timezone,
             Subscriber.created_at,
             topics,
+            Subscriber.language,
         )
         .where(*where)
         .order_by(Subscriber.id.desc())
         .limit(limit)
         .offset(offset)
     ).all()
-    return [ReaderRow(i, e, s.value, tz, c, int(n)) for i, e, s, tz, c, n in rows], int(total)
+    return [ReaderRow(i, e, s.value, tz, c, int(n), lang) for i, e, s, tz, c, n, lang in rows], int(
+        total
+    )
 
 
 # ------------------------------------------------------------------------------------------ detail
@@ -150,6 +155,8 @@ class ReaderDetail:
     suppression: str | None
     subscriptions: list[SubscriptionInfo]
     consents: list[ConsentInfo]
+    #: None: the first of NEWSLETTER_LANGUAGES.
+    language: str | None = None
 
 
 def reader_detail(*, session: Session, subscriber_id: int) -> ReaderDetail:
@@ -176,6 +183,7 @@ def reader_detail(*, session: Session, subscriber_id: int) -> ReaderDetail:
         email=reader.email,
         status=reader.status.value,
         timezone=reader.timezone,
+        language=reader.language,
         paused_until=reader.paused_until,
         created_at=reader.created_at,
         confirmed_at=reader.confirmed_at,

@@ -227,12 +227,62 @@ def topics() -> None:
 @click.argument("slug")
 @click.argument("name")
 @click.option("--description", default="", help="One sentence shown on the subscribe form.")
+@click.option(
+    "--translation",
+    "translations",
+    multiple=True,
+    metavar="LANG:NAME[:DESCRIPTION]",
+    help="The name (and description) in another language, e.g. 'es:México'; repeatable.",
+)
 @click.pass_context
-def topics_add(ctx: click.Context, slug: str, name: str, description: str) -> None:
+def topics_add(
+    ctx: click.Context, slug: str, name: str, description: str, translations: tuple[str, ...]
+) -> None:
     """Create topic SLUG called NAME."""
+    given = _translations(translations)
     with _transaction(ctx) as session:
-        topic = topic_ops.add_topic(session=session, slug=slug, name=name, description=description)
+        topic = topic_ops.add_topic(
+            session=session, slug=slug, name=name, description=description, translations=given
+        )
     click.echo(f"{topic.slug}\t{topic.name}")
+
+
+@topics.command("translate")
+@click.argument("slug")
+@click.argument("language")
+@click.argument("name")
+@click.option("--description", default="", help="The description in LANGUAGE.")
+@click.pass_context
+def topics_translate(
+    ctx: click.Context, slug: str, language: str, name: str, description: str
+) -> None:
+    """Give topic SLUG its NAME (and description) in LANGUAGE; an empty NAME and description
+    remove that language (the default language's name shows instead)."""
+    with _transaction(ctx) as session:
+        found = [t for t in topic_ops.list_topics(session=session, include_archived=True)]
+        topic = next((t for t in found if t.slug == slug), None)
+        if topic is None:
+            raise click.ClickException(f"no topic {slug!r} (see `newsletter topics list`)")
+        topic = topic_ops.update_topic(
+            session=session,
+            topic_id=topic.id,
+            translations={language: {"name": name, "description": description}},
+        )
+    names = ", ".join(f"{k}: {v['name']}" for k, v in sorted(topic.translations.items()))
+    click.echo(f"{topic.slug}\t{topic.name}\t{names}")
+
+
+def _translations(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for value in values:
+        language, _, rest = value.partition(":")
+        name, _, description = rest.partition(":")
+        if not language or not name:
+            raise click.BadParameter(
+                f"{value!r}: use LANG:NAME[:DESCRIPTION]", param_hint="--translation"
+            )
+        out[language] = {"name": name, "description": description}
+    return out
 
 
 @topics.command("list")

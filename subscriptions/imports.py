@@ -2,8 +2,9 @@
 
 Columns: `email`, `topics` (slugs separated by `;` or `|`, each optionally `slug:frequency` to
 override the row's frequency), `frequency` (immediate, daily or weekly), `timezone` (IANA name,
-empty for UTC), `name` (accepted and ignored: readers have no name field). Other columns are
-ignored. Row numbers count the header as row 1, as a spreadsheet shows them.
+empty for UTC), `name` (accepted and ignored: readers have no name field), `language` (optional:
+a language with a catalog, e.g. `en` or `es`; empty for the first of NEWSLETTER_LANGUAGES). Other
+columns are ignored. Row numbers count the header as row 1, as a spreadsheet shows them.
 
 An import reads and checks every row first, then writes every valid row in a fixed number of
 statements inside the caller's transaction, so a failure while writing leaves nothing behind.
@@ -27,6 +28,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from subscriptions.errors import InvalidInput
+from subscriptions.i18n import available_languages
 from subscriptions.models import (
     Consent,
     Frequency,
@@ -39,7 +41,7 @@ from subscriptions.models import (
 )
 from subscriptions.readers import email_hash, normalize_email
 
-COLUMNS = ("email", "topics", "frequency", "timezone", "name")
+COLUMNS = ("email", "topics", "frequency", "timezone", "name", "language")
 REQUIRED = ("email", "topics", "frequency")
 MAX_ROWS = 100_000
 MAX_BYTES = 20 * 1024 * 1024
@@ -91,6 +93,7 @@ class _Row:
     topics: dict[str, Frequency]
     frequency: Frequency
     timezone: str
+    language: str | None = None
 
 
 def decode_csv(data: bytes) -> str:
@@ -124,6 +127,7 @@ def _check_rows(text: str, topics: dict[str, int]) -> tuple[int, list[_Row], lis
         )
     reader.fieldnames = header
     zones = _zones()
+    languages = available_languages()
     good: list[_Row] = []
     bad: list[RowIssue] = []
     first_row: dict[str, int] = {}
@@ -145,6 +149,11 @@ def _check_rows(text: str, topics: dict[str, int]) -> tuple[int, list[_Row], lis
         zone = (raw.get("timezone") or "").strip() or "UTC"
         if zone not in zones:
             bad.append(RowIssue(number, email, f"unknown time zone {zone[:64]!r}"))
+            continue
+        language = (raw.get("language") or "").strip().lower() or None
+        if language is not None and language not in languages:
+            known = ", ".join(sorted(languages))
+            bad.append(RowIssue(number, email, f"unknown language {language[:16]!r} ({known})"))
             continue
         chosen: dict[str, Frequency] = {}
         problem = ""
@@ -168,7 +177,7 @@ def _check_rows(text: str, topics: dict[str, int]) -> tuple[int, list[_Row], lis
             bad.append(RowIssue(number, email, f"duplicate of row {first_row[email]}"))
             continue
         first_row[email] = number
-        good.append(_Row(number, email, chosen, frequency, zone))
+        good.append(_Row(number, email, chosen, frequency, zone, language))
     return count, good, bad
 
 
@@ -255,6 +264,7 @@ def _write(
                 {
                     "email": r.email,
                     "timezone": r.timezone,
+                    "language": r.language,
                     "status": status,
                     "created_at": now,
                     "confirmed_at": now if active else None,
@@ -317,7 +327,13 @@ def export_csv(
     last = 0
     while True:
         stmt = (
-            select(Subscriber.id, Subscriber.email, Subscriber.timezone, Subscriber.status)
+            select(
+                Subscriber.id,
+                Subscriber.email,
+                Subscriber.timezone,
+                Subscriber.status,
+                Subscriber.language,
+            )
             .where(Subscriber.id > last)
             .order_by(Subscriber.id)
             .limit(CHUNK)
@@ -346,12 +362,14 @@ def export_csv(
             chosen.setdefault(subscriber_id, []).append((slug, frequency))
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
-        for subscriber_id, email, zone, state in readers:
+        for subscriber_id, email, zone, state, language in readers:
             subs = chosen.get(subscriber_id, [])
             frequencies = [f for _, f in subs]
             main = max(Frequency, key=frequencies.count) if subs else Frequency.DAILY
             cells = ";".join(s if f is main else f"{s}:{f.value}" for s, f in subs)
-            writer.writerow([_cell(email), cells, main.value, zone, "", state.value])
+            writer.writerow(
+                [_cell(email), cells, main.value, zone, "", language or "", state.value]
+            )
         yield out.getvalue()
         last = readers[-1][0]
 

@@ -93,6 +93,8 @@ class Entry:
     user_agent: str
     wording: str
     at: str  # ISO 8601, UTC: when the reader sent the form
+    #: The language of the page the reader signed up on (None in entries queued before it existed).
+    language: str | None = None
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -339,6 +341,7 @@ def apply_entries(session: Session, batch: list[tuple[str, Entry]]) -> Applied:
                 wording=entry.wording,
                 at=datetime.fromisoformat(entry.at),
                 intake_key=entry_id,
+                language=entry.language,
             )
         )
     signups = readers.subscribe_many(session=session, requests=requests)

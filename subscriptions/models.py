@@ -133,6 +133,9 @@ class Topic(Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
+    #: Name and description in other languages: {"es": {"name": "…", "description": "…"}}; a
+    #: language missing here shows `name` and `description` (the default language's).
+    translations: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     archived_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -146,6 +149,8 @@ class Subscriber(Base):
         _enum(SubscriberStatus, "subscriber_status"), default=SubscriberStatus.PENDING
     )
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    #: The reader's language for emails and pages; None: the first of NEWSLETTER_LANGUAGES.
+    language: Mapped[str | None] = mapped_column(String(16), default=None)
     paused_until: Mapped[datetime | None]
     # Raising it revokes every link issued before (tokens carry the version they were made with).
     token_version: Mapped[int] = mapped_column(Integer, default=1)

@@ -38,6 +38,7 @@ def export_reader(*, session: Session, subscriber_id: int) -> dict[str, Any]:
             "email": reader.email,
             "status": reader.status.value,
             "timezone": reader.timezone,
+            "language": reader.language,
             "paused_until": _iso(reader.paused_until),
             "created_at": _iso(reader.created_at),
             "confirmed_at": _iso(reader.confirmed_at),

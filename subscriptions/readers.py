@@ -16,6 +16,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from subscriptions.errors import HeaderInjection, InvalidInput, NotFound, TokenUsed
+from subscriptions.i18n import N_
 from subscriptions.models import (
     Consent,
     DigestMark,
@@ -55,9 +56,9 @@ def normalize_email(address: str, *, check_deliverability: bool = False) -> str:
         raise HeaderInjection("an email address cannot contain line breaks", field="email")
     address = address.strip()
     if not address:
-        raise InvalidInput("enter your email address", field="email")
+        raise InvalidInput(N_("enter your email address"), field="email")
     if len(address) > MAX_ADDRESS_LENGTH:
-        raise InvalidInput("that email address is too long", field="email")
+        raise InvalidInput(N_("that email address is too long"), field="email")
     try:
         valid = validate_email(address, check_deliverability=check_deliverability)
     except EmailNotValidError as exc:
@@ -120,6 +121,8 @@ class SignUpRequest:
     at: datetime | None = None
     #: The sign-up's entry id in `subscriptions.intake`'s stream (unique per consent), if any.
     intake_key: str | None = None
+    #: The language of the page the reader signed up on; a new reader's emails use it.
+    language: str | None = None
 
 
 def subscribe(
@@ -135,6 +138,7 @@ def subscribe(
     wording: str = "",
     now: datetime | None = None,
     intake_key: str | None = None,
+    language: str | None = None,
 ) -> SignUp:
     """Record a sign-up and its consent. The caller sends the confirmation when `consent_id` is set.
 
@@ -142,10 +146,20 @@ def subscribe(
     gets here); an erased one is signed up afresh; a known one gets a fresh confirmation.
     """
     if not topics:
-        raise InvalidInput("choose at least one topic", field="topics")
+        raise InvalidInput(N_("choose at least one topic"), field="topics")
     topic_ids_for_slugs(session=session, slugs=topics)
     request = SignUpRequest(
-        email, topics, frequency, timezone, ip, source, user_agent, wording, now, intake_key
+        email,
+        topics,
+        frequency,
+        timezone,
+        ip,
+        source,
+        user_agent,
+        wording,
+        now,
+        intake_key,
+        language,
     )
     return subscribe_many(session=session, requests=[request])[0]
 
@@ -179,16 +193,17 @@ def subscribe_many(*, session: Session, requests: Sequence[SignUpRequest]) -> li
         select(Subscriber.email, Subscriber.id).where(Subscriber.email.in_(emails))
     )
     ids = {email: subscriber_id for email, subscriber_id in found}
-    new: dict[str, str] = {}
+    new: dict[str, tuple[str, str | None]] = {}
     for r in wanted:
         if r.email not in ids:
-            new.setdefault(r.email, r.timezone)
+            new.setdefault(r.email, (r.timezone, r.language))
     if new:
+        # A known reader keeps their language (they change it in the preference centre).
         created = session.execute(
             insert(Subscriber).returning(Subscriber.email, Subscriber.id),
             [
-                {"email": e, "timezone": tz, "status": SubscriberStatus.PENDING}
-                for e, tz in new.items()
+                {"email": e, "timezone": tz, "language": lang, "status": SubscriberStatus.PENDING}
+                for e, (tz, lang) in new.items()
             ],
         )
         ids.update({email: subscriber_id for email, subscriber_id in created})
@@ -333,8 +348,10 @@ def update_preferences(
     frequencies: dict[str, Frequency | None],
     timezone: str | None = None,
     paused_until: datetime | None = None,
+    language: str | None = None,
 ) -> None:
-    """Set each topic's frequency (None removes it), the time zone, and an optional pause."""
+    """Set each topic's frequency (None removes it), the time zone, the language (None keeps it),
+    and an optional pause."""
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
         raise NotFound("no such reader")
@@ -352,6 +369,8 @@ def update_preferences(
             current.frequency = frequency
     if timezone is not None:
         subscriber.timezone = timezone
+    if language is not None:
+        subscriber.language = language
     now = utcnow()
     if (
         paused_until is None

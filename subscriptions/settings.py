@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     default_timezone: str = Field(
         "UTC", description="Time zone for readers whose browser did not send one."
     )
+    languages: str = Field(
+        "en",
+        description="Languages offered to readers, comma-separated (e.g. `en,es`); the first is the fallback.",
+    )
     confirm_token_days: int = Field(
         7, ge=1, le=60, description="Days a confirmation link stays valid."
     )
@@ -305,6 +309,28 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"NEWSLETTER_DEFAULT_TIMEZONE: unknown time zone {value!r}") from None
         return value
+
+    @field_validator("languages")
+    @classmethod
+    def _check_languages(cls, value: str) -> str:
+        from subscriptions.i18n import available_languages
+
+        codes = [c.strip().lower() for c in value.split(",") if c.strip()]
+        if not codes:
+            raise ValueError("NEWSLETTER_LANGUAGES: name at least one language, e.g. `en`")
+        known = available_languages()
+        unknown = [c for c in codes if c not in known]
+        if unknown:
+            raise ValueError(
+                f"NEWSLETTER_LANGUAGES: no catalog for {', '.join(unknown)}"
+                f" (known: {', '.join(sorted(known))}); see README, Languages"
+            )
+        return ",".join(dict.fromkeys(codes))
+
+    @property
+    def language_list(self) -> tuple[str, ...]:
+        """The offered languages in order; the first is the fallback."""
+        return tuple(self.languages.split(","))
 
     @model_validator(mode="after")
     def _default_base_url(self) -> Settings:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from subscriptions.i18n import SOURCE_LANGUAGE, jinja_callables, language_names
 from subscriptions.settings import Settings
 
 #: Installed wheels carry the top-level templates/ folder here (see pyproject's force-include).
@@ -35,8 +36,17 @@ def template_environment(settings: Settings, area: str) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    # The source language is the default; a render in another language passes its own callables
+    # (`subscriptions.i18n.jinja_callables`), which take precedence over globals. {% trans %}
+    # blocks keep their line breaks (not `trimmed`), so an English email is byte for byte as before.
+    env.newstyle_gettext = True  # type: ignore[attr-defined]
+    env.globals.update(jinja_callables(SOURCE_LANGUAGE))
     env.globals.update(
-        site_name=settings.site_name, brand_color=settings.brand_color, base_url=settings.base_url
+        languages=language_names(settings.language_list),
+        site_name=settings.site_name,
+        brand_color=settings.brand_color,
+        base_url=settings.base_url,
     )
     return env

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from subscriptions.errors import InvalidInput, NotFound
+from subscriptions.i18n import available_languages
 from subscriptions.models import (
     Subscriber,
     SubscriberStatus,
@@ -30,16 +32,69 @@ class TopicInfo:
     name: str
     description: str
     archived: bool
+    #: language → {"name": …, "description": …}; the default language is `name`/`description`.
+    translations: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def in_language(self, language: str) -> TopicInfo:
+        """This topic as a reader of `language` sees it; a missing translation falls back to the
+        default language's name and description (each on its own)."""
+        given = self.translations.get(language) or {}
+        return replace(
+            self,
+            name=given.get("name") or self.name,
+            description=given.get("description") or self.description,
+        )
 
 
 def _info(topic: Topic) -> TopicInfo:
     return TopicInfo(
-        topic.id, topic.slug, topic.name, topic.description, topic.archived_at is not None
+        topic.id,
+        topic.slug,
+        topic.name,
+        topic.description,
+        topic.archived_at is not None,
+        dict(topic.translations or {}),
     )
 
 
-def add_topic(*, session: Session, slug: str, name: str, description: str = "") -> TopicInfo:
-    """Create a topic; the slug is lower-case words joined by hyphens and must be new."""
+def check_translations(
+    translations: Mapping[str, Mapping[str, str]],
+) -> dict[str, dict[str, str]]:
+    """Translations of a topic's name and description, checked: known languages, sizes; a
+    language given with an empty name and description is removed."""
+    known = available_languages()
+    out: dict[str, dict[str, str]] = {}
+    for language, given in translations.items():
+        code = language.strip().lower()
+        if code not in known:
+            raise InvalidInput(
+                f"topic translation: no catalog for language {code[:16]!r}"
+                f" (known: {', '.join(sorted(known))})",
+                field="translations",
+            )
+        name = (given.get("name") or "").strip()
+        description = (given.get("description") or "").strip()
+        if len(name) > 200:
+            raise InvalidInput("topic name: give 1 to 200 characters", field="translations")
+        if len(description) > MAX_DESCRIPTION:
+            raise InvalidInput(
+                f"topic description: at most {MAX_DESCRIPTION} characters", field="translations"
+            )
+        if name or description:
+            out[code] = {"name": name, "description": description}
+    return out
+
+
+def add_topic(
+    *,
+    session: Session,
+    slug: str,
+    name: str,
+    description: str = "",
+    translations: Mapping[str, Mapping[str, str]] | None = None,
+) -> TopicInfo:
+    """Create a topic; the slug is lower-case words joined by hyphens and must be new.
+    `translations`: its name and description in other languages (see `check_translations`)."""
     slug = slug.strip()
     if not SLUG.match(slug) or len(slug) > 64:
         raise InvalidInput(
@@ -53,18 +108,35 @@ def add_topic(*, session: Session, slug: str, name: str, description: str = "") 
         )
     if session.scalar(select(Topic.id).where(Topic.slug == slug)) is not None:
         raise InvalidInput(f"topic {slug!r} already exists", field="slug")
-    topic = Topic(slug=slug, name=name, description=description.strip())
+    checked = check_translations(translations or {})
+    topic = Topic(
+        slug=slug, name=name, description=description.strip(), translations=checked or None
+    )
     session.add(topic)
     session.flush()
     return _info(topic)
 
 
-def list_topics(*, session: Session, include_archived: bool = False) -> list[TopicInfo]:
-    """Topics ordered by name."""
+def list_topics(
+    *, session: Session, include_archived: bool = False, language: str | None = None
+) -> list[TopicInfo]:
+    """Topics ordered by name; with `language`, named and described as its readers see them."""
     query = select(Topic).order_by(Topic.name)
     if not include_archived:
         query = query.where(Topic.archived_at.is_(None))
-    return [_info(t) for t in session.scalars(query)]
+    found = [_info(t) for t in session.scalars(query)]
+    if language is None:
+        return found
+    return sorted((t.in_language(language) for t in found), key=lambda t: t.name)
+
+
+def localized_names(*, session: Session, language: str) -> dict[str, str]:
+    """Each topic's default-language name → its name in `language` (for emails built from names)."""
+    return {
+        name: (given.get(language) or {}).get("name") or name
+        for name, given in session.execute(select(Topic.name, Topic.translations))
+        if given
+    }
 
 
 def live_topic_slugs(*, session: Session) -> list[str]:
@@ -96,6 +168,7 @@ class TopicSummary:
     archived: bool
     readers: int
     posts: int
+    translations: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def summarize_topics(*, session: Session, include_archived: bool = True) -> list[TopicSummary]:
@@ -121,7 +194,16 @@ def summarize_topics(*, session: Session, include_archived: bool = True) -> list
     if not include_archived:
         query = query.where(Topic.archived_at.is_(None))
     return [
-        TopicSummary(t.id, t.slug, t.name, t.description, t.archived_at is not None, r, p)
+        TopicSummary(
+            t.id,
+            t.slug,
+            t.name,
+            t.description,
+            t.archived_at is not None,
+            r,
+            p,
+            dict(t.translations or {}),
+        )
         for t, r, p in session.execute(query)
     ]
 
@@ -132,10 +214,21 @@ def get_topic(*, session: Session, topic_id: int) -> TopicInfo:
 
 
 def update_topic(
-    *, session: Session, topic_id: int, name: str | None = None, description: str | None = None
+    *,
+    session: Session,
+    topic_id: int,
+    name: str | None = None,
+    description: str | None = None,
+    translations: Mapping[str, Mapping[str, str]] | None = None,
 ) -> TopicInfo:
-    """Rename a topic and/or change its description; its slug (used in links and feeds) stays."""
+    """Rename a topic and/or change its description; its slug (used in links and feeds) stays.
+    `translations` replaces the given languages' name and description (others are kept; a
+    language given empty is removed)."""
     topic = _topic(session, topic_id)
+    if translations is not None:
+        merged = {k: v for k, v in (topic.translations or {}).items() if k not in translations}
+        merged.update(check_translations(translations))
+        topic.translations = merged or None
     if name is not None:
         topic.name = check_name(name, what="topic name", field="name")
     if description is not None:

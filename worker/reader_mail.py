@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from subscriptions.i18n import N_, gettext_for, reader_language
 from subscriptions.models import Consent, Subscriber, SubscriberStatus, Topic, utcnow
 from subscriptions.tokens import Purpose
 from worker.links import list_headers, reader_links
@@ -23,7 +24,7 @@ from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
-FREQUENCY_WORDS = {"immediate": "immediately", "daily": "daily", "weekly": "weekly"}
+FREQUENCY_WORDS = {"immediate": N_("immediately"), "daily": N_("daily"), "weekly": N_("weekly")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,18 +51,19 @@ def send_confirmation(runtime: WorkerRuntime, consent_id: int) -> MailResult:
             version=reader.token_version,
             consent_id=consent.id,
         )
+        language = _language(runtime, reader)
+        _ = gettext_for(language)
         context: dict[str, Any] = {
-            "topics": _topic_names(session, consent.topics),
-            "frequency": FREQUENCY_WORDS[consent.frequency.value],
+            "topics": _topic_names(session, consent.topics, language),
+            "frequency": _(FREQUENCY_WORDS[consent.frequency.value]),
         }
         to = reader.email
     settings = runtime.settings
     context.update(
         confirm_url=f"{settings.base_url}/confirm/{token}", confirm_days=settings.confirm_token_days
     )
-    result = _send(
-        runtime, "confirm", to, f"Confirm your subscription to {settings.site_name}", context, {}
-    )
+    subject = _("Confirm your subscription to %(site)s") % {"site": settings.site_name}
+    result = _send(runtime, "confirm", to, subject, context, {}, language)
     if result.retry:
         _release(runtime, Consent.email_sent_at, Consent.id == consent_id)
     return result
@@ -81,15 +83,18 @@ def send_welcome(runtime: WorkerRuntime, consent_id: int) -> MailResult:
         links = reader_links(
             runtime.settings, runtime.signer, subscriber_id=reader.id, version=reader.token_version
         )
+        language = _language(runtime, reader)
+        _ = gettext_for(language)
         context: dict[str, Any] = {
-            "topics": _topic_names(session, consent.topics),
-            "frequency": FREQUENCY_WORDS[consent.frequency.value],
+            "topics": _topic_names(session, consent.topics, language),
+            "frequency": _(FREQUENCY_WORDS[consent.frequency.value]),
             "manage_url": links.manage,
             "unsubscribe_url": links.unsubscribe,
         }
         to = reader.email
-    subject = f"Welcome to {runtime.settings.site_name}"
-    result = _send(runtime, "welcome", to, subject, context, list_headers(runtime.settings, links))
+    subject = _("Welcome to %(site)s") % {"site": runtime.settings.site_name}
+    headers = list_headers(runtime.settings, links)
+    result = _send(runtime, "welcome", to, subject, context, headers, language)
     if result.retry:
         _release(runtime, Consent.welcome_sent_at, Consent.id == consent_id)
     return result
@@ -105,11 +110,13 @@ def send_manage_link(runtime: WorkerRuntime, subscriber_id: int) -> MailResult:
             runtime.settings, runtime.signer, subscriber_id=reader.id, version=reader.token_version
         )
         to = reader.email
+        language = _language(runtime, reader)
     context = {"manage_url": links.manage, "unsubscribe_url": links.unsubscribe}
-    subject = f"Your {runtime.settings.site_name} preferences"
-    return _send(
-        runtime, "manage_link", to, subject, context, list_headers(runtime.settings, links)
-    )
+    subject = gettext_for(language)("Your %(site)s preferences") % {
+        "site": runtime.settings.site_name
+    }
+    headers = list_headers(runtime.settings, links)
+    return _send(runtime, "manage_link", to, subject, context, headers, language)
 
 
 def send_manage_link_to(runtime: WorkerRuntime, address: str) -> MailResult:
@@ -183,8 +190,9 @@ def _send(
     subject: str,
     context: dict[str, Any],
     headers: dict[str, str],
+    language: str,
 ) -> MailResult:
-    body = runtime.renderer.render(template, subject=subject, **context)
+    body = runtime.renderer.render(template, language=language, subject=subject, **context)
     message = EmailMessage(
         to=to,
         sender=runtime.settings.from_address,
@@ -204,7 +212,17 @@ def _send(
     return MailResult(False, result.outcome.value, retry=result.outcome is Outcome.TEMPORARY)
 
 
-def _topic_names(session: Session, slugs: list[str]) -> list[str]:
-    return list(
-        session.scalars(select(Topic.name).where(Topic.slug.in_(slugs)).order_by(Topic.name))
-    )
+def _language(runtime: WorkerRuntime, reader: Subscriber) -> str:
+    """The reader's language if it is still offered, else the fallback (the first offered)."""
+    return reader_language(runtime.settings.language_list, reader.language)
+
+
+def _topic_names(session: Session, slugs: list[str], language: str) -> list[str]:
+    """The topics' names in `language` (the default language's where none is given)."""
+    names = [
+        (given or {}).get(language, {}).get("name") or name
+        for name, given in session.execute(
+            select(Topic.name, Topic.translations).where(Topic.slug.in_(slugs))
+        )
+    ]
+    return sorted(names)

@@ -8,6 +8,8 @@ from typing import Any
 import css_inline
 from jinja2 import Environment
 
+from subscriptions.i18n import SOURCE_LANGUAGE, jinja_callables
+
 
 @dataclass(frozen=True, slots=True)
 class RenderedEmail:
@@ -26,8 +28,11 @@ class EmailRenderer:
         self._env = env
         self._inliner = css_inline.CSSInliner(keep_style_tags=True)
 
-    def render(self, name: str, **context: Any) -> RenderedEmail:
-        """The text and HTML bodies of template pair `name` (e.g. "confirm")."""
+    def render(
+        self, name: str, *, language: str = SOURCE_LANGUAGE, **context: Any
+    ) -> RenderedEmail:
+        """The text and HTML bodies of template pair `name` (e.g. "confirm") in `language`."""
+        context = {**jinja_callables(language), **context}
         text = self._env.get_template(f"{name}.txt").render(**context)
         html = self._env.get_template(f"{name}.html").render(**context)
         return RenderedEmail(text=text, html=self._inliner.inline(html))

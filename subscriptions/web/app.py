@@ -7,7 +7,7 @@ from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,6 +15,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from subscriptions.db import create_db_engine, session_factory
 from subscriptions.errors import InvalidInput
+from subscriptions.i18n import N_
 from subscriptions.intake import Intake
 from subscriptions.queue import TaskQueue
 from subscriptions.ratelimit import RateLimiter
@@ -26,6 +27,7 @@ from subscriptions.web import admin, api, apiv1, demo, health, preferences, read
 from subscriptions.web.admin.auth import Forbidden, LoginRequired, login_redirect
 from subscriptions.web.forms import FormGuard
 from subscriptions.web.guards import BearerFirst, BodyLimit
+from subscriptions.web.language import ReaderLanguage
 from subscriptions.web.runtime import WebRuntime
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", static, name="static")
     _install_error_pages(app, runtime)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(
+        ReaderLanguage,
+        offered=settings.language_list,
+        secure=settings.base_url.startswith("https://"),
+    )
     # Added last, so run first: no body is read before its size and its credentials are checked.
     app.add_middleware(
         BodyLimit,
@@ -134,14 +141,16 @@ def _install_error_pages(app: FastAPI, runtime: WebRuntime) -> None:
             return api.Problem(status, HTTPStatus(status).phrase, message).response()
         if request.url.path.startswith(("/healthz", "/webhooks/")):
             return JSONResponse({"detail": message}, status_code=status)
-        html = runtime.pages.get_template("error.html").render(code=status, message=message)
-        return HTMLResponse(html, status_code=status)
+        return runtime.page("error.html", status, code=status, message=message)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        messages = {404: "This page does not exist.", 405: "This page does not accept that."}
+        messages = {
+            404: N_("This page does not exist."),
+            405: N_("This page does not accept that."),
+        }
         message = exc.detail if isinstance(exc.detail, str) else messages.get(exc.status_code, "")
-        response = render(request, exc.status_code, message or "Something went wrong.")
+        response = render(request, exc.status_code, message or N_("Something went wrong."))
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
         return response
@@ -173,9 +182,9 @@ def _install_error_pages(app: FastAPI, runtime: WebRuntime) -> None:
             return api.Problem(
                 422, "Unprocessable Content", "the request is not valid", errors
             ).response()
-        return render(request, 400, "The form was incomplete or malformed. Please try again.")
+        return render(request, 400, N_("The form was incomplete or malformed. Please try again."))
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
-        return render(request, 500, "Something went wrong on our side. Please try again later.")
+        return render(request, 500, N_("Something went wrong on our side. Please try again later."))

@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from subscriptions.i18n import N_
 from subscriptions.settings import Settings
 
 #: The text above the box in the snippets (the README's policy-blog example).
-BOX_LABEL = "To receive an email when a new post is available, please subscribe here."
+BOX_LABEL = N_("To receive an email when a new post is available, please subscribe here.")
 
 
 def origin_of(url: str) -> str | None:

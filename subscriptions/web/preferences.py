@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from subscriptions import privacy, readers
 from subscriptions.errors import InvalidInput, NotFound, TokenInvalid
+from subscriptions.i18n import N_, current_language, format_date, reader_language
 from subscriptions.models import (
     Frequency,
     Subscriber,
@@ -25,6 +26,7 @@ from subscriptions.models import (
     utcnow,
 )
 from subscriptions.queue import SEND_MANAGE_LINK, SEND_MANAGE_LINK_TO
+from subscriptions.settings import Settings
 from subscriptions.tokens import Purpose
 from subscriptions.topics import list_topics
 from subscriptions.web.forms import FormRejected, refuse_line_breaks
@@ -50,6 +52,8 @@ def _reader(runtime: WebRuntime, session: Session, purpose: Purpose, token: str)
     reader = session.get(Subscriber, claims.subscriber_id)
     if reader is None or reader.token_version != claims.version:
         raise TokenInvalid("this link is not valid")
+    # A page reached from an email speaks the reader's language, whatever the browser prefers.
+    current_language.set(reader_language(runtime.settings.language_list, reader.language))
     return reader
 
 
@@ -81,11 +85,12 @@ def _centre(
             Purpose.UNSUBSCRIBE, subscriber_id=reader.id, version=reader.token_version
         ),
         reader=reader,
+        reader_language=reader_language(runtime.settings.language_list, reader.language),
         active=reader.status is SubscriberStatus.ACTIVE,
-        topics=list_topics(session=session),
+        topics=list_topics(session=session, language=current_language.get()),
         current={slug: f.value for slug, f in current.items()},
         frequencies=FREQUENCY_LABELS,
-        paused_until=reader.paused_until.strftime("%d %B %Y")
+        paused_until=format_date(reader.paused_until, current_language.get(), reader.timezone)
         if paused and reader.paused_until
         else None,
         pause_weeks=PAUSE_WEEKS,
@@ -152,25 +157,43 @@ def save_preferences(
         refuse_line_breaks(form)
         runtime.forms.verify(request, form)
         if reader.status is not SubscriberStatus.ACTIVE:
-            raise InvalidInput("You are unsubscribed. Subscribe again from the subscribe page.")
+            raise InvalidInput(N_("You are unsubscribed. Subscribe again from the subscribe page."))
         frequencies = _frequencies(form, [t.slug for t in list_topics(session=session)])
         if not any(frequencies.values()):
-            raise InvalidInput("Choose at least one topic, or unsubscribe from everything below.")
+            raise InvalidInput(
+                N_("Choose at least one topic, or unsubscribe from everything below.")
+            )
         zone = str(form.get("timezone", reader.timezone))
         if zone not in timezones() and zone != "UTC":
-            raise InvalidInput("Choose a time zone from the list.")
+            raise InvalidInput(N_("Choose a time zone from the list."))
+        language = _language(form, runtime.settings)
         readers.update_preferences(
             session=session,
             subscriber_id=reader.id,
             frequencies=frequencies,
             timezone=zone,
             paused_until=_pause(form, reader),
+            language=language,
         )
+        if language is not None:
+            current_language.set(language)
     except InvalidInput as exc:
         session.rollback()
         return _centre(runtime, request, session, reader, token, error=str(exc), status=400)
     session.commit()
-    return _centre(runtime, request, session, reader, token, notice="Your preferences are saved.")
+    return _centre(
+        runtime, request, session, reader, token, notice=N_("Your preferences are saved.")
+    )
+
+
+def _language(form: dict[str, Any], settings: Settings) -> str | None:
+    """The language chosen in the form (None: the field was not there, nothing changes)."""
+    value = form.get("language")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in settings.language_list:
+        raise InvalidInput(N_("Choose a language from the list."))
+    return value
 
 
 def _frequencies(form: dict[str, Any], slugs: list[str]) -> dict[str, Frequency | None]:
@@ -182,7 +205,7 @@ def _frequencies(form: dict[str, Any], slugs: list[str]) -> dict[str, Frequency 
         elif isinstance(value, str) and value in FREQUENCY_LABELS:
             result[slug] = Frequency(value)
         else:
-            raise InvalidInput("Choose how often for each topic.")
+            raise InvalidInput(N_("Choose how often for each topic."))
     return result
 
 
@@ -194,7 +217,7 @@ def _pause(form: dict[str, Any], reader: Subscriber) -> Any:
         return None
     if isinstance(choice, str) and choice.isdigit() and int(choice) in PAUSE_WEEKS:
         return utcnow() + timedelta(weeks=int(choice))
-    raise InvalidInput("Choose how long to pause.")
+    raise InvalidInput(N_("Choose how long to pause."))
 
 
 @router.post("/manage/{token}/revoke", response_class=HTMLResponse)
@@ -244,7 +267,7 @@ def erase(
         reader = _reader(runtime, session, Purpose.MANAGE, token)
         runtime.forms.verify(request, form)
         if form.get("confirm") != "yes":
-            raise InvalidInput("Tick the box to confirm that you want everything erased.")
+            raise InvalidInput(N_("Tick the box to confirm that you want everything erased."))
     except TokenInvalid:
         return runtime.page("link_invalid.html", status=400)
     except InvalidInput as exc:
@@ -305,10 +328,10 @@ def pause_instead(
     try:
         runtime.forms.verify(request, form)
         if reader.status is not SubscriberStatus.ACTIVE:
-            raise InvalidInput("You are unsubscribed, so there is nothing to pause.")
+            raise InvalidInput(N_("You are unsubscribed, so there is nothing to pause."))
         weeks = form.get("weeks")
         if not (isinstance(weeks, str) and weeks.isdigit() and int(weeks) in PAUSE_WEEKS):
-            raise InvalidInput("Choose how long to pause.")
+            raise InvalidInput(N_("Choose how long to pause."))
         until = utcnow() + timedelta(weeks=int(weeks))
         readers.update_preferences(
             session=session, subscriber_id=reader.id, frequencies={}, paused_until=until
@@ -320,7 +343,9 @@ def pause_instead(
         Purpose.MANAGE, subscriber_id=reader.id, version=reader.token_version
     )
     return runtime.page(
-        "paused.html", until=until.strftime("%d %B %Y"), manage_url=f"/manage/{manage_token}"
+        "paused.html",
+        until=format_date(until, current_language.get(), reader.timezone),
+        manage_url=f"/manage/{manage_token}",
     )
 
 
@@ -330,16 +355,18 @@ async def unsubscribe(token: str, request: Request, runtime: RuntimeDep) -> HTML
     no CSRF token; answers 200 at once, never a redirect. The page offers an undo for 30 days."""
     await request.body()  # accept and ignore the body, whatever its encoding
 
-    def apply() -> bool:
+    def apply() -> tuple[bool, str]:
         with runtime.sessions() as session, session.begin():
             reader = _reader(runtime, session, Purpose.UNSUBSCRIBE, token)
             readers.unsubscribe(session=session, subscriber_id=reader.id)
-            return readers.can_undo_unsubscribe(reader)
+            # The thread pool runs in a copy of this context: hand the reader's language back.
+            return readers.can_undo_unsubscribe(reader), current_language.get()
 
     try:
-        undo = await run_in_threadpool(apply)
+        undo, language = await run_in_threadpool(apply)
     except TokenInvalid:
         return runtime.page("link_invalid.html", status=400)
+    current_language.set(language)
     return runtime.page("unsubscribed.html", token=token, undo=undo, undo_days=readers.UNDO_DAYS)
 
 
@@ -355,7 +382,12 @@ def undo_unsubscribe(token: str, runtime: RuntimeDep, session: SessionDep) -> HT
         session.rollback()
         return runtime.page("undo_expired.html", status=400)
     session.commit()
-    names = dict(session.execute(select(Topic.slug, Topic.name)).all())
+    names = {
+        t.slug: t.name
+        for t in list_topics(
+            session=session, include_archived=True, language=current_language.get()
+        )
+    }
     manage_token = runtime.signer.make(
         Purpose.MANAGE, subscriber_id=reader.id, version=reader.token_version
     )

@@ -14,11 +14,20 @@ from urllib.parse import urlsplit
 import redis
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from subscriptions import intake, readers
 from subscriptions.errors import InvalidInput, NotFound, TokenExpired, TokenInvalid, TokenUsed
-from subscriptions.models import Frequency, utcnow
+from subscriptions.i18n import (
+    N_,
+    choose_language,
+    current_language,
+    gettext_for,
+    reader_language,
+)
+from subscriptions.models import Frequency, Subscriber, utcnow
 from subscriptions.queue import APPLY_SIGNUPS, SEND_CONFIRMATION, SEND_WELCOME
 from subscriptions.tokens import Purpose, TokenClaims
 from subscriptions.topics import list_topics
@@ -39,49 +48,53 @@ from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntim
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-CONSENT_WORDING = (
+CONSENT_WORDING = N_(
     "I agree to receive email about the topics I chose, as often as I chose. "
     "Every email has a link to change this or to unsubscribe."
 )
 FREQUENCY_LABELS = {
-    "immediate": "Immediately, one email per post",
-    "daily": "Daily digest",
-    "weekly": "Weekly digest",
+    "immediate": N_("Immediately, one email per post"),
+    "daily": N_("Daily digest"),
+    "weekly": N_("Weekly digest"),
 }
 
 
 #: What each rate limit is, in the reader's words, for the 429 page.
 LIMITS = {
-    "subscribe-ip": "Too many sign-ups were sent from your network in the last hour.",
-    "subscribe-address": "This address was signed up too many times in the last hour.",
-    "renew": "Too many new links were asked for this sign-up in the last hour.",
-    "manage-ip": "Too many links were asked for from your network in the last hour.",
-    "manage-address": "Too many links were asked for this address in the last hour.",
+    "subscribe-ip": N_("Too many sign-ups were sent from your network in the last hour."),
+    "subscribe-address": N_("This address was signed up too many times in the last hour."),
+    "renew": N_("Too many new links were asked for this sign-up in the last hour."),
+    "manage-ip": N_("Too many links were asked for from your network in the last hour."),
+    "manage-address": N_("Too many links were asked for this address in the last hour."),
 }
 
 
-def retry_words(retry_after: int, now: datetime | None = None) -> str:
+def retry_words(retry_after: int, now: datetime | None = None, language: str = "en") -> str:
     """ "Please try again in about 12 minutes (after 14:05 UTC)." for a Retry-After in seconds."""
+    _ = gettext_for(language)
     seconds = max(1, retry_after)
     at = (now or datetime.now(UTC)) + timedelta(seconds=seconds)
     if seconds < 90:
-        span = f"{seconds} seconds"
+        text = _("Please try again in %(seconds)d seconds (after %(time)s UTC).")
     else:
-        minutes = (seconds + 59) // 60
-        span = f"about {minutes} minutes"
-    return f"Please try again in {span} (after {at:%H:%M} UTC)."
+        text = _("Please try again in about %(minutes)d minutes (after %(time)s UTC).")
+    return text % {"seconds": seconds, "minutes": (seconds + 59) // 60, "time": f"{at:%H:%M}"}
 
 
 def too_many(
     runtime: WebRuntime, retry_after: int, which: str | None = None, *, limit: int | None = None
 ) -> HTMLResponse:
     """The 429 page, with Retry-After: which limit was reached and when to try again."""
-    reason = LIMITS.get(which or "", "Too many requests from here.")
+    language = current_language.get()
+    _ = gettext_for(language)
+    reason = _(LIMITS.get(which or "", N_("Too many requests from here.")))
     if limit is not None:
-        reason = f"{reason[:-1]} (the limit is {limit} an hour)."
-    response = runtime.page(
-        "error.html", status=429, code=429, message=f"{reason} {retry_words(retry_after)}"
-    )
+        reason = _("%(reason)s (the limit is %(limit)d an hour).") % {
+            "reason": reason[:-1],
+            "limit": limit,
+        }
+    message = f"{reason} {retry_words(retry_after, language=language)}"
+    response = runtime.page("error.html", status=429, code=429, message=message)
     response.headers["Retry-After"] = str(max(1, retry_after))
     return response
 
@@ -103,7 +116,7 @@ def _form(
         "subscribe.html",
         status=status,
         timed=timed,
-        topics=list_topics(session=session),
+        topics=list_topics(session=session, language=current_language.get()),
         selected=selected,
         error=error,
         email=email,
@@ -152,11 +165,11 @@ def framed_form(
     frequency: str = Frequency.DAILY.value,
 ) -> Response:
     """The subscribe box as a page for an `<iframe>` on an allowed site: address and one button."""
-    live = {t.slug: t.name for t in list_topics(session=session)}
+    live = {t.slug: t.name for t in list_topics(session=session, language=current_language.get())}
     chosen = [slug for slug in dict.fromkeys(topic.split(",")) if slug in live][:20]
     if not chosen:
         return runtime.page(
-            "error.html", status=404, code=404, message="This box names no published topic."
+            "error.html", status=404, code=404, message=N_("This box names no published topic.")
         )
     return _framed(runtime, chosen, frequency, live)
 
@@ -236,7 +249,10 @@ class Reply:
             return self._json(400, ok=False, title="Please check the form", message=error)
         if self.framed:
             with self.runtime.sessions() as session:
-                names = {t.slug: t.name for t in list_topics(session=session)}
+                names = {
+                    t.slug: t.name
+                    for t in list_topics(session=session, language=current_language.get())
+                }
             return _framed(
                 self.runtime,
                 [t for t in self.topics if t in names] or self.topics,
@@ -300,6 +316,10 @@ async def subscribe(request: Request) -> Response:
     runtime: WebRuntime = request.app.state.runtime
     settings = runtime.settings
     form = await read_form(request)
+    # The page the form was on names its language (a switch, the box's `lang`, Accept-Language).
+    page_language = choose_language(_str(form.get("lang")), settings.language_list)
+    if page_language is not None:
+        current_language.set(page_language)
     # Where the browser says the form comes from: a page of another site is let in only from an
     # allowed origin (then without a token: it cannot carry our cookie), whatever token it carries.
     other = embed.cross_site(request, settings)
@@ -378,7 +398,7 @@ def _one_more_step(
     runtime: WebRuntime, request: Request, form: dict[str, Any], reply: Reply
 ) -> Response:
     """The form as sent, in hidden fields, with one button and a token that is not too fast."""
-    keep = ("email", "frequency", "timezone", "source", "return_to", "embed")
+    keep = ("email", "frequency", "timezone", "source", "return_to", "embed", "lang")
     fields = [(name, _str(form.get(name))) for name in keep if _str(form.get(name))]
     fields += [("topics", slug) for slug in reply.topics]
     context: dict[str, Any] = {
@@ -407,7 +427,7 @@ async def resend(request: Request) -> Response:
             "error.html",
             status=400,
             code=400,
-            message="This page is too old to send the email again. Please subscribe again.",
+            message=N_("This page is too old to send the email again. Please subscribe again."),
         )
     entry = receipt.entry
     reply = Reply(
@@ -419,7 +439,9 @@ async def resend(request: Request) -> Response:
         framed=form.get("embed") == "frame",
         back=embed.back_link(form.get("return_to"), runtime.settings),
     )
-    sent_again = "We sent the email again. It can take a few minutes; check your spam folder too."
+    sent_again = N_(
+        "We sent the email again. It can take a few minutes; check your spam folder too."
+    )
     if entry is None or form.get(HONEYPOT):
         first = await run_in_threadpool(
             runtime.limiter.first_use, "resend", receipt.nonce, ttl_seconds=86400
@@ -453,9 +475,9 @@ def _entry(
     try:
         chosen = Frequency(frequency)
     except ValueError:
-        raise InvalidInput("Choose how often you want email.", field="frequency") from None
+        raise InvalidInput(N_("Choose how often you want email."), field="frequency") from None
     if not topics:
-        raise InvalidInput("choose at least one topic", field="topics")
+        raise InvalidInput(N_("choose at least one topic"), field="topics")
     missing = sorted(set(topics) - live)
     if missing:
         raise UnknownTopic(f"unknown topic: {', '.join(missing)}", field="topics")
@@ -471,6 +493,7 @@ def _entry(
         user_agent=request.headers.get("user-agent", "")[:400],
         wording=CONSENT_WORDING,
         at=utcnow().isoformat(),
+        language=current_language.get(),
     )
 
 
@@ -560,6 +583,7 @@ def _subscribe_now(
                 source=entry.source,
                 user_agent=entry.user_agent,
                 wording=entry.wording,
+                language=entry.language,
             )
     except InvalidInput as exc:  # a topic archived a moment ago
         return reply.refused(_sentence(str(exc)))
@@ -596,7 +620,7 @@ def confirm_page(
 ) -> HTMLResponse:
     """One button: link scanners fetch this page, but only a person's POST confirms."""
     try:
-        claims = _confirm_claims(runtime, token)
+        claims = _confirm_claims(runtime, token, session)
     except TokenExpired as exc:
         if isinstance(exc.claims, TokenClaims) and _is_confirmed(session, exc.claims):
             return _already_confirmed(runtime, exc.claims)
@@ -615,7 +639,7 @@ def confirm(
     """Confirm the sign-up the token names; a used, expired or forged token changes nothing."""
     claims: TokenClaims | None = None
     try:
-        claims = _confirm_claims(runtime, token)
+        claims = _confirm_claims(runtime, token, session)
         runtime.forms.verify(request, form)
         if claims.consent_id is None:
             raise TokenInvalid("this link is not valid")
@@ -672,7 +696,7 @@ def renew_confirmation(
     """An expired confirmation link asks for a fresh one, sent to the same address."""
     try:
         runtime.forms.verify(request, form)
-        _confirm_claims(runtime, token)
+        _confirm_claims(runtime, token, session)
         return runtime.page("link_invalid.html", status=400)  # not expired: nothing to renew
     except FormRejected as exc:
         return runtime.form_page(
@@ -696,10 +720,25 @@ def renew_confirmation(
     return runtime.page("check_email.html", renewed=True)
 
 
-def _confirm_claims(runtime: WebRuntime, token: str) -> TokenClaims:
-    return runtime.signer.verify(
-        Purpose.CONFIRM, token, max_age_seconds=runtime.settings.confirm_token_days * 86400
-    )
+def _confirm_claims(runtime: WebRuntime, token: str, session: Session) -> TokenClaims:
+    """The claims of a confirmation link; a genuine link (expired too) makes the page speak the
+    reader's language, as every page reached from an email does."""
+    try:
+        claims = runtime.signer.verify(
+            Purpose.CONFIRM, token, max_age_seconds=runtime.settings.confirm_token_days * 86400
+        )
+    except TokenExpired as exc:
+        if isinstance(exc.claims, TokenClaims):
+            _speak_readers_language(runtime, session, exc.claims.subscriber_id)
+        raise
+    _speak_readers_language(runtime, session, claims.subscriber_id)
+    return claims
+
+
+def _speak_readers_language(runtime: WebRuntime, session: Session, subscriber_id: int) -> None:
+    language = session.scalar(select(Subscriber.language).where(Subscriber.id == subscriber_id))
+    if language is not None:
+        current_language.set(reader_language(runtime.settings.language_list, language))
 
 
 def _strings(value: Any) -> list[str]:
@@ -716,5 +755,7 @@ def _printable(value: str) -> str:
 
 
 def _sentence(message: str) -> str:
+    # Translated before it is made a sentence: the catalog holds the message as it was marked.
+    message = gettext_for(current_language.get())(message)
     message = message[:1].upper() + message[1:]
     return message if message.endswith(".") else message + "."

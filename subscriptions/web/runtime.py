@@ -15,6 +15,7 @@ from jinja2 import Environment
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from subscriptions.i18n import current_language, jinja_callables
 from subscriptions.intake import Intake
 from subscriptions.queue import TaskQueue
 from subscriptions.ratelimit import RateLimiter
@@ -46,7 +47,7 @@ class WebRuntime:
     #: Console sign-in delays per (address, client IP); in memory unless the app gives Redis.
     login_throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(None))
     _slugs: tuple[float, frozenset[str]] = (0.0, frozenset())
-    _static: dict[str, bytes] = field(default_factory=dict)
+    _static: dict[tuple[str, str], bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     #: How long the live topic slugs are reused before they are read again.
@@ -69,15 +70,17 @@ class WebRuntime:
 
     def static_page(self, name: str, status: int = 200) -> HTMLResponse:
         """A page that depends on nothing but the settings, rendered once per process."""
-        body = self._static.get(name)
+        language = current_language.get()
+        body = self._static.get((name, language))
         if body is None:
             with self._lock:
-                body = self.pages.get_template(name).render().encode()
-                self._static[name] = body
+                body = self.pages.get_template(name).render(**jinja_callables(language)).encode()
+                self._static[(name, language)] = body
         return HTMLResponse(body, status_code=status)
 
     def page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        """A rendered page without a form."""
+        """A rendered page without a form, in the request's language (`current_language`)."""
+        context = {**jinja_callables(current_language.get()), **context}
         return HTMLResponse(self.pages.get_template(name).render(**context), status_code=status)
 
     def form_page(

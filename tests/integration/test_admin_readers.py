@@ -119,7 +119,7 @@ def test_import_with_a_report_then_export(console: Console) -> None:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 56
     exported = client.get("/admin/readers/export", params={"status": "active"})
     assert exported.headers["content-type"].startswith("text/csv")
-    assert exported.text.splitlines()[1:] == ["imported@example.org,mexico,daily,UTC,,active"]
+    assert exported.text.splitlines()[1:] == ["imported@example.org,mexico,daily,UTC,,,active"]
 
 
 def test_erase_asks_first(console: Console) -> None:

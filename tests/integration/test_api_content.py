@@ -144,6 +144,7 @@ def test_topics_create_rename_describe_archive_and_count_readers(console: Consol
         "archived": False,
         "readers": 0,
         "posts": 0,
+        "translations": {},
     }
     with console.sessions.begin() as session:
         active_reader(session, "reader@example.org", ["russia"])

@@ -36,7 +36,8 @@ def test_wheel_carries_templates_and_finds_them_when_installed(tmp_path: Path) -
     names = zipfile.ZipFile(wheel).namelist()
     for expected in ["subscriptions/_templates/web/subscribe.html", "subscriptions/_templates/email/confirm.txt",
                      "subscriptions/_templates/static/style.css", "subscriptions/migrations/versions/0001_initial_schema.py",
-                     "subscriptions/demo/sample-posts.txt"]:  # fmt: skip
+                     "subscriptions/demo/sample-posts.txt", "subscriptions/locales/es/LC_MESSAGES/messages.mo",
+                     "subscriptions/locales/es/LC_MESSAGES/messages.po"]:  # fmt: skip
         assert expected in names
 
     target = tmp_path / "site"
@@ -59,7 +60,8 @@ def test_wheel_carries_templates_and_finds_them_when_installed(tmp_path: Path) -
     elsewhere.mkdir()
     probe = (
         "import subscriptions.templating as t; from subscriptions.demo import sample_text;"
-        "print(t.__file__); print(t.builtin_templates()); print(len(sample_text()) > 0)"
+        "print(t.__file__); print(t.builtin_templates()); print(len(sample_text()) > 0);"
+        "from subscriptions.i18n import gettext_for; print(gettext_for('es')('Check your email'))"
     )
     env = dict(os.environ, PYTHONPATH=str(target))
     out = subprocess.run(
@@ -73,3 +75,4 @@ def test_wheel_carries_templates_and_finds_them_when_installed(tmp_path: Path) -
     assert out[0].startswith(str(target)), "the installed copy, not the checkout, was imported"
     assert out[1] == str(target / "subscriptions" / "_templates")
     assert out[2] == "True"
+    assert out[3] == "Revisa tu correo", "the wheel carries the compiled Spanish catalog"

@@ -47,6 +47,8 @@ from worker.digests.render import (
     DigestRenderer,
     Group,
     ReaderParts,
+    localized_groups,
+    localized_subscriptions,
     post_view,
     reasons_line,
     subject_for,
@@ -512,3 +514,85 @@ def test_message_ids_have_a_random_part_and_never_repeat() -> None:
     ids = [message_id(1, 1, "news.example.org") for _ in range(20_000)]
     assert len(set(ids)) == len(ids)
     assert all(re.fullmatch(r"<nl\.1\.1\.[\w-]{16}@news\.example\.org>", i) for i in ids)
+
+
+# ------------------------------------------------------------------------------------------ languages
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_spanish_body_personalizes_to_a_full_spanish_render(tmp_path: Path, kind: str) -> None:
+    """The substitution path holds per language: a Spanish shared body, personalized, equals the
+    reader's full Spanish render, and differs from the English one."""
+    settings, renderer = renderer_for(tmp_path, languages="en,es")
+    body = renderer.body(kind, AWKWARD_GROUPS, editorial_subject="Semana", language="es")
+    english = renderer.body(kind, AWKWARD_GROUPS, editorial_subject="Semana")
+    for parts in _readers(settings)[:5]:
+        mine = renderer.personalize(body, parts)
+        subject, full = renderer.full_render(
+            kind, AWKWARD_GROUPS, parts, editorial_subject="Semana", language="es"
+        )
+        assert (subject, mine.text, mine.html) == (body.subject, full.text, full.html)
+    assert '<html lang="es">' in body.html and '<html lang="en">' in english.html
+    assert "Cambiar temas o frecuencia" in body.html and "Change topics" not in body.html
+    if kind in ("daily", "weekly"):
+        assert body.subject != english.subject
+        assert "publicaciones nuevas" in body.subject
+
+
+def test_reasons_line_in_spanish() -> None:
+    line = reasons_line([("México", "daily"), ("Migración", "weekly")], "es")
+    assert line == "Recibes Migración cada semana y México a diario."
+    assert reasons_line([], "es") == "Recibes este correo porque te suscribiste."
+
+
+def test_the_sender_renders_one_shared_body_per_language(
+    tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    """Twenty readers of one variant, half in Spanish: two body renders (one per language), and
+    each email in its reader's language, equal to that reader's full render."""
+    settings = make_settings(tmp_path, base_url="https://news.example.org", languages="en,es")
+    renderer = CountingRenderer(settings)
+    with transaction(sessions) as session:
+        ids = _topic_ids(session)
+        mexico = session.get(Topic, ids["mexico"])
+        assert mexico is not None
+        mexico.translations = {"es": {"name": "México", "description": ""}}
+        for n in range(20):
+            reader_id = _reader(session, f"r{n:02d}@example.org", {"mexico": Frequency.DAILY}, ids)
+            session.get(Subscriber, reader_id).language = "es" if n % 2 else None  # type: ignore[union-attr]
+        stored = add_post(
+            session=session, title="Trade", link="https://example.org/trade", topics=["mexico"]
+        )
+        _released(session, stored.id, MONDAY + timedelta(hours=9))
+    with transaction(sessions) as session:
+        [result] = planner.plan_periodic(
+            session, DigestKind.DAILY, now=MONDAY + timedelta(days=1, hours=8)
+        )
+    provider = Capture()
+    sender = Sender(sessions, provider, renderer, settings, signer)
+    assert sender.send_batch(result.digest_id).counts == {"sent": 20}
+    assert renderer.bodies == 2
+    reference = DigestRenderer(template_environment(settings, "email"))
+    with sessions() as session:
+        _info, jobs = load_jobs(session, list(session.scalars(select(Delivery.id))))
+    by_address = {m.to: m for m in provider.messages}
+    for job in jobs:
+        language = job.language or "en"
+        links = reader_links(
+            settings, signer, subscriber_id=job.subscriber_id, version=job.token_version
+        )
+        names = {"Mexico": "México"} if language == "es" else {}
+        subject, full = reference.full_render(
+            job.kind,
+            localized_groups(job.groups, names),
+            ReaderParts(
+                links.manage,
+                links.unsubscribe,
+                reasons_line(localized_subscriptions(job.subscriptions, names), language),
+            ),
+            language=language,
+        )
+        message = by_address[job.email]
+        assert (message.subject, message.text, message.html) == (subject, full.text, full.html)
+        assert ("publicación nueva hoy" in message.text) is (language == "es")
+        assert ("Recibes México a diario." in message.text) is (language == "es")

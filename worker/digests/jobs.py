@@ -42,11 +42,13 @@ class Job:
     kind: str
     groups: tuple[Group, ...]
     subscriptions: tuple[tuple[str, str], ...]
+    #: The reader's stored language (None: the fallback); the Sender resolves it against the settings.
+    language: str | None = None
 
     @property
     def variant(self) -> tuple[object, ...]:
-        """Readers with equal variants share one rendered body."""
-        return (self.kind, self.groups)
+        """Readers with equal variants share one rendered body (one per language)."""
+        return (self.kind, self.groups, self.language)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,7 @@ def load_jobs(
                 Subscriber.token_version,
                 Subscriber.status,
                 Subscriber.paused_until,
+                Subscriber.language,
             ).where(among(session, Subscriber.id, reader_ids))
         )
     }
@@ -154,7 +157,7 @@ def load_jobs(
     now = utcnow()
     jobs = []
     for delivery_id, _, reader_id in rows:
-        _, email, version, status, paused_until = readers[reader_id]
+        _, email, version, status, paused_until, language = readers[reader_id]
         mailable = status is SubscriberStatus.ACTIVE and (
             paused_until is None or paused_until <= now
         )
@@ -169,6 +172,7 @@ def load_jobs(
                 kind=info.kind,
                 groups=_cached_groups(digest, post_ids[delivery_id], mine),
                 subscriptions=tuple(sorted(mine)),
+                language=language,
             )
         )
     return info, jobs

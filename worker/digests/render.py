@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,6 +19,13 @@ from jinja2 import Environment
 from markupsafe import Markup
 
 from subscriptions.content import plain_text
+from subscriptions.i18n import (
+    N_,
+    SOURCE_LANGUAGE,
+    gettext_for,
+    jinja_callables,
+    translations,
+)
 from subscriptions.markdown import markdown_html, markdown_text
 from worker.providers.base import SharedBody
 from worker.rendering import RenderedEmail
@@ -97,18 +104,50 @@ def post_view(title: str, link: str, summary: str) -> PostView:
     )
 
 
-def reasons_line(subscriptions: Iterable[tuple[str, str]]) -> str:
+#: How often, as the reasons line says it ("Mexico daily").
+REASON_WORDS = {"immediate": N_("as it happens"), "daily": N_("daily"), "weekly": N_("weekly")}
+
+
+def reasons_line(subscriptions: Iterable[tuple[str, str]], language: str = SOURCE_LANGUAGE) -> str:
     """ "You get Border Security daily and Mexico weekly." from (topic name, frequency) pairs."""
-    words = {"immediate": "as it happens", "daily": "daily", "weekly": "weekly"}
-    parts = [f"{name} {words.get(freq, freq)}" for name, freq in sorted(subscriptions)]
+    _ = gettext_for(language)
+    parts = [
+        # Translators: one topic and how often it comes, e.g. "Mexico daily".
+        _("%(topic)s %(how_often)s") % {"topic": name, "how_often": _(REASON_WORDS[freq])}
+        if freq in REASON_WORDS
+        else f"{name} {freq}"
+        for name, freq in sorted(subscriptions)
+    ]
     if not parts:
-        return "You get this email because you subscribed."
-    joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return f"You get {joined}."
+        return _("You get this email because you subscribed.")
+    if len(parts) == 1:
+        joined = parts[0]
+    else:
+        joined = _("%(first)s and %(last)s") % {"first": ", ".join(parts[:-1]), "last": parts[-1]}
+    return _("You get %(topics)s.") % {"topics": joined}
+
+
+def localized_groups(groups: Sequence[Group], names: Mapping[str, str]) -> tuple[Group, ...]:
+    """`groups` with each topic named as in `names` (default name → translated; others stay)."""
+    if not names:
+        return tuple(groups)
+    return tuple(Group(names.get(g.topic, g.topic), g.posts) for g in groups)
+
+
+def localized_subscriptions(
+    subscriptions: Iterable[tuple[str, str]], names: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """(topic name, frequency) pairs with each name as in `names`."""
+    return [(names.get(name, name), freq) for name, freq in subscriptions]
 
 
 def subject_for(
-    kind: str, *, site_name: str, groups: Sequence[Group], editorial_subject: str = ""
+    kind: str,
+    *,
+    site_name: str,
+    groups: Sequence[Group],
+    editorial_subject: str = "",
+    language: str = SOURCE_LANGUAGE,
 ) -> str:
     """Subjects per kind: "Border Security: {title}", "{Site}: 3 new posts this week"."""
     if kind == "immediate":
@@ -116,8 +155,16 @@ def subject_for(
     if kind == "editorial":
         return editorial_subject
     count = len({p.link or p.title for g in groups for p in g.posts})
-    when = "today" if kind == "daily" else "this week"
-    return f"{site_name}: {count} new post{'s' if count != 1 else ''} {when}"
+    catalog = translations(language)
+    if kind == "daily":
+        text = catalog.ngettext(
+            "%(site)s: %(num)d new post today", "%(site)s: %(num)d new posts today", count
+        )
+    else:
+        text = catalog.ngettext(
+            "%(site)s: %(num)d new post this week", "%(site)s: %(num)d new posts this week", count
+        )
+    return text % {"site": site_name, "num": count}
 
 
 class DigestRenderer:
@@ -128,7 +175,7 @@ class DigestRenderer:
         self._inliner = css_inline.CSSInliner(keep_style_tags=True)
 
     def _context(
-        self, kind: str, groups: Sequence[Group], intro_markdown: str, subject: str
+        self, kind: str, groups: Sequence[Group], intro_markdown: str, subject: str, language: str
     ) -> dict[str, Any]:
         # Summaries were sanitized with nh3 when their post was stored.
         views = [
@@ -142,6 +189,7 @@ class DigestRenderer:
             for g in groups
         ]
         return {
+            **jinja_callables(language),
             "kind": kind,
             "subject": subject,
             "groups": views,
@@ -166,15 +214,18 @@ class DigestRenderer:
         *,
         intro_markdown: str = "",
         editorial_subject: str = "",
+        language: str = SOURCE_LANGUAGE,
     ) -> Body:
-        """Render the shared body of one variant, CSS inlined, with placeholders."""
+        """Render the shared body of one variant (its language is part of the variant), CSS
+        inlined, with placeholders."""
         subject = subject_for(
             kind,
             site_name=str(self._env.globals["site_name"]),
             groups=groups,
             editorial_subject=editorial_subject,
+            language=language,
         )
-        context = self._context(kind, groups, intro_markdown, subject)
+        context = self._context(kind, groups, intro_markdown, subject, language)
         nonce = secrets.token_hex(8)
         placeholders = {
             "manage_url": f"@@NL{nonce}.MANAGE@@",
@@ -205,6 +256,7 @@ class DigestRenderer:
         *,
         intro_markdown: str = "",
         editorial_subject: str = "",
+        language: str = SOURCE_LANGUAGE,
     ) -> tuple[str, RenderedEmail]:
         """Subject and email rendered from scratch for one reader: the reference the fast path must equal."""
         subject = subject_for(
@@ -212,8 +264,9 @@ class DigestRenderer:
             site_name=str(self._env.globals["site_name"]),
             groups=groups,
             editorial_subject=editorial_subject,
+            language=language,
         )
-        context = self._context(kind, groups, intro_markdown, subject)
+        context = self._context(kind, groups, intro_markdown, subject, language)
         values = {
             "manage_url": parts.manage_url,
             "unsubscribe_url": parts.unsubscribe_url,

@@ -27,6 +27,7 @@ from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions import metrics
+from subscriptions.i18n import reader_language
 from subscriptions.models import (
     Batch,
     Delivery,
@@ -39,6 +40,7 @@ from subscriptions.notices import REQUEST_WRONG, SENDING_PAUSED, raise_notice, s
 from subscriptions.readers import suppress
 from subscriptions.settings import Settings
 from subscriptions.tokens import TokenSigner
+from subscriptions.topics import localized_names
 from subscriptions.unknowns import report_unknown
 from worker.crashpoints import crash_point
 from worker.digests.batches import (
@@ -61,6 +63,8 @@ from worker.digests.render import (
     Body,
     DigestRenderer,
     ReaderParts,
+    localized_groups,
+    localized_subscriptions,
     reasons_line,
     shared_body,
     slot_values,
@@ -117,6 +121,8 @@ class Sender:
         self._settings = settings
         self._signer = signer
         self._bodies: dict[tuple[int, tuple[object, ...]], tuple[Body, SharedBody]] = {}
+        #: (digest, language) → topic names in that language, read once per digest and language.
+        self._names: dict[tuple[int, str], dict[str, str]] = {}
         self._jobs = JobCache()
         self._domain = urlsplit(settings.base_url).hostname or "localhost"
 
@@ -150,6 +156,7 @@ class Sender:
             info, jobs = load_jobs(session, ids, cache=self._jobs)
             if info is None:  # the rows were claimed in this very transaction: cannot happen
                 raise RuntimeError(f"claimed deliveries of digest {digest_id} vanished: {ids[:5]}")
+            self._read_topic_names(session, info.id, jobs)
             # A batch resent after an unknown outcome must be the same request: nobody is dropped.
             if not claimed.uncertain:
                 unmailable = [j for j in jobs if not j.mailable or not j.groups]
@@ -308,24 +315,51 @@ class Sender:
             raise_notice(session=session, kind=REQUEST_WRONG, message=message)
             log.error("%s", message)
 
+    def _read_topic_names(self, session: Session, digest_id: int, jobs: list[Job]) -> None:
+        """Topic names in the batch's languages, read in the claiming transaction (a second
+        session would wait on SQLite's write lock), once per digest and language."""
+        offered = self._settings.language_list
+        for language in {reader_language(offered, job.language) for job in jobs}:
+            if (digest_id, language) not in self._names:
+                if len(self._names) > 64:
+                    self._names.clear()
+                self._names[(digest_id, language)] = localized_names(
+                    session=session, language=language
+                )
+
+    def _topic_names(self, digest_id: int, language: str) -> dict[str, str]:
+        return self._names.get((digest_id, language), {})
+
     def _message(self, info: DigestInfo, job: Job, batch_key: str) -> EmailMessage:
+        # The variant includes the reader's language: one shared body per language, not per reader.
+        language = reader_language(self._settings.language_list, job.language)
         key = (info.id, job.variant)
         cached = self._bodies.get(key)
         if cached is None:
-            if len(self._bodies) > 256:
+            # 256 bodies per offered language: each language doubles the variants, and a cache
+            # that overflows is cleared (bench/digest.py --spanish 0.5 showed the thrash).
+            if len(self._bodies) > 256 * len(self._settings.language_list):
                 self._bodies.clear()
             body = self._renderer.body(
                 info.kind,
-                job.groups,
+                localized_groups(job.groups, self._topic_names(info.id, language)),
                 intro_markdown=info.intro_markdown,
                 editorial_subject=info.subject,
+                language=language,
             )
             cached = self._bodies[key] = (body, shared_body(body))
         body, shared = cached
         links = reader_links(
             self._settings, self._signer, subscriber_id=job.subscriber_id, version=job.token_version
         )
-        parts = ReaderParts(links.manage, links.unsubscribe, reasons_line(job.subscriptions))
+        parts = ReaderParts(
+            links.manage,
+            links.unsubscribe,
+            reasons_line(
+                localized_subscriptions(job.subscriptions, self._topic_names(info.id, language)),
+                language,
+            ),
+        )
         email = self._renderer.personalize(body, parts)
         return EmailMessage(
             to=job.email,

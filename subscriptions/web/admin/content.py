@@ -7,6 +7,7 @@ reason, status 400. Editors do all of it except removing a suppression, which ne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -123,6 +124,18 @@ def create_topic(
     return _topics_page(runtime, request, session, editor, 400, error=error, form=form)
 
 
+def _translations(form: dict[str, Any], languages: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The topic's name and description per other offered language, as the form sent them."""
+    return {
+        code: {
+            "name": form_text(form, f"name-{code}", strip=False),
+            "description": form_text(form, f"description-{code}", strip=False),
+        }
+        for code in languages
+        if f"name-{code}" in form or f"description-{code}" in form
+    }
+
+
 @router.get("/topics/{topic_id}", response_class=HTMLResponse)
 def topic_page(
     request: Request,
@@ -158,6 +171,7 @@ def save_topic(
                 topic_id=topic_id,
                 name=form_text(form, "name", strip=False),
                 description=form_text(form, "description", strip=False),
+                translations=_translations(form, runtime.settings.language_list[1:]),
             )
             session.commit()
             return _done(f"/admin/topics/{topic_id}", "topic-saved")

@@ -70,6 +70,17 @@ class TopicOut(BaseModel):
     archived: bool
     readers: int = Field(description="active readers subscribed to it, any frequency")
     posts: int
+    translations: dict[str, TopicText] = Field(
+        default_factory=dict,
+        description="name and description per other language; a missing one falls back to the default",
+    )
+
+
+class TopicText(BaseModel):
+    """A topic's name and description in one language; empty: the default language's."""
+
+    name: Annotated[Text, Field(max_length=200)] = ""
+    description: Annotated[Text, Field(max_length=topics.MAX_DESCRIPTION)] = ""
 
 
 class TopicIn(BaseModel):
@@ -78,6 +89,9 @@ class TopicIn(BaseModel):
     )
     name: Annotated[Text, Field(min_length=1, max_length=200)]
     description: Annotated[Text, Field(max_length=topics.MAX_DESCRIPTION)] = ""
+    translations: dict[str, TopicText] = Field(
+        default_factory=dict, examples=[{"es": {"name": "México", "description": ""}}]
+    )
 
 
 class TopicChange(BaseModel):
@@ -86,6 +100,9 @@ class TopicChange(BaseModel):
 
     name: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
     description: Annotated[Text, Field(max_length=topics.MAX_DESCRIPTION)] | None = None
+    translations: dict[str, TopicText] | None = Field(
+        None, description="languages given replace theirs; one given empty is removed"
+    )
     archived: bool | None = None
 
 
@@ -105,6 +122,7 @@ def _topic_out(t: topics.TopicSummary) -> TopicOut:
         archived=t.archived,
         readers=t.readers,
         posts=t.posts,
+        translations={k: TopicText(**v) for k, v in t.translations.items()},
     )
 
 
@@ -131,7 +149,11 @@ def create_topic(body: TopicIn, token: TokenDep, session: SessionDep) -> TopicOu
     """Create a topic (the slug is its name in links and feeds, and cannot change)."""
     try:
         info = topics.add_topic(
-            session=session, slug=body.slug, name=body.name, description=body.description
+            session=session,
+            slug=body.slug,
+            name=body.name,
+            description=body.description,
+            translations={k: v.model_dump() for k, v in body.translations.items()},
         )
     except InvalidInput as exc:
         session.rollback()
@@ -152,9 +174,15 @@ def change_topic(
 ) -> TopicOut:
     """Rename, describe, archive or bring back a topic."""
     try:
-        if body.name is not None or body.description is not None:
+        if body.name is not None or body.description is not None or body.translations is not None:
             topics.update_topic(
-                session=session, topic_id=topic_id, name=body.name, description=body.description
+                session=session,
+                topic_id=topic_id,
+                name=body.name,
+                description=body.description,
+                translations=None
+                if body.translations is None
+                else {k: v.model_dump() for k, v in body.translations.items()},
             )
         if body.archived is not None:
             topics.set_topic_archived(session=session, topic_id=topic_id, archived=body.archived)

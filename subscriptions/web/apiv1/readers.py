@@ -62,6 +62,10 @@ class ReaderOut(BaseModel):
     timezone: str
     created_at: datetime
     topics: int = Field(description="topics subscribed to")
+    language: str | None = Field(
+        None,
+        description="emails and pages in this language; null: the first of NEWSLETTER_LANGUAGES",
+    )
 
 
 class SubscriptionOut(BaseModel):
@@ -94,6 +98,10 @@ class ReaderDetailOut(BaseModel):
     suppression: str | None
     subscriptions: list[SubscriptionOut]
     consents: list[ConsentOut]
+    language: str | None = Field(
+        None,
+        description="emails and pages in this language; null: the first of NEWSLETTER_LANGUAGES",
+    )
 
 
 class EventOut(BaseModel):
