@@ -61,6 +61,7 @@ SAMPLE = {
     "NEWSLETTER_TRUSTED_PROXIES": "172.18.0.0/16",
     "NEWSLETTER_TEST_SEND_ALLOWLIST": "checks@example.org",
     "NEWSLETTER_EMBED_ORIGINS": "https://blog.example.org",
+    "NEWSLETTER_LANGUAGES": "es,en",
     "NEWSLETTER_METRICS_TOKEN": "metrics-token-0123456789",
     "NEWSLETTER_METRICS_DIR": "/app/var/prometheus",
 }
