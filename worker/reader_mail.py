@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from subscriptions import metrics
 from subscriptions.i18n import N_, gettext_for, reader_language
 from subscriptions.models import Consent, Subscriber, SubscriberStatus, Topic, utcnow
 from subscriptions.tokens import Purpose
@@ -203,6 +204,7 @@ def _send(
         metadata={"kind": template},
     )
     result = runtime.provider.send([message])[0]
+    metrics.count_outcomes(runtime.provider.name, [result.outcome.value])
     # Logs carry the domain only: addresses are personal data.
     log.info(
         "%s email to @%s: %s", template, parseaddr(to)[1].rpartition("@")[2], result.outcome.value

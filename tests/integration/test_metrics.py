@@ -68,16 +68,19 @@ def test_metrics_need_the_token_and_count_across_worker_processes(
             "digest", "create", "--subject", "Counted digest", "--topic", "mexico",
             "--since", "2000-01-01T00:00+00:00", env=env,
         ).stdout  # fmt: skip
-        newsletter("digest", "send", created.split("\t", 1)[0], env=env)
+        newsletter(
+            "digest", "send", created.split("\t", 1)[0], "--yes", "--expect-count", "2", env=env
+        )
         # Prefork with two pool processes: the counts of each reach the web's /metrics.
         worker = start(["worker", "--concurrency", "2"], env)
         wait_for_files(tmp_path / "outbox", 3)  # two digest emails and one confirmation
         deadline = time.monotonic() + 30
         while True:
             text = client.get("/metrics", headers=auth).text
-            # The counter moves when the provider answers, the ledger when the batch is recorded.
+            # The counter (two digest emails and the confirmation) moves when the provider answers,
+            # the ledger when the batch is recorded.
             if (
-                'newsletter_emails_total{outcome="sent",provider="outbox"} 2.0' in text
+                'newsletter_emails_total{outcome="sent",provider="outbox"} 3.0' in text
                 and 'newsletter_deliveries{state="sent"} 2.0' in text
             ):
                 break
