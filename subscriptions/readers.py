@@ -404,6 +404,22 @@ def update_preferences(
     session.flush()
 
 
+def set_language(
+    *, session: Session, subscriber_id: int, language: str, offered: Sequence[str]
+) -> str:
+    """Set the language of a reader's emails and pages to one of the `offered` languages
+    (NEWSLETTER_LANGUAGES); anything else is InvalidInput and nothing changes. The editor API
+    calls this (the preference centre offers only these languages too)."""
+    if language not in offered:
+        raise InvalidInput(f"language must be one of: {', '.join(offered)}", field="language")
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise NotFound("no such reader")
+    subscriber.language = language
+    session.flush()
+    return language
+
+
 #: How long after leaving a reader may undo it without a new opt-in.
 UNDO_DAYS = 30
 
