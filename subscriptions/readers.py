@@ -16,7 +16,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from subscriptions.errors import HeaderInjection, InvalidInput, NotFound, TokenUsed
-from subscriptions.i18n import N_
+from subscriptions.i18n import N_, SOURCE_LANGUAGE, gettext_for
 from subscriptions.models import (
     Consent,
     DigestMark,
@@ -50,6 +50,27 @@ class Confirmation:
     topics: list[str]
 
 
+#: What a reader page in another language than English says instead of email-validator's English detail.
+ADDRESS_NOT_VALID = N_("that email address is not valid; please check it for typos")
+
+
+class InvalidAddress(InvalidInput):
+    """An address email-validator refused; `reason` is its explanation (in English only)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"that email address is not valid: {reason}", field="email")
+        self.reason = reason
+
+
+def reader_error(exc: InvalidInput, language: str) -> str:
+    """The message of `exc` as a reader page in `language` shows it: email-validator's English
+    detail only on English pages, a translated sentence elsewhere; other messages as they were
+    marked (the page translates them)."""
+    if isinstance(exc, InvalidAddress) and language != SOURCE_LANGUAGE:
+        return gettext_for(language)(ADDRESS_NOT_VALID)
+    return str(exc)
+
+
 def normalize_email(address: str, *, check_deliverability: bool = False) -> str:
     """The canonical form of an address, or InvalidInput with a reason fit to show."""
     if "\r" in address or "\n" in address:
@@ -62,7 +83,7 @@ def normalize_email(address: str, *, check_deliverability: bool = False) -> str:
     try:
         valid = validate_email(address, check_deliverability=check_deliverability)
     except EmailNotValidError as exc:
-        raise InvalidInput(f"that email address is not valid: {exc}", field="email") from None
+        raise InvalidAddress(str(exc)) from None
     # Local parts are case-sensitive on paper and never in practice; one reader, one row.
     return valid.normalized.lower()
 
@@ -381,6 +402,22 @@ def update_preferences(
         paused_until = now
     subscriber.paused_until = paused_until
     session.flush()
+
+
+def set_language(
+    *, session: Session, subscriber_id: int, language: str, offered: Sequence[str]
+) -> str:
+    """Set the language of a reader's emails and pages to one of the `offered` languages
+    (NEWSLETTER_LANGUAGES); anything else is InvalidInput and nothing changes. The editor API
+    calls this (the preference centre offers only these languages too)."""
+    if language not in offered:
+        raise InvalidInput(f"language must be one of: {', '.join(offered)}", field="language")
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise NotFound("no such reader")
+    subscriber.language = language
+    session.flush()
+    return language
 
 
 #: How long after leaving a reader may undo it without a new opt-in.

@@ -18,6 +18,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.exceptions import HTTPException
 
 from subscriptions.errors import HeaderInjection, InvalidInput
+from subscriptions.i18n import current_language, gettext_for
 from subscriptions.ratelimit import RateLimiter
 
 COOKIE = "nl_csrf"
@@ -143,8 +144,10 @@ async def read_form(request: Request, *, max_fields: int = 100) -> dict[str, Any
                 body.decode("latin-1"), keep_blank_values=True, max_num_fields=max_fields
             )
         except ValueError:
+            # In the page's language: the number makes it a message of its own, translated here.
+            _ = gettext_for(current_language.get())
             raise InvalidInput(
-                f"Too many fields. Maximum number of fields is {max_fields}."
+                _("Too many fields. Maximum number of fields is %(count)d.") % {"count": max_fields}
             ) from None
         items: list[tuple[str, Any]] = list(pairs)
     else:

@@ -122,7 +122,8 @@ def request_link(
             return too_many(runtime, retry, "manage-ip", limit=settings.rate_limit_per_ip)
         address = readers.normalize_email(str(form.get("email", "")))
     except InvalidInput as exc:
-        return runtime.form_page(request, "manage_request.html", status=400, error=str(exc))
+        error = readers.reader_error(exc, current_language.get())
+        return runtime.form_page(request, "manage_request.html", status=400, error=error)
     if check.is_bot or check.too_fast:
         return runtime.page("manage_sent.html")
     retry = runtime.limiter.hit("manage-address", address, limit=settings.rate_limit_per_address)

@@ -225,11 +225,13 @@ class Reply:
         """ "Check your email": the same page for every address, a bot's included."""
         typed = _printable(self.raw_email).strip()
         if self.as_json:
+            _ = gettext_for(current_language.get())
             return self._json(
                 200,
                 ok=True,
-                title="Check your email",
-                message=f"We sent a link to {typed}. Open it to confirm your subscription.",
+                title=_("Check your email"),
+                message=_("We sent a link to %(email)s. Open it to confirm your subscription.")
+                % {"email": typed},
             )
         receipts = receipts_for(self.runtime.settings.secret_key)
         response = self.runtime.page(
@@ -246,7 +248,8 @@ class Reply:
     def refused(self, error: str) -> Response:
         """The form again, filled in as sent, with what was wrong; nothing was stored."""
         if self.as_json:
-            return self._json(400, ok=False, title="Please check the form", message=error)
+            _ = gettext_for(current_language.get())
+            return self._json(400, ok=False, title=_("Please check the form"), message=_(error))
         if self.framed:
             with self.runtime.sessions() as session:
                 names = {
@@ -268,11 +271,13 @@ class Reply:
 
     def limited(self, retry_after: int, which: str, limit: int) -> Response:
         if self.as_json:
+            language = current_language.get()
+            _ = gettext_for(language)
             response = self._json(
                 429,
                 ok=False,
-                title="Too many requests",
-                message=f"{LIMITS[which]} {retry_words(retry_after)}",
+                title=_("Too many requests"),
+                message=f"{_(LIMITS[which])} {retry_words(retry_after, language=language)}",
             )
             response.headers["Retry-After"] = str(max(1, retry_after))
             return response
@@ -282,11 +287,13 @@ class Reply:
         """An address on the suppression list (it complained, bounced, or an editor stopped it)."""
         contact = parseaddr(self.runtime.settings.from_address)[1]
         if self.as_json:
+            _ = gettext_for(current_language.get())
             return self._json(
                 403,
                 ok=False,
-                title="We cannot sign up this address",
-                message=f"We cannot sign up this address. Please write to {contact}.",
+                title=_("We cannot sign up this address"),
+                message=_("We cannot sign up this address. Please write to %(contact)s.")
+                % {"contact": contact},
             )
         response = self.runtime.page(
             "signup_blocked.html",
@@ -518,7 +525,7 @@ def _bad_input(
     retry = runtime.limiter.hit("subscribe-ip", client_ip(request), limit=limit)
     if retry is not None:
         return reply.limited(retry, "subscribe-ip", limit)
-    return reply.refused(_sentence(str(exc)))
+    return reply.refused(_sentence(readers.reader_error(exc, current_language.get())))
 
 
 async def _admit(
@@ -586,7 +593,7 @@ def _subscribe_now(
                 language=entry.language,
             )
     except InvalidInput as exc:  # a topic archived a moment ago
-        return reply.refused(_sentence(str(exc)))
+        return reply.refused(_sentence(readers.reader_error(exc, current_language.get())))
     if signup.consent_id is not None:
         runtime.queue.send(SEND_CONFIRMATION, signup.consent_id)
     return reply.check_email(entry)

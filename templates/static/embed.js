@@ -3,6 +3,8 @@
 // the request fails) the form posts as plain HTML and the reader sees the newsletter's own page.
 (function () {
   "use strict";
+  // The one word the script shows before the newsletter answers (the answer itself is translated there).
+  var SENDING = { en: "Sending…", es: "Enviando…" };
   function attach(form) {
     if (form.getAttribute("data-newsletter-ready")) { return; }
     form.setAttribute("data-newsletter-ready", "1");
@@ -17,9 +19,12 @@
       var data = new FormData(form);
       try { data.set("timezone", Intl.DateTimeFormat().resolvedOptions().timeZone || ""); } catch (e) { /* keep the default */ }
       data.set("return_to", window.location.href);
+      // The answer comes in the box's language (its `lang` field), else the publisher's page's.
+      if (!data.get("lang") && document.documentElement.lang) { data.set("lang", document.documentElement.lang); }
+      var lang = String(data.get("lang") || "").toLowerCase().split("-")[0];
       var button = form.querySelector("button[type=submit], button:not([type])");
       if (button) { button.disabled = true; }
-      status.textContent = "Sending…";
+      status.textContent = SENDING[lang] || SENDING.en;
       fetch(form.action, {
         method: "POST",
         body: new URLSearchParams(data),

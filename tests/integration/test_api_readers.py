@@ -193,3 +193,37 @@ def test_export_and_erase(console: Console) -> None:
     assert api.get(f"/api/v1/readers/{reader_id}").status_code == 404
     with console.sessions() as session:
         assert session.scalar(select(Suppression.reason)) == "erased"
+
+
+def test_editors_see_and_change_a_readers_language(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    both = Console(tmp_path, database_url, redis_url, languages="en,es")
+    try:
+        with both.sessions.begin() as session:
+            readers.subscribe(
+                session=session,
+                email="lectora@example.org",
+                topics=["mexico"],
+                frequency=Frequency.DAILY,
+                timezone="UTC",
+            )
+        reader_id = first_id(both)
+        console_client = both.signed_in(role="editor")
+        page = console_client.get(f"/admin/readers/{reader_id}")
+        assert "English (en)" in page.text and "language (default)" in page.text
+        api = both.api("editor")
+        changed = api.patch(f"/api/v1/readers/{reader_id}", json={"language": "es"})
+        assert changed.status_code == 200 and changed.json()["language"] == "es"
+        assert api.get(f"/api/v1/readers/{reader_id}").json()["language"] == "es"
+        page = console_client.get(f"/admin/readers/{reader_id}")
+        assert "español (es)" in page.text and "language (default)" not in page.text
+        # Only offered languages; anything else changes nothing.
+        for bad in ({"language": "fr"}, {"language": ""}, {"language": 5}, {"other": "es"}, {}):
+            refused = api.patch(f"/api/v1/readers/{reader_id}", json=bad)
+            assert refused.status_code == 422, bad
+        assert api.patch("/api/v1/readers/999999", json={"language": "es"}).status_code == 404
+        with both.sessions() as session:
+            assert session.get(Subscriber, reader_id).language == "es"  # type: ignore[union-attr]
+    finally:
+        both.close()

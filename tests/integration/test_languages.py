@@ -286,3 +286,93 @@ def test_the_confirmation_link_opens_in_the_readers_language(site: Site) -> None
     # A forged link names no reader: the browser's language.
     forged = site.client().get(f"/confirm/{token}x", headers=ENGLISH_BROWSER)
     assert forged.status_code == 400 and "This link is not valid" in forged.text
+
+
+BLOG = "https://blog.example.org"
+
+
+def _box(email: str, **extra: str) -> dict[str, object]:
+    """What the console's plain HTML snippet sends (the embed script adds `lang`)."""
+    return {
+        "email": email,
+        "topics": ["mexico"],
+        "frequency": "weekly",
+        "source": "subscribe box",
+        "website": "",
+        **extra,
+    }
+
+
+def test_form_errors_on_a_spanish_page_are_in_spanish_only(site: Site) -> None:
+    client = site.client()
+    client.headers.update(SPANISH_BROWSER)
+    # A body with more fields than any form has: the count is in the sentence, in Spanish.
+    crowded = client.post(
+        "/subscribe",
+        content="&".join(f"f{n}=x" for n in range(150)),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert crowded.status_code == 400
+    assert "Demasiados campos. El número máximo de campos es 100." in crowded.text
+    assert "Too many fields" not in crowded.text
+    # An address email-validator refuses: a Spanish sentence, not its English detail.
+    bad = webforms.subscribe(client, "lectora-sin-arroba.example.org", ["mexico"], lang="es")
+    assert bad.status_code == 400
+    assert "Esa dirección de correo no es válida; revisa que esté bien escrita." in bad.text
+    assert "not valid" not in bad.text and "@-sign" not in bad.text
+    # The manage-link request form too.
+    manage = webforms.post_form(client, "/manage", "/manage", {"email": "nadie.example.org"})
+    assert manage.status_code == 400 and "no es válida" in manage.text
+    assert "not valid" not in manage.text
+    # An English page keeps the validator's own explanation.
+    english = site.client()
+    english.headers.update(ENGLISH_BROWSER)
+    shown = webforms.subscribe(english, "reader-without-at.example.org", ["mexico"], lang="en")
+    assert shown.status_code == 400 and "That email address is not valid: " in shown.text
+    crowded_en = english.post(
+        "/subscribe",
+        content="&".join(f"f{n}=x" for n in range(150)),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert "Too many fields. Maximum number of fields is 100." in crowded_en.text
+
+
+def test_the_embed_scripts_json_answers_in_the_boxs_language(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    boxed = Site(tmp_path, database_url, redis_url, languages="en,es", embed_origins=BLOG)
+    client = boxed.client()
+    headers = {"Origin": BLOG, "Accept": "application/json", **ENGLISH_BROWSER}
+    ok = client.post("/subscribe", data=_box("Lectora@Example.org", lang="es"), headers=headers)
+    assert ok.status_code == 200
+    assert ok.json() == {
+        "ok": True,
+        "title": "Revisa tu correo",
+        "message": "Enviamos un enlace a Lectora@Example.org. Ábrelo para confirmar tu suscripción.",
+    }
+    bad = client.post("/subscribe", data=_box("sin-arroba", lang="es"), headers=headers)
+    assert bad.status_code == 400
+    assert bad.json() == {
+        "ok": False,
+        "title": "Revisa el formulario",
+        "message": "Esa dirección de correo no es válida; revisa que esté bien escrita.",
+    }
+    # Without a `lang` the browser's language decides; English stays English.
+    english = client.post("/subscribe", data=_box("reader@example.org"), headers=headers)
+    assert english.json()["title"] == "Check your email"
+    spanish = client.post(
+        "/subscribe",
+        data=_box("otra@example.org"),
+        headers={**headers, **SPANISH_BROWSER},
+    )
+    assert spanish.json()["title"] == "Revisa tu correo"
+    boxed.apply()
+    assert boxed.reader("lectora@example.org") is not None
+    boxed.app.state.runtime.engine.dispose()
+    boxed.worker.runtime.engine.dispose()
+
+
+def test_the_embed_script_sends_the_boxs_or_the_pages_language() -> None:
+    script = (Path(__file__).resolve().parents[2] / "templates/static/embed.js").read_text()
+    assert 'data.set("lang", document.documentElement.lang)' in script
+    assert 'es: "Enviando…"' in script

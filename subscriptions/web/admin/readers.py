@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 
 from subscriptions import audit, imports, privacy
 from subscriptions.errors import InvalidInput, NotFound
+from subscriptions.i18n import language_names, reader_language
 from subscriptions.models import MAX_ID, SubscriberStatus
 from subscriptions.topics import list_topics
 from subscriptions.web.admin.auth import AdminDep, EditorDep, Flash, check_form, page
@@ -178,7 +179,18 @@ def reader_page(
         reader = audit.reader_detail(session=session, subscriber_id=reader_id)
     except NotFound:
         return page(runtime, request, editor, "admin/error.html", 404, message="No such reader.")
-    return page(runtime, request, editor, "admin/readers_detail.html", reader=reader)
+    # The language the reader's emails go out in: their own, or the fallback when none is set
+    # (or it is no longer offered).
+    language = reader_language(runtime.settings.language_list, reader.language)
+    return page(
+        runtime,
+        request,
+        editor,
+        "admin/readers_detail.html",
+        reader=reader,
+        language=language,
+        language_name=language_names([language])[language],
+    )
 
 
 @router.get("/readers/{reader_id}/audit", response_class=HTMLResponse)

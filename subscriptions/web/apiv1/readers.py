@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from subscriptions import audit, imports, privacy
+from subscriptions import audit, imports, privacy, readers
 from subscriptions.errors import InvalidInput, NotFound
 from subscriptions.models import SubscriberStatus
 from subscriptions.web.apiv1.common import (
@@ -101,6 +101,16 @@ class ReaderDetailOut(BaseModel):
     language: str | None = Field(
         None,
         description="emails and pages in this language; null: the first of NEWSLETTER_LANGUAGES",
+    )
+
+
+class ReaderChange(BaseModel):
+    """What to change on a reader; today their language."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: str = Field(
+        max_length=35, description='one of NEWSLETTER_LANGUAGES (e.g. "es"); others are 422'
     )
 
 
@@ -248,6 +258,33 @@ def get_reader(reader_id: ReaderId, token: TokenDep, session: SessionDep) -> Rea
         detail = audit.reader_detail(session=session, subscriber_id=reader_id)
     except NotFound as exc:
         raise problem_from(exc) from None
+    return ReaderDetailOut.model_validate(asdict(detail))
+
+
+@router.patch(
+    "/readers/{reader_id}",
+    response_model=ReaderDetailOut,
+    responses={**ONE_ERRORS, 422: problem("invalid input")},
+)
+def change_reader(
+    reader_id: ReaderId,
+    body: ReaderChange,
+    token: TokenDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+) -> ReaderDetailOut:
+    """Change a reader's language (emails and pages); only NEWSLETTER_LANGUAGES are accepted."""
+    try:
+        readers.set_language(
+            session=session,
+            subscriber_id=reader_id,
+            language=body.language,
+            offered=runtime.settings.language_list,
+        )
+        detail = audit.reader_detail(session=session, subscriber_id=reader_id)
+    except (InvalidInput, NotFound) as exc:
+        raise problem_from(exc) from None
+    session.commit()
     return ReaderDetailOut.model_validate(asdict(detail))
 
 
