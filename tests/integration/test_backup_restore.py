@@ -72,7 +72,7 @@ def test_a_restored_backup_upgrades_and_sends_a_digest(
         "--since", "2000-01-01T00:00+00:00", env=env,
     ).stdout  # fmt: skip
     digest_id = created.split("\t", 1)[0]
-    newsletter("digest", "send", digest_id, env=env)
+    newsletter("digest", "send", digest_id, "--yes", "--expect-count", "1", env=env)
     start(["worker", "--concurrency", "1"], env)
     [eml] = wait_for_files(tmp_path / "outbox", 1)
     message = eml.read_bytes()
