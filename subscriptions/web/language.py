@@ -26,6 +26,19 @@ def request_language(
     )
 
 
+def _remembered(cookie_header: str) -> str | None:
+    """The language cookie's value; the header is parsed only when it names that cookie (every
+    request crosses this middleware)."""
+    if COOKIE not in cookie_header:
+        return None
+    cookies: SimpleCookie = SimpleCookie()
+    try:
+        cookies.load(cookie_header)
+    except Exception:
+        return None
+    return cookies[COOKIE].value if COOKIE in cookies else None
+
+
 class ReaderLanguage:
     """Sets `subscriptions.i18n.current_language` for the request (a plain ASGI middleware); a
     valid `?lang=` is remembered in a cookie. Routes that know the reader (links from an email)
@@ -43,12 +56,7 @@ class ReaderLanguage:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         switched = choose_language((query.get("lang") or [None])[0], self.offered)
-        cookies = SimpleCookie()
-        try:
-            cookies.load(headers.get("cookie", ""))
-        except Exception:
-            cookies = SimpleCookie()
-        remembered = cookies[COOKIE].value if COOKIE in cookies else None
+        remembered = _remembered(headers.get("cookie", ""))
         current_language.set(
             request_language(
                 query_lang=switched,

@@ -125,6 +125,8 @@ class Sender:
         self._names: dict[tuple[int, str], dict[str, str]] = {}
         self._jobs = JobCache()
         self._domain = urlsplit(settings.base_url).hostname or "localhost"
+        #: The offered languages, split once (read for every message).
+        self._languages = settings.language_list
 
     @property
     def batch_size(self) -> int:
@@ -318,7 +320,7 @@ class Sender:
     def _read_topic_names(self, session: Session, digest_id: int, jobs: list[Job]) -> None:
         """Topic names in the batch's languages, read in the claiming transaction (a second
         session would wait on SQLite's write lock), once per digest and language."""
-        offered = self._settings.language_list
+        offered = self._languages
         for language in {reader_language(offered, job.language) for job in jobs}:
             if (digest_id, language) not in self._names:
                 if len(self._names) > 64:
@@ -332,13 +334,13 @@ class Sender:
 
     def _message(self, info: DigestInfo, job: Job, batch_key: str) -> EmailMessage:
         # The variant includes the reader's language: one shared body per language, not per reader.
-        language = reader_language(self._settings.language_list, job.language)
+        language = reader_language(self._languages, job.language)
         key = (info.id, job.variant)
         cached = self._bodies.get(key)
         if cached is None:
             # 256 bodies per offered language: each language doubles the variants, and a cache
             # that overflows is cleared (bench/digest.py --spanish 0.5 showed the thrash).
-            if len(self._bodies) > 256 * len(self._settings.language_list):
+            if len(self._bodies) > 256 * len(self._languages):
                 self._bodies.clear()
             body = self._renderer.body(
                 info.kind,
