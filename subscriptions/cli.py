@@ -24,6 +24,7 @@ from subscriptions import unknowns as unknown_ops
 from subscriptions.db import create_db_engine, session_factory, transaction
 from subscriptions.errors import ConfigurationError, NewsletterError, ServiceUnavailable
 from subscriptions.models import PostStatus
+from subscriptions.operations import UnitOfWork
 from subscriptions.queue import PLAN_POST_ALERTS, QUEUE, SEND_DIGEST, SEND_EDITORIAL, TaskQueue
 from subscriptions.settings import Settings, load_settings
 
@@ -57,6 +58,11 @@ def _settings(ctx: click.Context) -> Settings:
         ctx.obj["settings"] = load_settings()
     settings: Settings = ctx.obj["settings"]
     return settings
+
+
+def _unit(ctx: click.Context) -> UnitOfWork:
+    """A unit of work on the configured database and broker (see `subscriptions.operations`)."""
+    return _CliUnit(_settings(ctx))
 
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -907,6 +913,20 @@ class _transaction:
     def __exit__(self, *exc: Any) -> None:
         try:
             self._cm.__exit__(*exc)
+        finally:
+            self._engine.dispose()
+
+
+class _CliUnit(UnitOfWork):
+    """A unit of work on a short-lived engine, disposed of when the unit ends."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._engine = create_db_engine(settings.database_url)
+        super().__init__(session_factory(self._engine), TaskQueue(settings.broker_url))
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)
         finally:
             self._engine.dispose()
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions.i18n import current_language, jinja_callables
 from subscriptions.intake import Intake
+from subscriptions.operations import UnitOfWork
 from subscriptions.queue import TaskQueue
 from subscriptions.ratelimit import RateLimiter
 from subscriptions.settings import Settings
@@ -49,6 +50,10 @@ class WebRuntime:
     _slugs: tuple[float, frozenset[str]] = (0.0, frozenset())
     _static: dict[tuple[str, str], bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def unit(self) -> UnitOfWork:
+        """A unit of work for one operation: commits, then hands its recorded tasks to the queue."""
+        return UnitOfWork(self.sessions, self.queue)
 
     #: How long the live topic slugs are reused before they are read again.
     SLUGS_SECONDS = 5.0
