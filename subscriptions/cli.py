@@ -25,6 +25,10 @@ from subscriptions.db import create_db_engine, session_factory, transaction
 from subscriptions.errors import ConfigurationError, NewsletterError, ServiceUnavailable
 from subscriptions.models import PostStatus
 from subscriptions.operations import UnitOfWork
+from subscriptions.operations import feeds as feeds_op
+from subscriptions.operations import posts as posts_op
+from subscriptions.operations import suppressions as suppressions_op
+from subscriptions.operations import topics as topics_op
 from subscriptions.queue import PLAN_POST_ALERTS, QUEUE, SEND_DIGEST, SEND_EDITORIAL, TaskQueue
 from subscriptions.settings import Settings, load_settings
 
@@ -52,17 +56,32 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def _settings(ctx: click.Context) -> Settings:
+def _settings(ctx: click.Context, *, beside_dev: bool = True) -> Settings:
+    """The settings, read once per command. With `beside_dev` and no NEWSLETTER_BROKER_URL, the
+    broker is the embedded one of a `newsletter dev` running in this directory (var/dev.json), so
+    the tasks a command records reach its worker at once."""
     ctx.ensure_object(dict)
     if "settings" not in ctx.obj:
         ctx.obj["settings"] = load_settings()
     settings: Settings = ctx.obj["settings"]
+    if beside_dev and not settings.broker_url:
+        from subscriptions.supervisor import dev_broker_url
+
+        found = dev_broker_url()
+        if found:
+            settings = settings.model_copy(update={"broker_url": found})
+            ctx.obj["settings"] = settings
     return settings
 
 
 def _unit(ctx: click.Context) -> UnitOfWork:
     """A unit of work on the configured database and broker (see `subscriptions.operations`)."""
     return _CliUnit(_settings(ctx))
+
+
+def _queue(ctx: click.Context) -> TaskQueue:
+    """A producer on the configured broker (or that of `newsletter dev` running here)."""
+    return TaskQueue(_settings(ctx).broker_url)
 
 
 @click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,7 +104,7 @@ def dev(ctx: click.Context, host: str, port: int | None) -> None:
     from subscriptions import supervisor as sv
     from subscriptions.migrate import upgrade
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, beside_dev=False)
     port = port or settings.port
     if not sv.port_is_free(host, port):
         _fail(f"port {port} on {host} is taken; stop what uses it or pass --port", code=1)
@@ -107,6 +126,7 @@ def dev(ctx: click.Context, host: str, port: int | None) -> None:
     try:
         if not settings.broker_url:
             env["NEWSLETTER_BROKER_URL"] = sv.start_embedded_redis(supervisor, var / "redis", env)
+            sv.write_dev_file(env["NEWSLETTER_BROKER_URL"])  # for CLI commands run beside dev
         env["NEWSLETTER_SECRET_KEY"] = settings.secret_key
         supervisor.start(
             "web", sv.python_command("web", "--host", host, "--port", str(port)), env, None
@@ -132,6 +152,8 @@ def dev(ctx: click.Context, host: str, port: int | None) -> None:
         supervisor.ignore_signals()
         supervisor.stop()
         _fail(str(exc))
+    finally:
+        sv.remove_dev_file()
 
 
 @main.command()
@@ -246,11 +268,41 @@ def topics_add(
 ) -> None:
     """Create topic SLUG called NAME."""
     given = _translations(translations)
-    with _transaction(ctx) as session:
-        topic = topic_ops.add_topic(
-            session=session, slug=slug, name=name, description=description, translations=given
+    with _unit(ctx) as uow:
+        topic = topics_op.add(
+            uow, slug=slug, name=name, description=description, translations=given
         )
     click.echo(f"{topic.slug}\t{topic.name}")
+
+
+@topics.command("edit")
+@click.argument("slug")
+@click.option("--name", default=None, help="The new name.")
+@click.option("--description", default=None, help="The new description.")
+@click.option(
+    "--translation",
+    "translations",
+    multiple=True,
+    metavar="LANG:NAME[:DESCRIPTION]",
+    help="Replace the name and description in LANG ('es:' removes it); repeatable.",
+)
+@click.pass_context
+def topics_edit(
+    ctx: click.Context,
+    slug: str,
+    name: str | None,
+    description: str | None,
+    translations: tuple[str, ...],
+) -> None:
+    """Rename topic SLUG, change its description or its name and description per language (the
+    slug stays)."""
+    given = _translations(translations, allow_empty=True) if translations else None
+    with _unit(ctx) as uow:
+        found = topics_op.find(uow, slug)
+        topic = topics_op.edit(
+            uow, found.id, name=name, description=description, translations=given
+        )
+    _echo_topic(topic)
 
 
 @topics.command("translate")
@@ -264,26 +316,39 @@ def topics_translate(
 ) -> None:
     """Give topic SLUG its NAME (and description) in LANGUAGE; an empty NAME and description
     remove that language (the default language's name shows instead)."""
-    with _transaction(ctx) as session:
-        found = [t for t in topic_ops.list_topics(session=session, include_archived=True)]
-        topic = next((t for t in found if t.slug == slug), None)
-        if topic is None:
-            raise click.ClickException(f"no topic {slug!r} (see `newsletter topics list`)")
-        topic = topic_ops.update_topic(
-            session=session,
-            topic_id=topic.id,
-            translations={language: {"name": name, "description": description}},
+    with _unit(ctx) as uow:
+        found = topics_op.find(uow, slug)
+        topic = topics_op.edit(
+            uow, found.id, translations={language: {"name": name, "description": description}}
         )
+    _echo_topic(topic)
+
+
+@topics.command("archive")
+@click.argument("slug")
+@click.option("--undo", is_flag=True, help="Bring an archived topic back into use.")
+@click.pass_context
+def topics_archive(ctx: click.Context, slug: str, undo: bool) -> None:
+    """Archive topic SLUG: its readers keep their subscription, it receives no more posts, and the
+    subscribe form stops offering it."""
+    with _unit(ctx) as uow:
+        topic = topics_op.archive(uow, topics_op.find(uow, slug).id, archived=not undo)
+    click.echo(f"{topic.slug}\t{'archived' if topic.archived else 'in use'}")
+
+
+def _echo_topic(topic: topic_ops.TopicInfo) -> None:
     names = ", ".join(f"{k}: {v['name']}" for k, v in sorted(topic.translations.items()))
     click.echo(f"{topic.slug}\t{topic.name}\t{names}")
 
 
-def _translations(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
+def _translations(
+    values: tuple[str, ...], *, allow_empty: bool = False
+) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for value in values:
         language, _, rest = value.partition(":")
         name, _, description = rest.partition(":")
-        if not language or not name:
+        if not language or not (name or allow_empty):
             raise click.BadParameter(
                 f"{value!r}: use LANG:NAME[:DESCRIPTION]", param_hint="--translation"
             )
@@ -312,6 +377,7 @@ def posts() -> None:
 @click.option("--topic", "topic_slugs", multiple=True, required=True, help="Topic slug (repeat).")
 @click.option("--summary", default="", help="A short summary.")
 @click.option("--guid", default=None, help="The post's stable id (defaults to the link).")
+@click.option("--hold", is_flag=True, help="Hold a new post until an editor approves it.")
 @click.pass_context
 def posts_add(
     ctx: click.Context,
@@ -320,28 +386,39 @@ def posts_add(
     topic_slugs: tuple[str, ...],
     summary: str,
     guid: str | None,
+    hold: bool,
 ) -> None:
-    """Add (or update) a post by hand."""
-    with _transaction(ctx) as session:
-        post = post_ops.add_post(
-            session=session,
+    """Add (or update) a post by hand; a new published post's alerts go out, as from the API."""
+    with _unit(ctx) as uow:
+        post = posts_op.add(
+            uow,
             title=title,
             link=link,
             topics=list(topic_slugs),
             summary=summary,
             guid=guid,
+            held=hold,
         )
     click.echo(f"{post.id}\t{'added' if post.created else 'updated'}\t{post.title}")
+
+
+@posts.command("hold")
+@click.argument("post_id", type=int)
+@click.pass_context
+def posts_hold(ctx: click.Context, post_id: int) -> None:
+    """Hold a published post: digests planned from now on leave it out until it is approved."""
+    with _unit(ctx) as uow:
+        post = posts_op.hold(uow, post_id)
+    click.echo(f"{post.id}\theld\t{post.title}")
 
 
 @posts.command("approve")
 @click.argument("post_id", type=int)
 @click.pass_context
 def posts_approve(ctx: click.Context, post_id: int) -> None:
-    """Release a post held for approval; its alerts go out."""
-    with _transaction(ctx) as session:
-        post = post_ops.approve_post(session=session, post_id=post_id)
-    TaskQueue(_settings(ctx).broker_url).send(PLAN_POST_ALERTS, post.id)
+    """Release a post held for approval; its alerts go out (unless it is a feed's backlog)."""
+    with _unit(ctx) as uow:
+        post = posts_op.approve(uow, post_id)
     click.echo(f"{post.id}\tapproved\t{post.title}")
 
 
@@ -373,6 +450,10 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
     return mapping
 
 
+def _echo_feed(feed: feed_ops.FeedInfo, state: str | None = None) -> None:
+    click.echo(f"{feed.id}\t{state or feed.url}")
+
+
 @feeds.command("add")
 @click.argument("url")
 @click.option("--topic", required=True, help="Topic of entries no rule maps.")
@@ -402,9 +483,9 @@ def feeds_add(
     send_latest: int,
 ) -> None:
     """Watch the feed at URL; its first poll records the backlog as already seen."""
-    with _transaction(ctx) as session:
-        feed = feed_ops.add_feed(
-            session=session,
+    with _unit(ctx) as uow:
+        feed = feeds_op.add(
+            uow,
             url=url,
             topic=topic,
             category_map=_mapping(maps),
@@ -412,7 +493,46 @@ def feeds_add(
             requires_approval=hold,
             send_latest=send_latest,
         )
-    click.echo(f"{feed.id}\t{feed.url}")
+    _echo_feed(feed)
+
+
+@feeds.command("edit")
+@click.argument("feed_id", type=int)
+@click.option("--topic", default=None, help="Topic of entries no rule maps.")
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="CATEGORY=SLUG",
+    help="The category rules (repeat); given, they replace all of the feed's rules.",
+)
+@click.option("--clear-maps", is_flag=True, help="Remove every category rule.")
+@click.option("--interval", type=int, default=None, help="Seconds between polls.")
+@click.option(
+    "--hold/--no-hold", default=None, help="Hold new posts for approval, or publish them."
+)
+@click.pass_context
+def feeds_edit(
+    ctx: click.Context,
+    feed_id: int,
+    topic: str | None,
+    maps: tuple[str, ...],
+    clear_maps: bool,
+    interval: int | None,
+    hold: bool | None,
+) -> None:
+    """Change a feed's default topic, category rules, interval or approval (from its next poll)."""
+    rules = {} if clear_maps else (_mapping(maps) if maps else None)
+    with _unit(ctx) as uow:
+        feed = feeds_op.edit(
+            uow,
+            feed_id,
+            topic=topic,
+            category_map=rules,
+            poll_interval_seconds=interval,
+            requires_approval=hold,
+        )
+    _echo_feed(feed)
 
 
 @feeds.command("list")
@@ -431,13 +551,26 @@ def feeds_list(ctx: click.Context) -> None:
 @feeds.command("poll")
 @click.argument("feed_id", type=int, required=False)
 @click.option("--all", "poll_all", is_flag=True, help="Poll every feed that is not paused.")
+@click.option(
+    "--queue",
+    "to_worker",
+    is_flag=True,
+    help="Hand the poll of FEED_ID to a worker, as the console and the API do.",
+)
 @click.pass_context
-def feeds_poll(ctx: click.Context, feed_id: int | None, poll_all: bool) -> None:
-    """Poll now, in the foreground, and report what was found."""
-    from worker.feeds.poll import FetchOptions, poll_feed
-
+def feeds_poll(ctx: click.Context, feed_id: int | None, poll_all: bool, to_worker: bool) -> None:
+    """Poll now, in the foreground, and report what was found (or, with --queue, ask a worker)."""
     if (feed_id is None) == (not poll_all):
         raise click.UsageError("give a feed ID or --all")
+    if to_worker:
+        if feed_id is None:
+            raise click.UsageError("--queue takes one feed ID")
+        with _unit(ctx) as uow:
+            feeds_op.poll_now(uow, feed_id)
+        _echo_feed_poll(feed_id, uow.queued)
+        return
+    from worker.feeds.poll import FetchOptions, poll_feed
+
     settings = _settings(ctx)
     engine = create_db_engine(settings.database_url)
     sessions = session_factory(engine)
@@ -452,7 +585,7 @@ def feeds_poll(ctx: click.Context, feed_id: int | None, poll_all: bool) -> None:
         max_bytes=settings.feeds_max_bytes,
         timeout=settings.feeds_timeout_seconds,
     )
-    queue = TaskQueue(settings.broker_url)
+    queue = _queue(ctx)
     failed = False
     for one in ids:
         report = poll_feed(sessions, one, options)
@@ -465,14 +598,23 @@ def feeds_poll(ctx: click.Context, feed_id: int | None, poll_all: bool) -> None:
         sys.exit(1)
 
 
+def _echo_feed_poll(feed_id: int, queued: bool) -> None:
+    if queued:
+        click.echo(f"{feed_id}\tpoll queued")
+    else:
+        click.echo(f"{feed_id}\tnot queued (the broker cannot be reached); polled when due")
+
+
 @feeds.command("pause")
 @click.argument("feed_id", type=int)
-@click.option("--reason", default="paused by an editor", show_default=True)
+@click.option(
+    "--reason", default="", help="Why, for editors  [default: paused by the command line]"
+)
 @click.pass_context
 def feeds_pause(ctx: click.Context, feed_id: int, reason: str) -> None:
     """Stop polling a feed."""
-    with _transaction(ctx) as session:
-        feed_ops.set_feed_paused(session=session, feed_id=feed_id, reason=reason)
+    with _unit(ctx) as uow:
+        feeds_op.pause(uow, feed_id, reason=reason, by="the command line")
     click.echo(f"{feed_id}\tpaused")
 
 
@@ -481,9 +623,50 @@ def feeds_pause(ctx: click.Context, feed_id: int, reason: str) -> None:
 @click.pass_context
 def feeds_resume(ctx: click.Context, feed_id: int) -> None:
     """Poll a paused feed again (its failure count starts over)."""
-    with _transaction(ctx) as session:
-        feed_ops.set_feed_paused(session=session, feed_id=feed_id, reason=None)
+    with _unit(ctx) as uow:
+        feeds_op.resume(uow, feed_id)
     click.echo(f"{feed_id}\tresumed")
+
+
+@main.group()
+def suppressions() -> None:
+    """Addresses no email may go to (bounces, complaints, an editor's word)."""
+
+
+@suppressions.command("add")
+@click.argument("email")
+@click.option("--reason", required=True, help="What happened, who asked.")
+@click.pass_context
+def suppressions_add(ctx: click.Context, email: str, reason: str) -> None:
+    """Suppress EMAIL at once, on every topic (an address already suppressed keeps its reason)."""
+    with _unit(ctx) as uow:
+        entry, created = suppressions_op.add(uow, email=email, reason=reason, by="the command line")
+    click.echo(f"{entry.id}\t{'added' if created else 'already suppressed'}\t{entry.hash_prefix}")
+
+
+@suppressions.command("list")
+@click.option("--email", default="", help="Find this address (hashed first).")
+@click.option("--limit", default=50, show_default=True)
+@click.pass_context
+def suppressions_list(ctx: click.Context, email: str, limit: int) -> None:
+    """Newest first: id, time, reason, hash prefix, detail."""
+    from subscriptions import suppressions as suppression_store
+
+    with _transaction(ctx) as session:
+        found = suppression_store.list_suppressions(session=session, email=email, limit=limit)
+    for s in found.items:
+        stamp = s.created_at.strftime("%Y-%m-%d %H:%M")
+        click.echo(f"{s.id}\t{stamp}\t{s.reason}\t{s.hash_prefix}\t{s.detail}")
+
+
+@suppressions.command("remove")
+@click.argument("suppression_id", type=int)
+@click.pass_context
+def suppressions_remove(ctx: click.Context, suppression_id: int) -> None:
+    """Take an entry off the list: the address may sign up again (nothing is resumed)."""
+    with _unit(ctx) as uow:
+        entry = suppressions_op.remove(uow, suppression_id)
+    click.echo(f"{entry.id}\tremoved\t{entry.hash_prefix}")
 
 
 @main.group()
@@ -923,6 +1106,7 @@ class _CliUnit(UnitOfWork):
     def __init__(self, settings: Settings) -> None:
         self._engine = create_db_engine(settings.database_url)
         super().__init__(session_factory(self._engine), TaskQueue(settings.broker_url))
+        # `settings` comes from `_settings`, so a broker of `newsletter dev` running here counts.
 
     def __exit__(self, *exc: Any) -> None:
         try:

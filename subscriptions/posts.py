@@ -177,7 +177,7 @@ def approve_post(*, session: Session, post_id: int) -> PostInfo:
     if post is None:
         raise NotFound(f"no post {post_id}")
     if post.status is not PostStatus.HELD:
-        raise InvalidInput(f"post {post_id} is not held")
+        raise InvalidInput(f"post {post_id} is not held", field="status")
     post.status = PostStatus.PUBLISHED
     if post.notify:
         lock_planning(session)

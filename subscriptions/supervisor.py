@@ -10,6 +10,7 @@ whole group arrives twice, and a second interrupt must not abandon the children 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -225,3 +226,43 @@ def base_url_mismatch(base_url: str, host: str, port: int) -> str | None:
 def python_command(*args: str) -> list[str]:
     """Run this CLI again with the same interpreter (works without the console script on PATH)."""
     return [sys.executable, "-m", "subscriptions.cli", *args]
+
+
+#: Where `newsletter dev` says which broker it started, so that CLI commands run beside it (in the
+#: same directory) hand their tasks to its worker at once instead of leaving them to the sweeper.
+DEV_FILE = Path("var") / "dev.json"
+
+
+def write_dev_file(broker_url: str, path: Path = DEV_FILE) -> None:
+    """Record the embedded broker's URL and this process's pid (replaced atomically, owner-only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"broker_url": broker_url, "pid": os.getpid()}))
+    partial.chmod(0o600)
+    partial.replace(path)
+
+
+def remove_dev_file(path: Path = DEV_FILE) -> None:
+    """Forget the broker when `newsletter dev` stops (only the file this process wrote)."""
+    with contextlib.suppress(FileNotFoundError, ValueError, OSError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+
+
+def dev_broker_url(path: Path = DEV_FILE) -> str | None:
+    """The broker of a `newsletter dev` still running here, or None: no file, an unreadable one, or
+    a stale one whose process is gone (a dev that was killed could not remove it)."""
+    try:
+        recorded = json.loads(path.read_text())
+        url, pid = recorded["broker_url"], recorded["pid"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(url, str) or not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, under another user
+        pass
+    return url

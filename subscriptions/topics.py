@@ -213,6 +213,14 @@ def get_topic(*, session: Session, topic_id: int) -> TopicInfo:
     return _info(_topic(session, topic_id))
 
 
+def get_topic_by_slug(*, session: Session, slug: str) -> TopicInfo:
+    """The topic with this slug, archived or not, or NotFound."""
+    topic = session.scalar(select(Topic).where(Topic.slug == slug))
+    if topic is None:
+        raise NotFound(f"no topic {slug!r} (see `newsletter topics list --all`)")
+    return _info(topic)
+
+
 def update_topic(
     *,
     session: Session,

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from subscriptions.db import create_db_engine, session_factory
-from subscriptions.errors import InvalidInput
+from subscriptions.errors import InvalidInput, NewsletterError, NotFound
 from subscriptions.i18n import N_
 from subscriptions.intake import Intake
 from subscriptions.queue import TaskQueue
@@ -24,7 +24,7 @@ from subscriptions.templating import builtin_templates, template_environment
 from subscriptions.throttle import LoginThrottle
 from subscriptions.tokens import TokenSigner
 from subscriptions.web import admin, api, apiv1, demo, health, preferences, reader, webhooks
-from subscriptions.web.admin.auth import Forbidden, LoginRequired, login_redirect
+from subscriptions.web.admin.auth import Forbidden, LoginRequired, login_redirect, refusal
 from subscriptions.web.forms import FormGuard
 from subscriptions.web.guards import BearerFirst, BodyLimit
 from subscriptions.web.language import ReaderLanguage
@@ -61,7 +61,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reader.router, include_in_schema=False)
     app.include_router(demo.router, include_in_schema=False)
     app.include_router(preferences.router, include_in_schema=False)
-    app.include_router(api.router)
     app.include_router(webhooks.router, include_in_schema=False)
     app.include_router(apiv1.router)
     app.include_router(admin.router)
@@ -163,10 +162,23 @@ def _install_error_pages(app: FastAPI, runtime: WebRuntime) -> None:
     async def forbidden(request: Request, exc: Forbidden) -> Response:
         return render(request, 403, "This needs the admin role.")
 
-    @app.exception_handler(InvalidInput)
-    async def invalid_input(request: Request, exc: InvalidInput) -> Response:
-        # A body no form could have produced (too large, too many fields, a file): say so.
-        return render(request, 400, str(exc))
+    @app.exception_handler(NewsletterError)
+    def newsletter_error(request: Request, exc: NewsletterError) -> Response:
+        # The one place an operation's error meets each medium: a problem under /api (see
+        # api.problem_for), the console's page (its form again where the route said how), and a
+        # page for anything else: a body no form could have produced (too large, a file) is 400.
+        if request.url.path.startswith("/api/"):
+            return api.problem_for(exc).response()
+        if request.url.path.startswith("/admin/"):
+            shown = refusal(runtime, request, exc)
+            if shown is not None:
+                return shown
+        if isinstance(exc, InvalidInput):
+            return render(request, 400, str(exc))
+        if isinstance(exc, NotFound):
+            return render(request, 404, N_("This page does not exist."))
+        log.error("unhandled %s on %s: %s", type(exc).__name__, request.url.path, exc)
+        return render(request, 500, N_("Something went wrong on our side. Please try again later."))
 
     @app.exception_handler(api.Problem)
     async def problem(request: Request, exc: api.Problem) -> Response:

@@ -11,6 +11,7 @@ single-use CSRF token as the reader pages (`FormGuard`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from subscriptions import editors
 from subscriptions.editors import EditorInfo
+from subscriptions.errors import InvalidInput, NewsletterError, NotFound
 from subscriptions.models import MAX_ID
 from subscriptions.web.forms import FormRejected
 from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime, client_ip
@@ -83,6 +85,9 @@ def current_editor(request: Request, runtime: RuntimeDep, session: SessionDep) -
                 )
             ):
                 request.state.console_session = session_id
+                request.state.editor = found  # for `refusal`, which runs outside the route
+                # Ends the read (on SQLite a lock): the route's unit of work has its own session.
+                session.commit()
                 return found
     raise LoginRequired(_next_path(request))
 
@@ -127,6 +132,41 @@ def check_form(runtime: WebRuntime, request: Request, form: dict[str, Any]) -> s
     except FormRejected as exc:
         return str(exc)
     return None
+
+
+def require_form(runtime: WebRuntime, request: Request, form: dict[str, Any]) -> None:
+    """Refuse (InvalidInput, shown by `refusal`) a posted console form whose CSRF token is bad."""
+    error = check_form(runtime, request, form)
+    if error is not None:
+        raise InvalidInput(error)
+
+
+#: A route's way to show its form again with the error (see `refill`).
+Refill = Callable[[str], Response]
+
+
+def refill(request: Request, again: Refill) -> None:
+    """Say how this console route shows its form again when its input is refused: `again(error)`
+    renders the page with the message (status 400). Without it a refusal is the console's error
+    page. Call it before the operation; `refusal` (the app's handler) uses it."""
+    request.state.refill = again
+
+
+def refusal(runtime: WebRuntime, request: Request, exc: NewsletterError) -> Response | None:
+    """The console's answer to an operation's error, or None when this is not a console request
+    (no editor was signed in): the form again with the error where the route said how
+    (`refill`), else the console's error page: 404 for NotFound, 400 for InvalidInput."""
+    editor = getattr(request.state, "editor", None)
+    if not isinstance(editor, EditorInfo):
+        return None
+    again: Refill | None = getattr(request.state, "refill", None)
+    if isinstance(exc, InvalidInput) and again is not None:
+        try:
+            return again(str(exc))
+        except NotFound as missing:  # the record went away while the form was out
+            exc = missing
+    status = 404 if isinstance(exc, NotFound) else 400
+    return page(runtime, request, editor, "admin/error.html", status, message=str(exc))
 
 
 def form_text(form: dict[str, Any], name: str, *, strip: bool = True) -> str:

@@ -1,8 +1,10 @@
 """Console pages for content: topics, feeds, posts and the suppression list.
 
-Every page calls the same operations as the JSON API (`subscriptions/web/apiv1/content.py`). A form
-that worked redirects (303) to a page with a one-line notice; a refused one is shown again with the
-reason, status 400. Editors do all of it except removing a suppression, which needs an admin.
+Every form calls the same operation as the JSON API and the CLI (`subscriptions.operations`), in a
+unit of work. A form that worked redirects (303) to a page with a one-line notice; a refused one
+(`InvalidInput`, also a bad CSRF token) is shown again with the reason, status 400, by the app's
+one handler (`auth.refusal`), which shows a missing record (`NotFound`) as the console's 404 page.
+Editors do all of it except removing a suppression, which needs an admin.
 """
 
 from __future__ import annotations
@@ -15,17 +17,27 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from subscriptions import feeds, posts, suppressions, topics
 from subscriptions.editors import EditorInfo
-from subscriptions.errors import InvalidInput, NotFound
+from subscriptions.errors import InvalidInput
 from subscriptions.models import PostStatus
-from subscriptions.queue import PLAN_POST_ALERTS, POLL_FEED
-from subscriptions.web.admin.auth import AdminDep, EditorDep, Flash, check_form, form_text, page
-from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime
+from subscriptions.operations import feeds as feed_ops
+from subscriptions.operations import posts as post_ops
+from subscriptions.operations import suppressions as suppression_ops
+from subscriptions.operations import topics as topic_ops
+from subscriptions.web.admin.auth import (
+    AdminDep,
+    EditorDep,
+    Flash,
+    form_text,
+    page,
+    refill,
+    require_form,
+)
+from subscriptions.web.params import IdPath
+from subscriptions.web.runtime import FormDep, RuntimeDep, WebRuntime
 
 router = APIRouter()
 
 PAGE_SIZE = 50
-IdPath = Annotated[int, Path(ge=1, le=2**31 - 1)]
-PageQuery = Annotated[int, Query(ge=1, le=100_000)]
 Notice = Annotated[str, Query(max_length=40)]
 
 #: What a redirect's `?notice=` says (a code, so a link cannot put words on a console page).
@@ -64,64 +76,42 @@ def _done(path: str, notice: str) -> RedirectResponse:
     return RedirectResponse(f"{path}?notice={notice}", status_code=303)
 
 
-def _refused(
-    runtime: WebRuntime, request: Request, editor: EditorInfo, message: str
-) -> HTMLResponse:
-    return page(runtime, request, editor, "admin/error.html", 400, message=message)
-
-
-def _missing(runtime: WebRuntime, request: Request, editor: EditorInfo, exc: NotFound) -> Response:
-    return page(runtime, request, editor, "admin/error.html", 404, message=str(exc))
-
-
 # ------------------------------------------------------------------------------------------ topics
 
 
 def _topics_page(
-    runtime: WebRuntime,
-    request: Request,
-    session: Any,
-    editor: EditorInfo,
-    status: int = 200,
-    **context: Any,
+    runtime: WebRuntime, request: Request, editor: EditorInfo, status: int = 200, **context: Any
 ) -> HTMLResponse:
-    listed = topics.summarize_topics(session=session)
+    with runtime.sessions() as session:
+        listed = topics.summarize_topics(session=session)
     return page(runtime, request, editor, "admin/topics.html", status, topics=listed, **context)
 
 
 @router.get("/topics", response_class=HTMLResponse)
 def topics_page(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    notice: Notice = "",
+    request: Request, runtime: RuntimeDep, editor: EditorDep, notice: Notice = ""
 ) -> HTMLResponse:
     """Topics with their readers, and a form for a new one."""
-    return _topics_page(runtime, request, session, editor, flash=_flash(notice), form={})
+    return _topics_page(runtime, request, editor, flash=_flash(notice), form={})
 
 
 @router.post("/topics", response_model=None)
 def create_topic(
-    request: Request, runtime: RuntimeDep, session: SessionDep, editor: EditorDep, form: FormDep
+    request: Request, runtime: RuntimeDep, editor: EditorDep, form: FormDep
 ) -> Response:
     """Create a topic."""
-    error = check_form(runtime, request, form)
-    if error is None:
-        try:
-            topics.add_topic(
-                session=session,
-                slug=form_text(form, "slug", strip=False),
-                name=form_text(form, "name", strip=False),
-                description=form_text(form, "description", strip=False),
-            )
-        except InvalidInput as exc:
-            session.rollback()
-            error = str(exc)
-        else:
-            session.commit()
-            return _done("/admin/topics", "topic-created")
-    return _topics_page(runtime, request, session, editor, 400, error=error, form=form)
+    refill(
+        request, lambda error: _topics_page(runtime, request, editor, 400, error=error, form=form)
+    )
+    require_form(runtime, request, form)
+    with runtime.unit() as uow:
+        topic_ops.add(
+            uow,
+            slug=form_text(form, "slug", strip=False),
+            name=form_text(form, "name", strip=False),
+            description=form_text(form, "description", strip=False),
+        )
+    return _done("/admin/topics", "topic-created")
 
 
 def _translations(form: dict[str, Any], languages: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -136,76 +126,54 @@ def _translations(form: dict[str, Any], languages: Sequence[str]) -> dict[str, d
     }
 
 
+def _topic_page(
+    runtime: WebRuntime,
+    request: Request,
+    editor: EditorInfo,
+    topic_id: int,
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    with runtime.sessions() as session:
+        topic = topics.get_topic(session=session, topic_id=topic_id)
+    return page(runtime, request, editor, "admin/topic.html", status, topic=topic, **context)
+
+
 @router.get("/topics/{topic_id}", response_class=HTMLResponse)
 def topic_page(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    topic_id: IdPath,
-    notice: Notice = "",
+    request: Request, runtime: RuntimeDep, editor: EditorDep, topic_id: IdPath, notice: Notice = ""
 ) -> Response:
     """One topic: rename, describe, archive or bring back."""
-    try:
-        topic = topics.get_topic(session=session, topic_id=topic_id)
-    except NotFound as exc:
-        return _missing(runtime, request, editor, exc)
-    return page(runtime, request, editor, "admin/topic.html", topic=topic, flash=_flash(notice))
+    return _topic_page(runtime, request, editor, topic_id, flash=_flash(notice))
 
 
 @router.post("/topics/{topic_id}", response_model=None)
 def save_topic(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    form: FormDep,
-    topic_id: IdPath,
+    request: Request, runtime: RuntimeDep, editor: EditorDep, form: FormDep, topic_id: IdPath
 ) -> Response:
-    """Rename a topic and change its description."""
-    error = check_form(runtime, request, form)
-    try:
-        if error is None:
-            topics.update_topic(
-                session=session,
-                topic_id=topic_id,
-                name=form_text(form, "name", strip=False),
-                description=form_text(form, "description", strip=False),
-                translations=_translations(form, runtime.settings.language_list[1:]),
-            )
-            session.commit()
-            return _done(f"/admin/topics/{topic_id}", "topic-saved")
-    except NotFound as exc:
-        return _missing(runtime, request, editor, exc)
-    except InvalidInput as exc:
-        session.rollback()
-        error = str(exc)
-    try:
-        topic = topics.get_topic(session=session, topic_id=topic_id)
-    except NotFound as exc:
-        return _missing(runtime, request, editor, exc)
-    return page(runtime, request, editor, "admin/topic.html", 400, topic=topic, error=error)
+    """Rename a topic, change its description and its name and description per language."""
+    refill(request, lambda error: _topic_page(runtime, request, editor, topic_id, 400, error=error))
+    require_form(runtime, request, form)
+    with runtime.unit() as uow:
+        topic_ops.edit(
+            uow,
+            topic_id,
+            name=form_text(form, "name", strip=False),
+            description=form_text(form, "description", strip=False),
+            translations=_translations(form, runtime.settings.language_list[1:]),
+        )
+    return _done(f"/admin/topics/{topic_id}", "topic-saved")
 
 
 @router.post("/topics/{topic_id}/archive", response_model=None)
 def archive_topic(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    form: FormDep,
-    topic_id: IdPath,
+    request: Request, runtime: RuntimeDep, editor: EditorDep, form: FormDep, topic_id: IdPath
 ) -> Response:
     """Archive a topic (`archived=no` brings it back)."""
-    error = check_form(runtime, request, form)
-    if error is not None:
-        return _refused(runtime, request, editor, error)
+    require_form(runtime, request, form)
     archived = form_text(form, "archived", strip=False) != "no"
-    try:
-        topics.set_topic_archived(session=session, topic_id=topic_id, archived=archived)
-    except NotFound as exc:
-        return _missing(runtime, request, editor, exc)
-    session.commit()
+    with runtime.unit() as uow:
+        topic_ops.archive(uow, topic_id, archived=archived)
     runtime.live_topics(fresh=True)
     return _done(f"/admin/topics/{topic_id}", "topic-archived" if archived else "topic-unarchived")
 
@@ -214,168 +182,126 @@ def archive_topic(
 
 
 def _feeds_page(
-    runtime: WebRuntime,
-    request: Request,
-    session: Any,
-    editor: EditorInfo,
-    status: int = 200,
-    **context: Any,
+    runtime: WebRuntime, request: Request, editor: EditorInfo, status: int = 200, **context: Any
 ) -> HTMLResponse:
+    with runtime.sessions() as session:
+        listed = feeds.list_feeds(session=session)
+        offered = topics.list_topics(session=session)
     return page(
         runtime,
         request,
         editor,
         "admin/feeds.html",
         status,
-        feeds=feeds.list_feeds(session=session),
-        topics=topics.list_topics(session=session),
+        feeds=listed,
+        topics=offered,
         **context,
     )
 
 
 @router.get("/feeds", response_class=HTMLResponse)
 def feeds_page(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    notice: Notice = "",
+    request: Request, runtime: RuntimeDep, editor: EditorDep, notice: Notice = ""
 ) -> HTMLResponse:
     """Feeds with their health, and a form to add one."""
-    return _feeds_page(runtime, request, session, editor, flash=_flash(notice), form={})
+    return _feeds_page(runtime, request, editor, flash=_flash(notice), form={})
+
+
+def _rules(form: dict[str, Any]) -> dict[str, str]:
+    return feeds.parse_category_rules(form_text(form, "category_map", strip=False))
 
 
 @router.post("/feeds", response_model=None)
-def add_feed(
-    request: Request, runtime: RuntimeDep, session: SessionDep, editor: EditorDep, form: FormDep
-) -> Response:
+def add_feed(request: Request, runtime: RuntimeDep, editor: EditorDep, form: FormDep) -> Response:
     """Register a feed."""
-    error = check_form(runtime, request, form)
-    if error is None:
-        try:
-            info = feeds.add_feed(
-                session=session,
-                url=form_text(form, "url", strip=False),
-                topic=form_text(form, "topic", strip=False),
-                category_map=feeds.parse_category_rules(
-                    form_text(form, "category_map", strip=False)
-                ),
-                poll_interval_seconds=_int(form, "interval", "poll interval"),
-                requires_approval=form_text(form, "requires_approval", strip=False) == "yes",
-            )
-        except InvalidInput as exc:
-            session.rollback()
-            error = str(exc)
-        else:
-            session.commit()
-            return _done(f"/admin/feeds/{info.id}", "feed-added")
-    return _feeds_page(runtime, request, session, editor, 400, error=error, form=form)
+    refill(
+        request, lambda error: _feeds_page(runtime, request, editor, 400, error=error, form=form)
+    )
+    require_form(runtime, request, form)
+    with runtime.unit() as uow:
+        info = feed_ops.add(
+            uow,
+            url=form_text(form, "url", strip=False),
+            topic=form_text(form, "topic", strip=False),
+            category_map=_rules(form),
+            poll_interval_seconds=_int(form, "interval", "poll interval"),
+            requires_approval=form_text(form, "requires_approval", strip=False) == "yes",
+        )
+    return _done(f"/admin/feeds/{info.id}", "feed-added")
 
 
 def _feed_page(
     runtime: WebRuntime,
     request: Request,
-    session: Any,
     editor: EditorInfo,
     feed_id: int,
     status: int = 200,
     **context: Any,
-) -> Response:
-    try:
+) -> HTMLResponse:
+    with runtime.sessions() as session:
         feed = feeds.get_feed(session=session, feed_id=feed_id)
-    except NotFound as exc:
-        return _missing(runtime, request, editor, exc)
+        offered = topics.list_topics(session=session)
     context.setdefault("rules", feeds.format_category_rules(feed.category_map))
     return page(
-        runtime,
-        request,
-        editor,
-        "admin/feed.html",
-        status,
-        feed=feed,
-        topics=topics.list_topics(session=session),
-        **context,
+        runtime, request, editor, "admin/feed.html", status, feed=feed, topics=offered, **context
     )
 
 
 @router.get("/feeds/{feed_id}", response_class=HTMLResponse)
 def feed_page(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    feed_id: IdPath,
-    notice: Notice = "",
+    request: Request, runtime: RuntimeDep, editor: EditorDep, feed_id: IdPath, notice: Notice = ""
 ) -> Response:
     """One feed: its health, its category rules, poll now, pause and resume."""
-    return _feed_page(runtime, request, session, editor, feed_id, flash=_flash(notice))
+    return _feed_page(runtime, request, editor, feed_id, flash=_flash(notice))
 
 
 @router.post("/feeds/{feed_id}", response_model=None)
 def save_feed(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    form: FormDep,
-    feed_id: IdPath,
+    request: Request, runtime: RuntimeDep, editor: EditorDep, form: FormDep, feed_id: IdPath
 ) -> Response:
     """Change a feed's default topic, category rules, interval and approval."""
-    error = check_form(runtime, request, form)
-    if error is None:
-        try:
-            feeds.update_feed(
-                session=session,
-                feed_id=feed_id,
-                topic=form_text(form, "topic", strip=False),
-                category_map=feeds.parse_category_rules(
-                    form_text(form, "category_map", strip=False)
-                ),
-                poll_interval_seconds=_int(form, "interval", "poll interval"),
-                requires_approval=form_text(form, "requires_approval", strip=False) == "yes",
-            )
-        except NotFound as exc:
-            return _missing(runtime, request, editor, exc)
-        except InvalidInput as exc:
-            session.rollback()
-            error = str(exc)
-        else:
-            session.commit()
-            return _done(f"/admin/feeds/{feed_id}", "feed-saved")
     rules = form_text(form, "category_map", strip=False)
-    return _feed_page(runtime, request, session, editor, feed_id, 400, error=error, rules=rules)
+    refill(
+        request,
+        lambda error: _feed_page(runtime, request, editor, feed_id, 400, error=error, rules=rules),
+    )
+    require_form(runtime, request, form)
+    with runtime.unit() as uow:
+        feed_ops.edit(
+            uow,
+            feed_id,
+            topic=form_text(form, "topic", strip=False),
+            category_map=_rules(form),
+            poll_interval_seconds=_int(form, "interval", "poll interval"),
+            requires_approval=form_text(form, "requires_approval", strip=False) == "yes",
+        )
+    return _done(f"/admin/feeds/{feed_id}", "feed-saved")
 
 
 @router.post("/feeds/{feed_id}/{action}", response_model=None)
 def feed_action(
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
     editor: EditorDep,
     form: FormDep,
     feed_id: IdPath,
     action: Annotated[str, Path(pattern="^(poll|pause|resume)$")],
 ) -> Response:
     """Poll now (a task for a worker), pause with a reason, or resume."""
-    error = check_form(runtime, request, form)
-    if error is not None:
-        return _refused(runtime, request, editor, error)
-    try:
+    require_form(runtime, request, form)
+    with runtime.unit() as uow:
         if action == "poll":
-            feeds.get_feed(session=session, feed_id=feed_id)
-            queued = runtime.queue.send(POLL_FEED, feed_id)
-            return _done(f"/admin/feeds/{feed_id}", "feed-polling" if queued else "feed-not-queued")
-        reason = None
-        if action == "pause":
-            reason = (
-                " ".join(form_text(form, "reason", strip=False).split())[:300]
-                or f"paused by {editor.email}"
-            )
-        feeds.set_feed_paused(session=session, feed_id=feed_id, reason=reason)
-    except NotFound as exc:
-        return _missing(runtime, request, editor, exc)
-    session.commit()
-    return _done(f"/admin/feeds/{feed_id}", f"feed-{action}d")
+            feed_ops.poll_now(uow, feed_id)
+        elif action == "pause":
+            reason = form_text(form, "reason", strip=False)
+            feed_ops.pause(uow, feed_id, reason=reason, by=editor.email)
+        else:
+            feed_ops.resume(uow, feed_id)
+    if action == "poll":
+        notice = "feed-polling" if uow.queued else "feed-not-queued"
+    else:
+        notice = f"feed-{action}d"
+    return _done(f"/admin/feeds/{feed_id}", notice)
 
 
 # ------------------------------------------------------------------------------------------- posts
@@ -385,7 +311,6 @@ def feed_action(
 def posts_page(
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
     editor: EditorDep,
     q: Annotated[str, Query(max_length=posts.MAX_SEARCH_CHARS)] = "",
     topic: Annotated[str, Query(max_length=64)] = "",
@@ -393,14 +318,16 @@ def posts_page(
     page_number: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
 ) -> HTMLResponse:
     """Posts newest first; search by title or link, topic and status."""
-    found = posts.search_posts(
-        session=session,
-        text=q,
-        topic=topic or None,
-        status=PostStatus(status) if status else None,
-        limit=PAGE_SIZE,
-        offset=(page_number - 1) * PAGE_SIZE,
-    )
+    with runtime.sessions() as session:
+        found = posts.search_posts(
+            session=session,
+            text=q,
+            topic=topic or None,
+            status=PostStatus(status) if status else None,
+            limit=PAGE_SIZE,
+            offset=(page_number - 1) * PAGE_SIZE,
+        )
+        offered = topics.list_topics(session=session, include_archived=True)
     return page(
         runtime,
         request,
@@ -413,24 +340,21 @@ def posts_page(
         q=q,
         topic=topic,
         status_filter=status,
-        topics=topics.list_topics(session=session, include_archived=True),
+        topics=offered,
     )
 
 
 def _post_page(
     runtime: WebRuntime,
     request: Request,
-    session: Any,
     editor: EditorInfo,
     post_id: int,
     status: int = 200,
     **context: Any,
-) -> Response:
-    try:
+) -> HTMLResponse:
+    with runtime.sessions() as session:
         post = posts.get_post(session=session, post_id=post_id)
         carriers = posts.post_digests(session=session, post_id=post_id)
-    except NotFound as exc:
-        return _missing(runtime, request, editor, exc)
     return page(
         runtime, request, editor, "admin/post.html", status, post=post, digests=carriers, **context
     )
@@ -438,44 +362,29 @@ def _post_page(
 
 @router.get("/posts/{post_id}", response_class=HTMLResponse)
 def post_page(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    post_id: IdPath,
-    notice: Notice = "",
+    request: Request, runtime: RuntimeDep, editor: EditorDep, post_id: IdPath, notice: Notice = ""
 ) -> Response:
     """One post: its topics, status, and the digests that carried it."""
-    return _post_page(runtime, request, session, editor, post_id, flash=_flash(notice))
+    return _post_page(runtime, request, editor, post_id, flash=_flash(notice))
 
 
 @router.post("/posts/{post_id}/{action}", response_model=None)
 def post_action(
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
     editor: EditorDep,
     form: FormDep,
     post_id: IdPath,
     action: Annotated[str, Path(pattern="^(hold|approve)$")],
 ) -> Response:
     """Hold a post, or approve a held one (its immediate alerts are then planned)."""
-    error = check_form(runtime, request, form)
-    if error is not None:
-        return _refused(runtime, request, editor, error)
-    try:
+    require_form(runtime, request, form)
+    refill(request, lambda error: _post_page(runtime, request, editor, post_id, 400, error=error))
+    with runtime.unit() as uow:
         if action == "hold":
-            posts.hold_post(session=session, post_id=post_id)
+            post_ops.hold(uow, post_id)
         else:
-            info = posts.approve_post(session=session, post_id=post_id)
-    except NotFound as exc:
-        return _missing(runtime, request, editor, exc)
-    except InvalidInput as exc:
-        session.rollback()
-        return _post_page(runtime, request, session, editor, post_id, 400, error=str(exc))
-    session.commit()
-    if action == "approve" and info.announce:
-        runtime.queue.send(PLAN_POST_ALERTS, post_id)
+            post_ops.approve(uow, post_id)
     return _done(f"/admin/posts/{post_id}", "post-held" if action == "hold" else "post-approved")
 
 
@@ -485,7 +394,6 @@ def post_action(
 def _suppressions_page(
     runtime: WebRuntime,
     request: Request,
-    session: Any,
     editor: EditorInfo,
     status: int = 200,
     *,
@@ -494,10 +402,11 @@ def _suppressions_page(
     **context: Any,
 ) -> HTMLResponse:
     try:
-        found = suppressions.list_suppressions(
-            session=session, email=email, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE
-        )
-    except InvalidInput as exc:
+        with runtime.sessions() as session:
+            found = suppressions.list_suppressions(
+                session=session, email=email, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE
+            )
+    except InvalidInput as exc:  # a search for a malformed address: the list, with the reason
         found = suppressions.SuppressionPage([], 0)
         context.setdefault("error", str(exc))
         status = 400
@@ -520,7 +429,6 @@ def _suppressions_page(
 def suppressions_page(
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
     editor: EditorDep,
     email: Annotated[str, Query(max_length=320)] = "",
     page_number: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
@@ -530,7 +438,6 @@ def suppressions_page(
     return _suppressions_page(
         runtime,
         request,
-        session,
         editor,
         email=email,
         page_number=page_number,
@@ -541,45 +448,30 @@ def suppressions_page(
 
 @router.post("/suppressions", response_model=None)
 def add_suppression(
-    request: Request, runtime: RuntimeDep, session: SessionDep, editor: EditorDep, form: FormDep
+    request: Request, runtime: RuntimeDep, editor: EditorDep, form: FormDep
 ) -> Response:
     """Suppress an address, with the editor's reason."""
-    error = check_form(runtime, request, form)
-    if error is None:
-        try:
-            _, created = suppressions.add_suppression(
-                session=session,
-                email=form_text(form, "email", strip=False),
-                detail=form_text(form, "reason", strip=False),
-                added_by=editor.email,
-            )
-        except InvalidInput as exc:
-            session.rollback()
-            error = str(exc)
-        else:
-            session.commit()
-            return _done(
-                "/admin/suppressions", "suppression-added" if created else "suppression-known"
-            )
-    return _suppressions_page(runtime, request, session, editor, 400, error=error, form=form)
+    refill(
+        request,
+        lambda error: _suppressions_page(runtime, request, editor, 400, error=error, form=form),
+    )
+    require_form(runtime, request, form)
+    with runtime.unit() as uow:
+        _, created = suppression_ops.add(
+            uow,
+            email=form_text(form, "email", strip=False),
+            reason=form_text(form, "reason", strip=False),
+            by=editor.email,
+        )
+    return _done("/admin/suppressions", "suppression-added" if created else "suppression-known")
 
 
 @router.post("/suppressions/{suppression_id}/remove", response_model=None)
 def remove_suppression(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: AdminDep,
-    form: FormDep,
-    suppression_id: IdPath,
+    request: Request, runtime: RuntimeDep, editor: AdminDep, form: FormDep, suppression_id: IdPath
 ) -> Response:
     """Take an address off the list (admins only): it may then sign up again."""
-    error = check_form(runtime, request, form)
-    if error is not None:
-        return _refused(runtime, request, editor, error)
-    try:
-        suppressions.remove_suppression(session=session, suppression_id=suppression_id)
-    except NotFound as exc:
-        return _missing(runtime, request, editor, exc)
-    session.commit()
+    require_form(runtime, request, form)
+    with runtime.unit() as uow:
+        suppression_ops.remove(uow, suppression_id)
     return _done("/admin/suppressions", "suppression-removed")

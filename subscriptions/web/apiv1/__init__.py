@@ -1,7 +1,8 @@
-"""The editors' JSON API under /api/v1 (besides publishing posts, in subscriptions/web/api.py).
+"""The editors' JSON API under /api/v1 (shared plumbing: `subscriptions/web/api.py`).
 
 Bearer tokens (`newsletter editors create-token`), two roles, RFC 9457 problem details for every
-error, offset pagination (`common.py`). Modules: `content` (topics, feeds, posts, suppressions),
+error, offset pagination (`common.py`). Modules: `posts` (publish, search, hold, approve),
+`content` (topics, feeds, suppressions),
 `readers`, `digests`, `tokens`.
 """
 
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from subscriptions.web.apiv1 import content, digests, readers, tokens
+from subscriptions.web.apiv1 import content, digests, posts, readers, tokens
 
 router = APIRouter(prefix="/api/v1")
-for part in (content, readers, digests, tokens):
+for part in (posts, content, readers, digests, tokens):
     router.include_router(part.router)

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Depends, Path, Query
+from fastapi import Depends, Query
 from pydantic import BaseModel, Field
 
 from subscriptions.editors import TokenInfo
 from subscriptions.errors import InvalidInput, NotFound
-from subscriptions.models import MAX_ID
 from subscriptions.web.api import EditorDep, FieldError, Problem, ProblemOut, problem
+from subscriptions.web.params import IdPath
 
-__all__ = ["FieldError", "Problem", "ProblemOut", "problem"]
+__all__ = ["FieldError", "IdPath", "Problem", "ProblemOut", "problem"]
 
 T = TypeVar("T")
-
-#: An id in a path: 1 up to the largest the key columns hold.
-IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 MAX_LIMIT = 200
 
