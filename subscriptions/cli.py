@@ -25,6 +25,8 @@ from subscriptions.db import create_db_engine, session_factory, transaction
 from subscriptions.errors import ConfigurationError, NewsletterError, ServiceUnavailable
 from subscriptions.models import PostStatus
 from subscriptions.operations import UnitOfWork
+
+# `*_op`: operations, run in a unit of work (`_unit`); `*_ops` above: the store's modules, for reads.
 from subscriptions.operations import feeds as feeds_op
 from subscriptions.operations import posts as posts_op
 from subscriptions.operations import suppressions as suppressions_op
