@@ -2,8 +2,7 @@
 
 Bearer tokens (`newsletter editors create-token`), two roles, RFC 9457 problem details for every
 error, offset pagination (`common.py`). Modules: `posts` (publish, search, hold, approve),
-`content` (topics, feeds, suppressions),
-`readers`, `digests`, `tokens`.
+`content` (topics, feeds, suppressions), `readers`, `digests`, `tokens`.
 """
 
 from __future__ import annotations
