@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from subscriptions.errors import InvalidInput, NotFound
@@ -172,6 +172,49 @@ def list_feeds(*, session: Session) -> list[FeedInfo]:
         .order_by(Feed.id)
     ).all()
     return [_info(feed, slug) for feed, slug in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class PollTarget:
+    """What a poll sends: the feed's URL and the validators of its last 200."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    interval: timedelta
+
+
+def poll_target(*, session: Session, feed_id: int) -> PollTarget | None:
+    """The URL and validators of feed `feed_id` (None when it is gone): one narrow SELECT."""
+    row = session.execute(
+        select(Feed.url, Feed.etag, Feed.last_modified, Feed.poll_interval_seconds).where(
+            Feed.id == feed_id
+        )
+    ).first()
+    if row is None:
+        return None
+    interval = timedelta(seconds=row.poll_interval_seconds)
+    return PollTarget(row.url, row.etag, row.last_modified, interval)
+
+
+def record_not_modified(
+    *, session: Session, feed_id: int, now: datetime, interval: timedelta
+) -> bool:
+    """A poll answered 304: the feed is healthy, its next poll `interval` (its poll interval)
+    from `now`. One UPDATE and nothing else (the validators stay). False when the feed is gone."""
+    done = session.execute(
+        update(Feed)
+        .where(Feed.id == feed_id)
+        .values(
+            last_polled_at=now,
+            last_status="not_modified",
+            last_error="",
+            consecutive_failures=0,
+            next_poll_at=now + interval,
+        ),
+        execution_options={"preserve_rowcount": True},
+    )
+    return bool(getattr(done, "rowcount", 0))
 
 
 def due_feed_ids(*, session: Session, now: datetime | None = None) -> list[int]:
