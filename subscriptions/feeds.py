@@ -9,9 +9,11 @@ from urllib.parse import urlsplit
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from subscriptions.content import plain_text, sanitize_summary
 from subscriptions.errors import InvalidInput, NotFound
-from subscriptions.models import Feed, Topic, utcnow
+from subscriptions.models import Feed, Post, Topic, post_topics, utcnow
 from subscriptions.names import check_name
+from subscriptions.posts import normalize_link
 from subscriptions.topics import topic_ids_for_slugs
 
 MIN_INTERVAL_SECONDS = 60
@@ -215,6 +217,93 @@ def record_not_modified(
         execution_options={"preserve_rowcount": True},
     )
     return bool(getattr(done, "rowcount", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class PostFields:
+    """A post's stored fields that a feed entry sets, as add_post would store them."""
+
+    guid: str | None
+    link: str
+    title: str
+    summary: str
+    author: str
+    categories: list[str]
+    unmapped_categories: list[str]
+    topics: frozenset[str]
+
+
+def entry_fields(
+    *,
+    guid: str | None,
+    link: str,
+    title: str,
+    summary: str,
+    author: str,
+    categories: list[str],
+    unmapped_categories: list[str],
+    topics: list[str],
+) -> PostFields:
+    """What subscriptions.posts.add_post would store for these values (same cleaning)."""
+    link = (link or "").strip()
+    return PostFields(
+        guid=guid.strip() if guid else None,
+        link=normalize_link(link) if link else "",
+        title=plain_text(title),
+        summary=sanitize_summary(summary),
+        author=plain_text(author, limit=400),
+        categories=sorted(set(categories))[:50],
+        unmapped_categories=sorted(set(unmapped_categories))[:50],
+        topics=frozenset(topics),
+    )
+
+
+def stored_fields(
+    *, session: Session, identities: list[str]
+) -> dict[str, tuple[PostFields, datetime]]:
+    """The stored fields and published time of the posts with these identities, in two
+    statements however many there are (a poll compares a feed's entries with them, and leaves
+    an entry that changed nothing alone instead of rewriting its post)."""
+    if not identities:
+        return {}
+    posts = session.execute(
+        select(
+            Post.id,
+            Post.identity,
+            Post.guid,
+            Post.link,
+            Post.title,
+            Post.summary,
+            Post.author,
+            Post.categories,
+            Post.unmapped_categories,
+            Post.published_at,
+        ).where(Post.identity.in_(identities))
+    ).all()
+    slugs: dict[int, set[str]] = {}
+    if posts:
+        for post_id, slug in session.execute(
+            select(post_topics.c.post_id, Topic.slug)
+            .join(Topic, Topic.id == post_topics.c.topic_id)
+            .where(post_topics.c.post_id.in_([p.id for p in posts]))
+        ):
+            slugs.setdefault(post_id, set()).add(slug)
+    return {
+        p.identity: (
+            PostFields(
+                guid=p.guid,
+                link=p.link,
+                title=p.title,
+                summary=p.summary,
+                author=p.author,
+                categories=list(p.categories),
+                unmapped_categories=list(p.unmapped_categories),
+                topics=frozenset(slugs.get(p.id, ())),
+            ),
+            p.published_at,
+        )
+        for p in posts
+    }
 
 
 def due_feed_ids(*, session: Session, now: datetime | None = None) -> list[int]:

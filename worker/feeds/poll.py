@@ -12,8 +12,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions import posts
 from subscriptions.errors import InvalidInput
-from subscriptions.feeds import PAUSE_AFTER_FAILURES, backoff, poll_target, record_not_modified
+from subscriptions.feeds import (
+    PAUSE_AFTER_FAILURES,
+    PostFields,
+    backoff,
+    entry_fields,
+    poll_target,
+    record_not_modified,
+    stored_fields,
+)
 from subscriptions.models import Feed, Topic, utcnow
+from subscriptions.posts import post_identity
 from worker.feeds.fetch import FeedFetcher, FeedFetchError, shared_fetcher
 from worker.feeds.parse import Entry, FeedParseError, ParsedFeed, fallback_guid, parse_feed
 
@@ -135,6 +144,7 @@ def _store(session: Session, feed: Feed, parsed: ParsedFeed, report: PollReport)
     # topics are all archived is skipped (not moved to the default topic).
     live = set(session.scalars(select(Topic.slug).where(Topic.archived_at.is_(None))))
     seen: set[str] = set()
+    kept: list[tuple[int, Entry, str | None, list[str], list[str], PostFields, str]] = []
     for index, entry in enumerate(parsed.entries):
         guid = entry.guid or (None if entry.link else fallback_guid(entry))
         key = guid or entry.link
@@ -146,6 +156,33 @@ def _store(session: Session, feed: Feed, parsed: ParsedFeed, report: PollReport)
         topics = [t for t in topics if t in live]
         if not topics:
             report.skipped += 1
+            continue
+        fields = entry_fields(
+            guid=guid,
+            link=entry.link,
+            title=entry.title,
+            summary=entry.summary,
+            author=entry.author,
+            categories=entry.categories,
+            unmapped_categories=unmapped,
+            topics=topics,
+        )
+        identity = post_identity(
+            guid=guid, link=entry.link, title=fields.title, published=entry.published
+        )
+        kept.append((index, entry, guid, topics, unmapped, fields, identity))
+    # A changed feed repeats mostly entries it sent before: those whose post already holds
+    # exactly what they say are left alone (counted as updated, as add_post would report them),
+    # so a poll writes only what changed.
+    stored = stored_fields(session=session, identities=[k[6] for k in kept])
+    for index, entry, guid, topics, unmapped, fields, identity in kept:
+        known = stored.get(identity)
+        if (
+            known is not None
+            and known[0] == fields
+            and (entry.published is None or known[1] == entry.published)
+        ):
+            report.updated += 1
             continue
         notify = not first_poll or index < feed.send_latest
         try:
