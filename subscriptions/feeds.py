@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.orm import Session
 
 from subscriptions.content import plain_text, sanitize_summary
@@ -186,9 +186,10 @@ class PollTarget:
     interval: timedelta
 
 
-def poll_target(*, session: Session, feed_id: int) -> PollTarget | None:
-    """The URL and validators of feed `feed_id` (None when it is gone): one narrow SELECT."""
-    row = session.execute(
+def poll_target(*, connection: Connection, feed_id: int) -> PollTarget | None:
+    """The URL, validators and interval of feed `feed_id` (None when it is gone): one narrow
+    SELECT, no ORM object."""
+    row = connection.execute(
         select(Feed.url, Feed.etag, Feed.last_modified, Feed.poll_interval_seconds).where(
             Feed.id == feed_id
         )
@@ -200,11 +201,12 @@ def poll_target(*, session: Session, feed_id: int) -> PollTarget | None:
 
 
 def record_not_modified(
-    *, session: Session, feed_id: int, now: datetime, interval: timedelta
+    *, connection: Connection, feed_id: int, now: datetime, interval: timedelta
 ) -> bool:
     """A poll answered 304: the feed is healthy, its next poll `interval` (its poll interval)
-    from `now`. One UPDATE and nothing else (the validators stay). False when the feed is gone."""
-    done = session.execute(
+    from `now`. One UPDATE and nothing else (the validators stay), atomic on its own: the poller
+    runs it on an autocommit connection, one round trip. False when the feed is gone."""
+    done = connection.execute(
         update(Feed)
         .where(Feed.id == feed_id)
         .values(
