@@ -390,6 +390,8 @@ def _fetch(
         try:
             with client.stream("GET", url, headers=headers, timeout=timeout) as response:
                 if response.status_code == 304:
+                    # A 304 has no body; reading its end lets the connection go back to the pool.
+                    response.read()
                     return FetchResult(True, url=url, etag=etag, last_modified=last_modified)
                 if response.status_code in (301, 302, 303, 307, 308):
                     location = response.headers.get("location", "")
