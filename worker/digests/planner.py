@@ -223,8 +223,7 @@ def _fill(session: Session, digest_id: int, now: datetime, pairs: Select[int, in
                 .join(todo_cte, todo_cte.c.reader == fresh.c.subscriber_id)
                 .order_by(fresh.c.id, todo_cte.c.post),
             )
-            .returning(delivery_posts.c.post_id)
-            .cte("carried")
+            .cte("carried")  # no RETURNING: PostgreSQL runs a WITH's INSERT whole regardless
         )
         added = session.scalar(select(func.count()).select_from(fresh).add_cte(carried))
         return int(added or 0)
