@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select
+from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.orm import Session
 
+from subscriptions.content import plain_text, sanitize_summary
 from subscriptions.errors import InvalidInput, NotFound
-from subscriptions.models import Feed, Topic, utcnow
+from subscriptions.models import Feed, Post, Topic, post_topics, utcnow
 from subscriptions.names import check_name
+from subscriptions.posts import normalize_link
 from subscriptions.topics import topic_ids_for_slugs
 
 MIN_INTERVAL_SECONDS = 60
@@ -172,6 +174,138 @@ def list_feeds(*, session: Session) -> list[FeedInfo]:
         .order_by(Feed.id)
     ).all()
     return [_info(feed, slug) for feed, slug in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class PollTarget:
+    """What a poll sends: the feed's URL and the validators of its last 200."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    interval: timedelta
+
+
+def poll_target(*, connection: Connection, feed_id: int) -> PollTarget | None:
+    """The URL, validators and interval of feed `feed_id` (None when it is gone): one narrow
+    SELECT, no ORM object."""
+    row = connection.execute(
+        select(Feed.url, Feed.etag, Feed.last_modified, Feed.poll_interval_seconds).where(
+            Feed.id == feed_id
+        )
+    ).first()
+    if row is None:
+        return None
+    interval = timedelta(seconds=row.poll_interval_seconds)
+    return PollTarget(row.url, row.etag, row.last_modified, interval)
+
+
+def record_not_modified(
+    *, connection: Connection, feed_id: int, now: datetime, interval: timedelta
+) -> bool:
+    """A poll answered 304: the feed is healthy, its next poll `interval` (its poll interval)
+    from `now`. One UPDATE and nothing else (the validators stay), atomic on its own: the poller
+    runs it on an autocommit connection, one round trip. False when the feed is gone."""
+    done = connection.execute(
+        update(Feed)
+        .where(Feed.id == feed_id)
+        .values(
+            last_polled_at=now,
+            last_status="not_modified",
+            last_error="",
+            consecutive_failures=0,
+            next_poll_at=now + interval,
+        ),
+        execution_options={"preserve_rowcount": True},
+    )
+    return bool(getattr(done, "rowcount", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class PostFields:
+    """A post's stored fields that a feed entry sets, as add_post would store them."""
+
+    guid: str | None
+    link: str
+    title: str
+    summary: str
+    author: str
+    categories: list[str]
+    unmapped_categories: list[str]
+    topics: frozenset[str]
+
+
+def entry_fields(
+    *,
+    guid: str | None,
+    link: str,
+    title: str,
+    summary: str,
+    author: str,
+    categories: list[str],
+    unmapped_categories: list[str],
+    topics: list[str],
+) -> PostFields:
+    """What subscriptions.posts.add_post would store for these values (same cleaning)."""
+    link = (link or "").strip()
+    return PostFields(
+        guid=guid.strip() if guid else None,
+        link=normalize_link(link) if link else "",
+        title=plain_text(title),
+        summary=sanitize_summary(summary),
+        author=plain_text(author, limit=400),
+        categories=sorted(set(categories))[:50],
+        unmapped_categories=sorted(set(unmapped_categories))[:50],
+        topics=frozenset(topics),
+    )
+
+
+def stored_fields(
+    *, session: Session, identities: list[str]
+) -> dict[str, tuple[PostFields, datetime]]:
+    """The stored fields and published time of the posts with these identities, in two
+    statements however many there are (a poll compares a feed's entries with them, and leaves
+    an entry that changed nothing alone instead of rewriting its post)."""
+    if not identities:
+        return {}
+    posts = session.execute(
+        select(
+            Post.id,
+            Post.identity,
+            Post.guid,
+            Post.link,
+            Post.title,
+            Post.summary,
+            Post.author,
+            Post.categories,
+            Post.unmapped_categories,
+            Post.published_at,
+        ).where(Post.identity.in_(identities))
+    ).all()
+    slugs: dict[int, set[str]] = {}
+    if posts:
+        for post_id, slug in session.execute(
+            select(post_topics.c.post_id, Topic.slug)
+            .join(Topic, Topic.id == post_topics.c.topic_id)
+            .where(post_topics.c.post_id.in_([p.id for p in posts]))
+        ):
+            slugs.setdefault(post_id, set()).add(slug)
+    return {
+        p.identity: (
+            PostFields(
+                guid=p.guid,
+                link=p.link,
+                title=p.title,
+                summary=p.summary,
+                author=p.author,
+                categories=list(p.categories),
+                unmapped_categories=list(p.unmapped_categories),
+                topics=frozenset(slugs.get(p.id, ())),
+            ),
+            p.published_at,
+        )
+        for p in posts
+    }
 
 
 def due_feed_ids(*, session: Session, now: datetime | None = None) -> list[int]:

@@ -18,16 +18,18 @@ import base64
 import hashlib
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from subscriptions import feeds as feed_ops
@@ -40,7 +42,13 @@ from tests.factories import add_demo_topics, migrated_sessions
 from tests.feedserver import FeedServer, Item, Raw, atom, rss1, rss2
 from tests.integration.conftest import newsletter
 from worker.feeds import fetch as fetch_module
-from worker.feeds.fetch import USER_AGENT, FeedFetchError, check_address, fetch_feed
+from worker.feeds.fetch import (
+    USER_AGENT,
+    FeedFetchError,
+    check_address,
+    fetch_feed,
+    shared_fetcher,
+)
 from worker.feeds.poll import FetchOptions, PollReport, poll_feed
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
@@ -1011,3 +1019,133 @@ def test_relative_links_in_an_atom_feed_are_stored_absolute(
     report = poll(sessions, feed_id)
     assert (report.new, report.skipped) == (1, 0)
     assert stored(sessions)[0].link == f"http://127.0.0.1:{server.port}/posts/r1"
+
+
+# --------------------------------------------------------------------------------------- what a poll costs (#18)
+
+
+class _Statements:
+    """The SQL statements an engine runs while the block is open (BEGIN/COMMIT left out)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.engine = sessions.kw["bind"]
+        self.seen: list[str] = []
+
+    def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        words = " ".join(statement.split())
+        if not words.upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")):
+            self.seen.append(words)
+
+    def __enter__(self) -> list[str]:
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        return self.seen
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+
+def test_a_304_poll_runs_one_select_and_one_update_and_nothing_else(
+    server: FeedServer, sessions: sessionmaker[Session]
+) -> None:
+    """After a 304 the poller touches almost nothing: one narrow SELECT of the feed's URL and
+    validators before the request, one UPDATE of its poll times after it; no post is read."""
+    server.route(FEED, body=rss2(items(3)), etag='"v1"')
+    feed_id = register(sessions, server.url(FEED))
+    poll(sessions, feed_id)
+    with _Statements(sessions) as statements:
+        report = poll(sessions, feed_id, now=T0)
+    assert report.status == "not_modified"
+    assert server.requests_for(FEED)[-1].status == 304
+    assert [s.split()[0] for s in statements] == ["SELECT", "UPDATE"], statements
+    assert "FROM feeds" in statements[0] and statements[1].startswith("UPDATE feeds SET")
+    feed = feed_row(sessions, feed_id)
+    assert (feed.last_status, feed.etag, feed.last_polled_at) == ("not_modified", '"v1"', T0)
+    assert feed.next_poll_at == T0 + timedelta(seconds=900)
+
+
+def test_entries_a_changed_feed_repeats_unchanged_are_not_written_again(
+    server: FeedServer, sessions: sessionmaker[Session]
+) -> None:
+    """A changed feed of one new and two old entries: the new one is inserted, the old ones are
+    compared with their posts and left alone (counted as updated, as before); an old entry that
+    was edited is still written."""
+    feed_id = watched(server, sessions)
+    server.route(FEED, body=rss2(items(3)[1:]))
+    assert poll(sessions, feed_id).new == 2
+    server.route(FEED, body=rss2(items(3)))
+    with _Statements(sessions) as statements:
+        report = poll(sessions, feed_id)
+    assert (report.new, report.updated) == (1, 2)
+    assert not [s for s in statements if s.startswith("UPDATE posts")], statements
+    assert len([s for s in statements if s.startswith("INSERT INTO posts ")]) == 1
+
+    edited = items(3)
+    edited[2] = Item("Post 2, edited", link=edited[2].link, guid=edited[2].guid,
+                     summary=edited[2].summary, published=edited[2].published)  # fmt: skip
+    server.route(FEED, body=rss2(edited))
+    with _Statements(sessions) as statements:
+        report = poll(sessions, feed_id)
+    assert (report.new, report.updated) == (0, 3)
+    assert len([s for s in statements if s.startswith("UPDATE posts")]) == 1
+    assert "Post 2, edited" in [p.title for p in stored(sessions)]
+
+
+def test_polls_in_one_process_share_one_client_and_its_kept_alive_connection(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The poller's default transport is one FeedFetcher per process: three polls of a server
+    that keeps connections alive arrive on one TCP connection (one client port)."""
+    ports: list[int] = []
+
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            ports.append(self.client_address[1])
+            if self.headers.get("If-None-Match") == '"k1"':
+                self.send_response(304)
+                self.send_header("ETag", '"k1"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = rss2(items(1))
+            self.send_response(200)
+            self.send_header("ETag", '"k1"')
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        feed_id = register(sessions, f"http://127.0.0.1:{httpd.server_address[1]}/feed.xml")
+        statuses = [poll(sessions, feed_id).status for _ in range(3)]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert statuses == ["ok", "not_modified", "not_modified"]
+    assert len(ports) == 3 and len(set(ports)) == 1, ports
+    assert shared_fetcher(allow_private=True) is shared_fetcher(allow_private=True)
+
+
+def test_a_fetch_that_runs_out_of_time_leaves_the_shared_client_working(
+    server: FeedServer, sessions: sessionmaker[Session]
+) -> None:
+    """A dripping feed times out on the shared client (its connection ends at the fetch's
+    deadline, no watchdog closes the client), and the next feed on the same client is read."""
+    slow = register(sessions, server.url("/slow.xml"))
+    server.route("/slow.xml", body=rss2(items(1)), headers={f"X-Pad-{n}": "x" for n in range(8)},
+                 header_drip=0.2)  # fmt: skip
+    started = time.monotonic()
+    report = poll(sessions, slow, timeout=0.5)
+    assert report.status == "error" and "timed out" in report.error
+    assert time.monotonic() - started < 1.2
+    server.route(FEED, body=rss2(items(2)))
+    fine = register(sessions, server.url(FEED))
+    report = poll(sessions, fine, timeout=0.5)
+    assert (report.status, report.backlog) == ("ok", 2)

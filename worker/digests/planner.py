@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    SQLColumnExpression,
+    Subquery,
     Table,
     and_,
     case,
@@ -63,6 +65,8 @@ NOT_DELIVERED = (DeliveryStatus.FAILED, DeliveryStatus.SUPPRESSED)
 STALE_MARK = timedelta(days=2)
 
 _marks = cast(Table, DigestMark.__table__)
+_deliveries = cast(Table, Delivery.__table__)
+_digests = cast(Table, Digest.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +75,20 @@ class PlanResult:
     planned: int
 
 
-def _insert(session: Session, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table)
+#: An INSERT with ON CONFLICT clauses: PostgreSQL's and SQLite's have the same methods.
+Upsert = postgresql.Insert | sqlite.Insert
+
+
+def _insert(session: Session, table: Table) -> Upsert:
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def _digest_for(session: Session, kind: DigestKind, run_key: str, *, subject: str = "") -> int:
     """The digest row of a run, created once whoever asks first; locked for this transaction."""
     stmt = (
-        _insert(session, Digest.__table__)
+        _insert(session, _digests)
         .values(
             kind=kind.value,
             run_key=run_key,
@@ -100,7 +108,9 @@ def _digest_for(session: Session, kind: DigestKind, run_key: str, *, subject: st
     return digest_id
 
 
-def _already_has(reader_id: Any, post_id: Any, post_ids: list[int]) -> ColumnElement[bool]:
+def _already_has(
+    reader_id: SQLColumnExpression[int], post_id: SQLColumnExpression[int], post_ids: list[int]
+) -> ColumnElement[bool]:
     """The reader has (or will get) this post through some other delivery.
 
     `post_ids` are all the posts the statement can offer: naming them lets the database read only
@@ -161,7 +171,7 @@ def _drop_empty(session: Session, digest_id: int) -> None:
     )
 
 
-def _fill(session: Session, digest_id: int, now: datetime, pairs: Select[Any, Any]) -> int:
+def _fill(session: Session, digest_id: int, now: datetime, pairs: Select[int, int]) -> int:
     """One delivery per reader in `pairs` (reader id, post id) who has none in this digest yet,
     with the posts `pairs` gives that reader. Returns the deliveries added.
 
@@ -181,7 +191,9 @@ def _fill(session: Session, digest_id: int, now: datetime, pairs: Select[Any, An
     todo = select(pairs_sq.c[0].label("reader"), pairs_sq.c[1].label("post")).where(unplanned)
     columns = ["digest_id", "subscriber_id", "status", "attempts", "last_error", "created_at"]
 
-    def deliveries_of(readers: Any) -> Select[Any, Any]:
+    def deliveries_of(
+        readers: ColumnElement[int],
+    ) -> Select[int, int, str, int, str, datetime]:
         return (
             select(
                 literal(digest_id),
@@ -198,7 +210,7 @@ def _fill(session: Session, digest_id: int, now: datetime, pairs: Select[Any, An
     if session.get_bind().dialect.name == "postgresql":
         todo_cte = todo.distinct().cte("todo").prefix_with("MATERIALIZED")
         fresh = (
-            postgresql.insert(cast(Table, Delivery.__table__))
+            postgresql.insert(_deliveries)
             .from_select(columns, deliveries_of(todo_cte.c.reader))
             .returning(Delivery.id, Delivery.subscriber_id)
             .cte("fresh")
@@ -211,8 +223,7 @@ def _fill(session: Session, digest_id: int, now: datetime, pairs: Select[Any, An
                 .join(todo_cte, todo_cte.c.reader == fresh.c.subscriber_id)
                 .order_by(fresh.c.id, todo_cte.c.post),
             )
-            .returning(delivery_posts.c.post_id)
-            .cte("carried")
+            .cte("carried")  # no RETURNING: PostgreSQL runs a WITH's INSERT whole regardless
         )
         added = session.scalar(select(func.count()).select_from(fresh).add_cte(carried))
         return int(added or 0)
@@ -221,7 +232,7 @@ def _fill(session: Session, digest_id: int, now: datetime, pairs: Select[Any, An
     highest = session.scalar(select(func.max(Delivery.id))) or 0
     # preserve_rowcount: otherwise the count is gone with the cursor (psycopg reports -1).
     inserted = session.execute(
-        _insert(session, Delivery.__table__).from_select(columns, deliveries_of(todo_sq.c.reader)),
+        _insert(session, _deliveries).from_select(columns, deliveries_of(todo_sq.c.reader)),
         execution_options={"preserve_rowcount": True},
     )
     added = int(getattr(inserted, "rowcount", 0) or 0)
@@ -281,16 +292,40 @@ def _period(kind: DigestKind, now: datetime, zone: str, hour: int, weekday: str)
     return latest_weekly(now, zone, hour=hour, weekday=weekday)
 
 
-def _windows(periods: list[tuple[str, Period]]) -> Any:
-    """The (zone, opens, closes, stale) rows of `periods` as a derived table."""
+@dataclass(frozen=True, slots=True)
+class ZonePeriod:
+    """One time zone's latest ended period, and the earliest instant any of its readers' windows
+    may open (a lower bound: marks only widen a window backwards, and not past the stale limit)."""
+
+    zone: str
+    period: Period
+    earliest: datetime
+
+    def holds(self, released_at: datetime) -> bool:
+        """A post released at `released_at` may be in some reader's window of this zone."""
+        return self.earliest < released_at <= self.period.end
+
+
+@dataclass(frozen=True, slots=True)
+class DueRun:
+    """One digest run to plan: its run key, the zones whose period has that key and some post in
+    its windows, and the ids of every post released in any of those windows."""
+
+    key: str
+    zones: list[ZonePeriod]
+    post_ids: list[int]
+
+
+def _windows(zones: list[ZonePeriod]) -> Subquery:
+    """The (zone, opens, closes, stale) rows of `zones` as a derived table."""
     rows = [
         select(
-            literal(zone, type_=Subscriber.timezone.type).label("zone"),
-            literal(period.start, type_=Post.released_at.type).label("opens"),
-            literal(period.end, type_=Post.released_at.type).label("closes"),
-            literal(period.start - STALE_MARK, type_=Post.released_at.type).label("stale"),
+            literal(z.zone, type_=Subscriber.timezone.type).label("zone"),
+            literal(z.period.start, type_=Post.released_at.type).label("opens"),
+            literal(z.period.end, type_=Post.released_at.type).label("closes"),
+            literal(z.period.start - STALE_MARK, type_=Post.released_at.type).label("stale"),
         )
-        for zone, period in periods
+        for z in zones
     ]
     return (rows[0] if len(rows) == 1 else union_all(*rows)).subquery("windows")
 
@@ -300,7 +335,9 @@ def _mark_join(frequency: Frequency) -> ColumnElement[bool]:
     return and_(DigestMark.subscriber_id == Subscriber.id, DigestMark.frequency == frequency)
 
 
-def _window_start(mark: Any, windows: Any) -> ColumnElement[Any]:
+def _window_start(
+    mark: SQLColumnExpression[datetime], windows: Subquery
+) -> ColumnElement[datetime]:
     """Where a reader's window opens: at their mark, unless it is missing or stale; else at their
     zone's period start."""
     return case((mark > windows.c.stale, mark), else_=windows.c.opens)
@@ -309,8 +346,8 @@ def _window_start(mark: Any, windows: Any) -> ColumnElement[Any]:
 def _move_marks(
     session: Session,
     frequency: Frequency,
-    windows: Any,
-    to: Any,
+    windows: Subquery,
+    to: ColumnElement[datetime],
     readers: list[ColumnElement[bool]],
 ) -> None:
     """Move the marks of `frequency` of the `readers` (conditions on Subscriber) in a zone of
@@ -344,7 +381,7 @@ def _move_marks(
 def _advance_marks(
     session: Session,
     kind: DigestKind,
-    windows: Any,
+    windows: Subquery,
     *,
     digest_id: int,
     planned_above: int,
@@ -371,7 +408,9 @@ def _advance_marks(
     _move_marks(session, frequency, windows, windows.c.closes, readers)
 
 
-def _forfeit_paused(session: Session, kind: DigestKind, windows: Any, *, now: datetime) -> None:
+def _forfeit_paused(
+    session: Session, kind: DigestKind, windows: Subquery, *, now: datetime
+) -> None:
     """A paused reader forfeits what came before the latest period: their mark moves up to its
     start, so when the pause ends they get that period's posts (as a reader without a mark
     would), not everything since their last digest."""
@@ -393,6 +432,167 @@ def _has_topics(frequency: Frequency) -> ColumnElement[bool]:
     )
 
 
+class PeriodicPlanner:
+    """One tick of daily or weekly planning, in named steps:
+
+    1. `due_periods`: each time zone's latest ended period, grouped by run key, keeping the runs
+       with a post released in some window (one statement for the zones, one for the posts);
+    2. `reader_windows`: a run's zones as a small derived table (zone, opens, closes, stale) that
+       the statements join readers to by time zone;
+    3. `plan`: one delivery per reader with something new in their window, with its posts
+       (`_fill`), unless every reader of the run is planned or marked already;
+    4. `advance_marks`: each considered reader's mark moves to the period end (paused readers'
+       to its start), in the same transaction.
+
+    `run` does them in order for every due run and returns one PlanResult per run planned.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        kind: DigestKind,
+        *,
+        now: datetime,
+        hour: int = 7,
+        weekday: str = "monday",
+    ) -> None:
+        self.session = session
+        self.kind = kind
+        self.frequency = Frequency(kind.value)
+        self.now = now
+        self.hour = hour
+        self.weekday = weekday
+
+    def run(self) -> list[PlanResult]:
+        """Every due run of this tick, planned; serialized with other planners."""
+        _serialize(self.session)
+        if self.session.get_bind().dialect.name == "postgresql":
+            # These statements join every reader with the window's posts and the ledger rows a
+            # previous run key of this very transaction has just written, which the statistics
+            # do not know yet: PostgreSQL then picks nested loops that take minutes from the
+            # second day on (bench/digest.py, "the next day"). Hash joins are right for
+            # set-wide planning.
+            self.session.execute(text("SET LOCAL enable_nestloop = off"))
+        return [self.plan(run) for run in self.due_periods()]
+
+    def due_periods(self) -> list[DueRun]:
+        """The runs of this tick, by run key: zones whose latest periods share a key (the same
+        local date) are planned together; a run with no post released in any of its readers'
+        windows is left out before any reader is read."""
+        mark = DigestMark.through
+        zones = self.session.execute(
+            select(Subscriber.timezone, func.min(mark))
+            .outerjoin(DigestMark, _mark_join(self.frequency))
+            .where(Subscriber.status == SubscriberStatus.ACTIVE, _has_topics(self.frequency))
+            .group_by(Subscriber.timezone)
+        ).all()
+        periods: list[ZonePeriod] = []
+        for zone, lowest in sorted(zones):
+            period = _period(self.kind, self.now, zone, self.hour, self.weekday)
+            earliest = period.start
+            if lowest is not None:
+                earliest = min(period.start, max(lowest, period.start - STALE_MARK))
+            periods.append(ZonePeriod(zone, period, earliest))
+        if not periods:
+            return []
+        # The posts of every window at once: a few rows, read in one statement.
+        released = [
+            (post_id, at)
+            for post_id, at in self.session.execute(
+                select(Post.id, Post.released_at).where(
+                    _released(min(z.earliest for z in periods), max(z.period.end for z in periods))
+                )
+            )
+            if at is not None
+        ]
+        by_key: dict[str, list[ZonePeriod]] = {}
+        for z in periods:
+            by_key.setdefault(z.period.key, []).append(z)
+        runs = []
+        for key in sorted(by_key):
+            due = [z for z in by_key[key] if any(z.holds(at) for _, at in released)]
+            if due:  # else nothing new in any window of this run: no digest, no email
+                post_ids = sorted({pid for pid, at in released if any(z.holds(at) for z in due)})
+                runs.append(DueRun(key, due, post_ids))
+        return runs
+
+    def reader_windows(self, run: DueRun) -> Subquery:
+        """The run's zones as a derived table (zone, opens, closes, stale) to join readers to."""
+        return _windows(run.zones)
+
+    def plan(self, run: DueRun) -> PlanResult:
+        """One run: its digest row, its deliveries, then the marks of the readers it covered."""
+        session, frequency, now = self.session, self.frequency, self.now
+        mark = DigestMark.through
+        digest_id = _digest_for(session, self.kind, run.key)
+        windows = self.reader_windows(run)
+        pairs = (
+            select(Subscriber.id, Post.id)
+            .join(windows, windows.c.zone == Subscriber.timezone)
+            .outerjoin(DigestMark, _mark_join(frequency))
+            .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+            .join(post_topics, post_topics.c.topic_id == Subscription.topic_id)
+            .join(Post, Post.id == post_topics.c.post_id)
+            .where(
+                Subscription.frequency == frequency,
+                _mailable(now),
+                Post.id.in_(run.post_ids),
+                Post.released_at > Subscription.created_at,  # new readers: new posts only
+                Post.released_at > _window_start(mark, windows),
+                Post.released_at <= windows.c.closes,
+                ~_already_has(Subscriber.id, Post.id, run.post_ids),
+            )
+        )
+        _drop_empty(session, digest_id)
+        planned = 0
+        if self._waiting(digest_id, windows):
+            # Deliveries above this id are this run's (planners are serialized).
+            planned_above = session.scalar(select(func.max(Delivery.id))) or 0
+            planned = _fill(session, digest_id, now, pairs)
+            self.advance_marks(windows, digest_id=digest_id, planned_above=planned_above)
+        _forfeit_paused(session, self.kind, windows, now=now)
+        refresh_digest_status(session, digest_id)
+        return PlanResult(digest_id, planned)
+
+    def advance_marks(self, windows: Subquery, *, digest_id: int, planned_above: int) -> None:
+        """The considered readers' marks to the period end (`_advance_marks`)."""
+        _advance_marks(
+            self.session,
+            self.kind,
+            windows,
+            digest_id=digest_id,
+            planned_above=planned_above,
+            now=self.now,
+        )
+
+    def _waiting(self, digest_id: int, windows: Subquery) -> bool:
+        """Some mailable reader of the run has neither a delivery in it nor a mark at its end.
+
+        A tick after the run was planned finds (by the unique key's index) that every reader of
+        it has one or the other, and stops there: no post pairs are formed or checked, no mark
+        is written.
+        """
+        mark = DigestMark.through
+        waiting = (
+            select(literal(1))
+            .select_from(Subscriber)
+            .join(windows, windows.c.zone == Subscriber.timezone)
+            .outerjoin(DigestMark, _mark_join(self.frequency))
+            .where(
+                _mailable(self.now),
+                or_(mark.is_(None), mark < windows.c.closes),
+                _has_topics(self.frequency),
+                ~exists(
+                    select(literal(1)).where(
+                        Delivery.digest_id == digest_id, Delivery.subscriber_id == Subscriber.id
+                    )
+                ),
+            )
+            .limit(1)
+        )
+        return self.session.scalar(waiting) is not None
+
+
 def plan_periodic(
     session: Session,
     kind: DigestKind,
@@ -409,115 +609,9 @@ def plan_periodic(
     every post once. Zones whose latest periods share a run key (the same local date) are planned
     together, in one digest and the same few statements; a period with no post released in any
     of its readers' windows is skipped before any reader is read. Returns one result per digest
-    run planned.
+    run planned. The steps are PeriodicPlanner's.
     """
-    now = now or utcnow()
-    _serialize(session)
-    if session.get_bind().dialect.name == "postgresql":
-        # These statements join every reader with the window's posts and the ledger rows a
-        # previous run key of this very transaction has just written, which the statistics do
-        # not know yet: PostgreSQL then picks nested loops that take minutes from the second day
-        # on (bench/digest.py, "the next day"). Hash joins are right for set-wide planning.
-        session.execute(text("SET LOCAL enable_nestloop = off"))
-    frequency = Frequency(kind.value)
-    mark = DigestMark.through
-    zones = session.execute(
-        select(Subscriber.timezone, func.min(mark))
-        .outerjoin(DigestMark, _mark_join(frequency))
-        .where(
-            Subscriber.status == SubscriberStatus.ACTIVE,
-            _has_topics(frequency),
-        )
-        .group_by(Subscriber.timezone)
-    ).all()
-    if not zones:
-        return []
-    periods = [(zone, _period(kind, now, zone, hour, weekday)) for zone, _ in sorted(zones)]
-    # The earliest any reader's window in each zone may open (a lower bound: marks can only
-    # widen a window backwards, and not past the stale limit).
-    earliest = {
-        zone: min(period.start, max(lowest, period.start - STALE_MARK))
-        if (lowest := marked) is not None
-        else period.start
-        for (zone, marked), (_, period) in zip(sorted(zones), periods, strict=True)
-    }
-    # The posts of every window at once: a few rows, read in one statement.
-    released = [
-        (post_id, at)
-        for post_id, at in session.execute(
-            select(Post.id, Post.released_at).where(
-                _released(min(earliest.values()), max(p.end for _, p in periods))
-            )
-        )
-        if at is not None
-    ]
-    by_key: dict[str, list[tuple[str, Period]]] = {}
-    for zone, period in periods:
-        by_key.setdefault(period.key, []).append((zone, period))
-    results = []
-    for key in sorted(by_key):
-        due = [
-            (zone, period)
-            for zone, period in by_key[key]
-            if any(earliest[zone] < at <= period.end for _, at in released)
-        ]
-        if not due:
-            continue  # nothing new in any window of this run: no digest, no email
-        post_ids = sorted(
-            {pid for pid, at in released if any(earliest[z] < at <= p.end for z, p in due)}
-        )
-        digest_id = _digest_for(session, kind, key)
-        windows = _windows(due)
-        pairs = (
-            select(Subscriber.id, Post.id)
-            .join(windows, windows.c.zone == Subscriber.timezone)
-            .outerjoin(DigestMark, _mark_join(frequency))
-            .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-            .join(post_topics, post_topics.c.topic_id == Subscription.topic_id)
-            .join(Post, Post.id == post_topics.c.post_id)
-            .where(
-                Subscription.frequency == frequency,
-                _mailable(now),
-                Post.id.in_(post_ids),
-                Post.released_at > Subscription.created_at,  # new readers: new posts only
-                Post.released_at > _window_start(mark, windows),
-                Post.released_at <= windows.c.closes,
-                ~_already_has(Subscriber.id, Post.id, post_ids),
-            )
-        )
-        _drop_empty(session, digest_id)
-        # A tick after the run was planned finds (by the unique key's index) that every reader
-        # of it has a delivery already or a mark at the period end, and stops there: no post
-        # pairs are formed or checked, no mark is written.
-        waiting = (
-            select(literal(1))
-            .select_from(Subscriber)
-            .join(windows, windows.c.zone == Subscriber.timezone)
-            .outerjoin(DigestMark, _mark_join(frequency))
-            .where(
-                _mailable(now),
-                or_(mark.is_(None), mark < windows.c.closes),
-                _has_topics(frequency),
-                ~exists(
-                    select(literal(1)).where(
-                        Delivery.digest_id == digest_id, Delivery.subscriber_id == Subscriber.id
-                    )
-                ),
-            )
-            .limit(1)
-        )
-        planned = 0
-        if session.scalar(waiting):
-            # Deliveries above this id are this run's (planners are serialized).
-            planned_above = session.scalar(select(func.max(Delivery.id))) or 0
-            planned = _fill(session, digest_id, now, pairs)
-            _advance_marks(
-                session, kind, windows, digest_id=digest_id, planned_above=planned_above, now=now
-            )
-        _forfeit_paused(session, kind, windows, now=now)
-        refresh_digest_status(session, digest_id)
-        results.append(PlanResult(digest_id, planned))
-    return results
+    return PeriodicPlanner(session, kind, now=now or utcnow(), hour=hour, weekday=weekday).run()
 
 
 def plan_editorial(session: Session, digest_id: int, *, now: datetime | None = None) -> PlanResult:
@@ -549,13 +643,11 @@ def refresh_digest_status(session: Session, digest_id: int) -> None:
         .limit(1)
     )
     now = utcnow()
-    values: dict[str, Any] = {"started_at": func.coalesce(Digest.started_at, now)}
+    started = func.coalesce(Digest.started_at, now)
+    stmt = update(Digest).where(Digest.id == digest_id, Digest.status != DigestStatus.CANCELLED)
     if open_work:
-        values.update(status=DigestStatus.SENDING, finished_at=None)
+        stmt = stmt.values(started_at=started, status=DigestStatus.SENDING, finished_at=None)
     else:
-        values.update(status=DigestStatus.SENT, finished_at=func.coalesce(Digest.finished_at, now))
-    session.execute(
-        update(Digest)
-        .where(Digest.id == digest_id, Digest.status != DigestStatus.CANCELLED)
-        .values(**values)
-    )
+        finished = func.coalesce(Digest.finished_at, now)
+        stmt = stmt.values(started_at=started, status=DigestStatus.SENT, finished_at=finished)
+    session.execute(stmt)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import socket
 import ssl
 import threading
 import time
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -58,19 +62,221 @@ def check_address(url: str, *, allow_private: bool) -> None:
 
 
 class PinnedTransport(httpx.HTTPTransport):
-    """An httpx transport whose connections go to an address vetted from one resolution."""
+    """An httpx transport whose connections go to an address vetted from one resolution, and
+    whose every network read, write and connect ends by the time limit of the fetch under way on
+    the calling thread (`fetch_deadline`), so that one transport and its pool serve every fetch of
+    a worker process."""
 
     def __init__(self, backend: PinnedBackend) -> None:
         super().__init__(verify=_ssl_context(), trust_env=False)
         # httpx takes no network backend of its own: its pool is rebuilt with ours.
-        self._pool = httpcore.ConnectionPool(ssl_context=_ssl_context(), network_backend=backend)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=_ssl_context(), network_backend=DeadlineBackend(backend)
+        )
+
+
+_deadline = threading.local()
+
+
+@contextlib.contextmanager
+def fetch_deadline(deadline: float) -> Iterator[None]:
+    """Network operations on this thread end by `deadline` (time.monotonic()) inside the block."""
+    previous = getattr(_deadline, "at", None)
+    _deadline.at = deadline
+    try:
+        yield
+    finally:
+        _deadline.at = previous
+
+
+def _bounded(timeout: float | None, expired: type[Exception]) -> float | None:
+    """`timeout` cut to what is left of the fetch under way on this thread (if any)."""
+    deadline: float | None = getattr(_deadline, "at", None)
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("the time limit of the fetch has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write waits at most until the current fetch's deadline:
+    a server dripping headers or body bytes cannot hold a worker past its time limit, even on a
+    kept-alive connection another fetch opened."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self.inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.inner.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.inner.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(self.inner.start_tls(ssl_context, server_hostname, bounded))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.inner.get_extra_info(info)
+
+
+class DeadlineBackend(httpcore.NetworkBackend):
+    """The pinned backend, its connections wrapped in DeadlineStream."""
+
+    def __init__(self, inner: PinnedBackend) -> None:
+        self.inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _bounded(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(
+            self.inner.connect_tcp(host, port, bounded, local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("feeds are fetched over TCP only")
+
+    def sleep(self, seconds: float) -> None:
+        self.inner.sleep(seconds)
 
 
 def pinned_transport(
     *, allow_private: bool, resolve: Resolver = system_resolver
 ) -> PinnedTransport:
-    """The default transport of `fetch_feed`."""
+    """The default transport of `fetch_feed` and of a process's FeedFetcher."""
     return PinnedTransport(PinnedBackend(allow_private=allow_private, resolve=resolve))
+
+
+HEADERS = {
+    "User-Agent": USER_AGENT,
+    "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5",
+}
+
+
+class FeedFetcher:
+    """One HTTP client, and its connection pool, for many fetches (a worker process keeps one:
+    `shared_fetcher`): a 304 then costs a request on a kept-alive connection, not a new client,
+    pool, transport and watchdog thread.
+
+    With a PinnedTransport (the default) each fetch's time limit is enforced by the connections
+    themselves (`fetch_deadline`), so fetches on several threads share the client safely. With
+    another transport (tests and benchmarks give one) a watchdog closes the whole client when a
+    fetch runs out of time: such a fetcher serves one fetch at a time (`fetch_feed` makes one per
+    call).
+    """
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool = False,
+        transport: httpx.BaseTransport | None = None,
+        resolve: Resolver = system_resolver,
+    ) -> None:
+        if transport is None:
+            transport = pinned_transport(allow_private=allow_private, resolve=resolve)
+        self.allow_private = allow_private
+        self.pinned = isinstance(transport, PinnedTransport)
+        self.client = httpx.Client(
+            follow_redirects=False,
+            transport=transport,
+            headers={**HEADERS, "Accept-Encoding": ", ".join(DECODERS)},
+            trust_env=False,  # a proxy from the environment would connect where we did not vet
+        )
+
+    def fetch(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> FetchResult:
+        """A conditional GET that follows at most a few redirects, each checked, and stops at
+        `max_bytes` of decoded body and after `timeout` seconds in all."""
+        headers = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        # `timeout` bounds the whole fetch, not only each read, so a server dripping headers or
+        # body bytes cannot hold a worker: the pinned connections stop at the deadline, another
+        # transport's client is closed by a watchdog.
+        deadline = time.monotonic() + timeout
+        watchdog = None
+        if not self.pinned:
+            watchdog = threading.Timer(timeout, self.client.close)
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            with fetch_deadline(deadline):
+                return _fetch(
+                    self.client,
+                    url,
+                    headers,
+                    etag,
+                    last_modified,
+                    self.allow_private,
+                    max_bytes,
+                    timeout,
+                    deadline,
+                    self.pinned,
+                )
+        except FeedFetchError:
+            raise
+        except AddressRefused as exc:  # from the pinned connection: the name's answer changed
+            raise FeedFetchError(str(exc)) from None
+        except Exception as exc:  # the watchdog closed the client under a read
+            if time.monotonic() >= deadline:
+                raise FeedFetchError(f"timed out after {timeout:g} s") from None
+            raise FeedFetchError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+_shared: dict[tuple[int, bool], FeedFetcher] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_fetcher(*, allow_private: bool) -> FeedFetcher:
+    """This process's FeedFetcher with the default (pinned) transport, made on first use.
+
+    Keyed by process id too: a forked worker child never uses a pool (and its sockets) that it
+    inherited from its parent.
+    """
+    key = (os.getpid(), allow_private)
+    fetcher = _shared.get(key)
+    if fetcher is None:
+        with _shared_lock:
+            fetcher = _shared.get(key)
+            if fetcher is None:
+                fetcher = _shared[key] = FeedFetcher(allow_private=allow_private)
+    return fetcher
 
 
 def fetch_feed(
@@ -84,53 +290,20 @@ def fetch_feed(
     transport: httpx.BaseTransport | None = None,
     resolve: Resolver = system_resolver,
 ) -> FetchResult:
-    """A conditional GET that follows at most a few redirects, each checked, and stops at `max_bytes`.
+    """One fetch with a client of its own (FeedFetcher.fetch).
 
     Without a `transport`, or with a PinnedTransport, every connection, redirects included, goes
     to an address vetted from one resolution; with another transport (tests and benchmarks give
     one), each hop's host is checked with `check_address` before the request. `max_bytes` caps
     the decoded body, not the bytes on the wire.
     """
-    if transport is None:
-        transport = pinned_transport(allow_private=allow_private, resolve=resolve)
-    pinned = isinstance(transport, PinnedTransport)
-    headers = {
-        "Accept-Encoding": ", ".join(DECODERS),
-        "User-Agent": USER_AGENT,
-        "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5",
-    }
-    if etag:
-        headers["If-None-Match"] = etag
-    if last_modified:
-        headers["If-Modified-Since"] = last_modified
-    # `timeout` bounds the whole fetch, not only each read: a watchdog closes the connection when
-    # it runs out, so a server dripping headers or body bytes cannot hold a worker.
-    deadline = time.monotonic() + timeout
-    client = httpx.Client(
-        timeout=timeout,
-        follow_redirects=False,
-        transport=transport,
-        headers=headers,
-        trust_env=False,  # a proxy from the environment would connect where we did not vet
-    )
-    watchdog = threading.Timer(timeout, client.close)
-    watchdog.daemon = True
-    watchdog.start()
+    fetcher = FeedFetcher(allow_private=allow_private, transport=transport, resolve=resolve)
     try:
-        return _fetch(
-            client, url, etag, last_modified, allow_private, max_bytes, timeout, deadline, pinned
+        return fetcher.fetch(
+            url, etag=etag, last_modified=last_modified, max_bytes=max_bytes, timeout=timeout
         )
-    except FeedFetchError:
-        raise
-    except AddressRefused as exc:  # from the pinned connection: the name's answer changed
-        raise FeedFetchError(str(exc)) from None
-    except Exception as exc:  # the watchdog closed the client under a read
-        if time.monotonic() >= deadline:
-            raise FeedFetchError(f"timed out after {timeout:g} s") from None
-        raise FeedFetchError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
     finally:
-        watchdog.cancel()
-        client.close()
+        fetcher.close()
 
 
 #: Content codings a feed may come in, each at most once: anything else (br, zstd, or "gzip, gzip",
@@ -200,6 +373,7 @@ def _ssl_context() -> ssl.SSLContext:
 def _fetch(
     client: httpx.Client,
     url: str,
+    headers: dict[str, str],
     etag: str | None,
     last_modified: str | None,
     allow_private: bool,
@@ -214,8 +388,10 @@ def _fetch(
         if time.monotonic() > deadline:
             raise FeedFetchError(f"timed out after {timeout:g} s")
         try:
-            with client.stream("GET", url) as response:
+            with client.stream("GET", url, headers=headers, timeout=timeout) as response:
                 if response.status_code == 304:
+                    # A 304 has no body; reading its end lets the connection go back to the pool.
+                    response.read()
                     return FetchResult(True, url=url, etag=etag, last_modified=last_modified)
                 if response.status_code in (301, 302, 303, 307, 308):
                     location = response.headers.get("location", "")
