@@ -79,6 +79,8 @@ class Growth:
     #: Bytes per archived delivery had every message id been a random UUID, as Postmark's are
     #: (the stand-in's "bench-N" ids compress to almost nothing).
     uuid_row: float = 0.0
+    #: Milliseconds of one reader's audit (subscriptions/audit.audit_reader), before and after.
+    audit_ms: tuple[float, float] = (0.0, 0.0)
     problems: list[str] = field(default_factory=list)
 
 
@@ -102,6 +104,20 @@ def disk(engine: Any) -> Disk:
             delivery_posts=sizes(connection, "delivery_posts"),
             archive=(sum(a[0] for a in archive), sum(a[1] for a in archive)),
         )
+
+
+def audit_ms(sessions: Any, readers: int, count: int = 50) -> float:
+    """Mean milliseconds of the audit of `count` readers spread over the ids (warm cache)."""
+    from subscriptions import audit
+
+    ids = [1 + (readers - 1) * n // count for n in range(count)]
+    with sessions() as session:
+        audit.audit_reader(session=session, subscriber_id=ids[0])
+        started = time.perf_counter()
+        for reader in ids:
+            found = audit.audit_reader(session=session, subscriber_id=reader, posts=10)
+            assert len(found.emails) == 1
+        return (time.perf_counter() - started) * 1000 / count
 
 
 def with_random_ids(engine: Any, blocks: int = 50) -> float:
@@ -229,6 +245,7 @@ def run_round(readers: int, args: argparse.Namespace, services: Services, run: s
         vacuum(database_url)
         result.before = disk(engine)
         sessions = session_factory(engine)
+        before_ms = audit_ms(sessions, readers)
 
         def archive() -> int:
             report = archive_ledger(sessions=sessions, older_than=timedelta(0), chunk=args.chunk)
@@ -240,6 +257,7 @@ def run_round(readers: int, args: argparse.Namespace, services: Services, run: s
         if result.archived != readers or sum(delivery.ledger(engine, digest_id)[0].values()):
             result.problems.append(f"archive moved {result.archived} of {readers}")
         result.uuid_row = with_random_ids(engine)
+        result.audit_ms = (before_ms, audit_ms(sessions, readers))
         vacuum(database_url)
         result.after = disk(engine)
         vacuum(database_url, full=True)
@@ -331,6 +349,10 @@ def report(g: Growth) -> None:
             f" {archived_row * ROWS_50M / 2**30:,.2f} GiB archived"
             f" ({g.uuid_row * ROWS_50M / 2**30:,.2f} GiB with UUID message ids)"
         )
+    print(
+        f"  one reader's audit: {g.audit_ms[0]:.1f} ms from the ledger,"
+        f" {g.audit_ms[1]:.1f} ms from the archive"
+    )
     for problem in g.problems:
         print(f"  PROBLEM: {problem}")
 

@@ -6,16 +6,18 @@ chunk's commit) leaves every delivery in exactly one place; a rerun completes.""
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from subscriptions import audit, digests, privacy
+from subscriptions import audit, dashboard, digests, privacy
 from subscriptions.db import transaction
 from subscriptions.ledger_archive import (
     BLOCK,
@@ -176,6 +178,8 @@ def test_only_finished_digests_older_than_the_cutoff_with_nothing_in_flight_move
         assert counts == {"failed": 1, "sent": len(IDS) - 1, "planned": len(IDS)}
         listed = {s.id: s.counts for s in digests.list_digests(session=session, limit=20)[0]}
         assert listed[old] == counts
+        board = {r.id: r for r in dashboard.recent_digests(session=session, limit=20)}
+        assert (board[old].sent, board[old].failed) == (len(IDS) - 1, 1)
         # Blocks of 1,024 reader ids: 0, 1, 4 (5000), 8 (9000) and 68 (70,001).
         blocks = session.scalars(
             select(ArchivedDeliveries.block).where(ArchivedDeliveries.digest_id == old)
@@ -325,3 +329,25 @@ def test_erasing_a_reader_removes_them_from_the_archive(sessions: sessionmaker[S
         assert len(alone) == 1
         # The last reader of a block takes the block's row with them.
         assert session.get(ArchivedDeliveries, (1, 70_001 // BLOCK)) is None
+
+
+def test_a_real_worker_archives_on_beats_task_when_retention_is_set(
+    sessions: sessionmaker[Session], service_env: dict[str, str], redis_url: str, start: Any
+) -> None:
+    from subscriptions.queue import TaskQueue
+    from worker.app import BEAT_SCHEDULE
+
+    assert BEAT_SCHEDULE["archive-ledger"]["task"] == "newsletter.archive_ledger"
+    old = digest(sessions)
+    recent = digest(sessions, finished=NOW - timedelta(days=10))
+    start(
+        ["worker", "--concurrency", "1"], {**service_env, "NEWSLETTER_LEDGER_RETENTION_DAYS": "90"}
+    )
+    TaskQueue(redis_url).send("newsletter.archive_ledger")
+    deadline = time.monotonic() + 60
+    while ledger_rows(sessions, old) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ledger_rows(sessions, old) == 0
+    assert ledger_rows(sessions, recent) == len(IDS)
+    with transaction(sessions) as session:
+        assert digests.summarize(session=session, digest_id=old).counts["sent"] == len(IDS)
