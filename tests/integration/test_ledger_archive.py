@@ -285,6 +285,9 @@ def test_an_interrupted_run_leaves_each_delivery_in_one_place_and_a_rerun_comple
 def test_a_kill_after_a_chunk_commit_then_a_rerun_through_the_cli(
     sessions: sessionmaker[Session], service_env: dict[str, str]
 ) -> None:
+    """Step "ledger_chunk:2": SIGKILL of the `newsletter ledger archive` process right after its
+    second chunk's commit. Only the client dies (the database server keeps running), so the fast,
+    non-durable test PostgreSQL shows the same as a durable one would."""
     digest(sessions)
     before = everywhere(sessions)
     env = {**service_env, "NEWSLETTER_TEST_CRASH_AT": "ledger_chunk:2"}
