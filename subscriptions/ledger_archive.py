@@ -25,6 +25,7 @@ or in the archive, never both, never neither; a rerun continues where the last c
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import signal
@@ -295,9 +296,9 @@ def archived_emails(*, session: Session, subscriber_id: int) -> list[ArchivedEma
             ArchivedDeliveries.block == subscriber_id // BLOCK
         )
     ):
-        for e in _unpack(data):
-            if e["subscriber"] == subscriber_id:
-                found.append(_email(digest_id, e))
+        entry = _find(data, subscriber_id)
+        if entry is not None:
+            found.append(_email(digest_id, entry))
     found.sort(key=lambda e: e.delivery_id, reverse=True)
     return found
 
@@ -368,10 +369,25 @@ def _pack(entries: list[dict[str, Any]]) -> bytes:
     return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
 
 
-def _unpack(data: bytes) -> list[dict[str, Any]]:
-    body = json.loads(zlib.decompress(data))
+def _body(data: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(zlib.decompress(data))
     if body.get("v") != VERSION:
         raise ValueError(f"archived deliveries: unknown format {body.get('v')!r}")
+    return body
+
+
+def _find(data: bytes, subscriber_id: int) -> dict[str, Any] | None:
+    """One reader's entry of a block (entries are sorted by subscriber), without building the rest."""
+    body = _body(data)
+    readers = body["subscriber"]
+    at = bisect.bisect_left(readers, subscriber_id)
+    if at == len(readers) or readers[at] != subscriber_id:
+        return None
+    return {c: body[c][at] for c in _COLUMNS}
+
+
+def _unpack(data: bytes) -> list[dict[str, Any]]:
+    body = _body(data)
     columns = [body[c] for c in _COLUMNS]
     return [dict(zip(_COLUMNS, values, strict=True)) for values in zip(*columns, strict=True)]
 
