@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, exists, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions.db import transaction
@@ -135,11 +136,16 @@ def archive_ledger(
     with transaction(sessions) as session:
         digest_ids = eligible_digests(session=session, cutoff=cutoff)
     for digest_id in digest_ids:
-        with transaction(sessions) as session:
-            if session.get(ArchivedDigest, digest_id) is None:
-                session.add(
-                    ArchivedDigest(digest_id=digest_id, started_at=utcnow(), counts={}, events={})
-                )
+        try:
+            with transaction(sessions) as session:
+                if session.get(ArchivedDigest, digest_id) is None:
+                    session.add(
+                        ArchivedDigest(
+                            digest_id=digest_id, started_at=utcnow(), counts={}, events={}
+                        )
+                    )
+        except IntegrityError:
+            pass  # another run (beat's, a person's) began on this digest at the same moment
         while True:
             if limit is not None and report.chunks >= limit:
                 return report

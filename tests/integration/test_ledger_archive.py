@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from subscriptions import audit, dashboard, digests, privacy
@@ -354,3 +354,37 @@ def test_a_real_worker_archives_on_beats_task_when_retention_is_set(
     assert ledger_rows(sessions, recent) == len(IDS)
     with transaction(sessions) as session:
         assert digests.summarize(session=session, digest_id=old).counts["sent"] == len(IDS)
+
+
+def test_a_digest_reopened_between_chunks_is_left_alone_from_there(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A delivery turning `unknown` (or pending again) after the run chose the digest: the chunk
+    holding it is not moved, the digest is reported skipped, what moved before stays counted."""
+    old = digest(sessions)
+    before = everywhere(sessions)
+
+    def reopen(digest_id: int, moved: int) -> None:
+        with transaction(sessions) as session:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.digest_id == digest_id, Delivery.subscriber_id == 2048)
+                .values(status=DeliveryStatus.UNKNOWN)
+            )
+
+    report = archive_ledger(
+        sessions=sessions, older_than=timedelta(days=90), chunk=BLOCK, after_chunk=reopen
+    )
+    assert report.digests == [] and old in report.skipped
+    assert report.moved == 5 + 3  # blocks 0 and 1; block 2 holds the reopened delivery
+    after = everywhere(sessions)
+    assert len(after) == len(before)
+    assert ledger_rows(sessions, old) == len(IDS) - 8
+    with transaction(sessions) as session:
+        assert digests.summarize(session=session, digest_id=old).counts == {
+            "sent": len(IDS) - 1,
+            "unknown": 1,
+            "planned": len(IDS),
+        }
+    # Not eligible while the unknown outcome waits for an admin.
+    assert archive_ledger(sessions=sessions, older_than=timedelta(days=90)).moved == 0
