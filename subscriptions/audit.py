@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from subscriptions.errors import NotFound
+from subscriptions.ledger_archive import archived_emails
 from subscriptions.models import (
     Consent,
     Delivery,
@@ -235,6 +236,8 @@ class EmailInfo:
     last_error: str
     post_ids: list[int]
     events: list[EventInfo] = field(default_factory=list)
+    #: Read from the ledger's archive (the digest's rows were moved by `ledger archive`).
+    archived: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,12 +306,24 @@ def audit_reader(
         .order_by(delivery_posts.c.post_id)
     ):
         carried.setdefault(delivery_id, []).append(post_id)
+    # Copies of digests whose ledger was archived (subscriptions/ledger_archive.py): the events
+    # that named them lost their delivery_id with the row; the archive lists them by event id.
+    archived = archived_emails(session=session, subscriber_id=subscriber_id)
+    archived_digests = {
+        d.id: d
+        for d in session.scalars(
+            select(Digest).where(Digest.id.in_({a.digest_id for a in archived}))
+        )
+    }
+    named = {event_id: a.delivery_id for a in archived for event_id in a.event_ids}
     by_delivery: dict[int | None, list[EventInfo]] = {}
-    for delivery_id, type_, at, detail in session.execute(
-        select(Event.delivery_id, Event.type, Event.occurred_at, Event.detail)
+    for event_id, delivery_id, type_, at, detail in session.execute(
+        select(Event.id, Event.delivery_id, Event.type, Event.occurred_at, Event.detail)
         .where(Event.email_hash == key)
         .order_by(Event.occurred_at)
     ):
+        if delivery_id is None:
+            delivery_id = named.get(event_id)
         by_delivery.setdefault(delivery_id, []).append(EventInfo(type_, at, detail))
     emails = [
         EmailInfo(
@@ -328,6 +343,27 @@ def audit_reader(
         )
         for r in rows
     ]
+    emails += [
+        EmailInfo(
+            a.delivery_id,
+            a.digest_id,
+            archived_digests[a.digest_id].kind.value,
+            archived_digests[a.digest_id].run_key,
+            archived_digests[a.digest_id].subject,
+            a.status,
+            a.attempts,
+            a.planned_at,
+            a.sent_at,
+            a.provider_message_id,
+            a.last_error,
+            a.post_ids,
+            by_delivery.pop(a.delivery_id, []),
+            archived=True,
+        )
+        for a in archived
+        if a.digest_id in archived_digests
+    ]
+    emails.sort(key=lambda e: e.delivery_id, reverse=True)
     stray = [e for events in by_delivery.values() for e in events]
 
     recent = select(Post.id).order_by(Post.created_at.desc(), Post.id.desc())

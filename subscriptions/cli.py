@@ -1117,5 +1117,53 @@ class _CliUnit(UnitOfWork):
             self._engine.dispose()
 
 
+@main.group()
+def ledger() -> None:
+    """The delivery ledger: archive the per-reader rows of old digests."""
+
+
+@ledger.command("archive")
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    help="Archive digests finished longer ago than this: 90d, 12h, 30m.",
+)
+@click.option(
+    "--chunk",
+    type=click.IntRange(1024, 1_000_000),
+    default=16 * 1024,
+    show_default=True,
+    help="Reader ids moved per transaction.",
+)
+@click.option(
+    "--max-chunks",
+    type=click.IntRange(1),
+    help="Stop after this many transactions (the next run continues).",
+)
+@click.pass_context
+def ledger_archive(ctx: click.Context, older_than: str, chunk: int, max_chunks: int | None) -> None:
+    """Move finished digests' deliveries into the compact archive (the audit still reads them)."""
+    from subscriptions import ledger_archive as archive_ops
+
+    try:
+        age = archive_ops.parse_age(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    engine = create_db_engine(_settings(ctx).database_url)
+    try:
+        report = archive_ops.archive_ledger(
+            sessions=session_factory(engine), older_than=age, chunk=chunk, limit=max_chunks
+        )
+    finally:
+        engine.dispose()
+    click.echo(
+        f"{len(report.digests)} digests archived, {report.moved} deliveries moved"
+        f" in {report.chunks} transactions"
+    )
+    for digest_id, why in report.skipped.items():
+        click.echo(f"digest {digest_id} skipped: {why}")
+
+
 if __name__ == "__main__":
     main()

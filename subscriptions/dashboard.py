@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from subscriptions.ledger_archive import archived_counts, archived_events
 from subscriptions.models import (
     Consent,
     Delivery,
@@ -126,6 +127,12 @@ def recent_digests(*, session: Session, limit: int = 10) -> list[DigestRow]:
         .group_by(Delivery.digest_id, Event.type)
     ):
         events[digest_id][kind] = int(n)
+    # Digests whose ledger was archived (subscriptions/ledger_archive.py) keep their counts there.
+    for digest_id, moved in archived_counts(session=session, digest_ids=ids).items():
+        for name, n in moved.items():
+            statuses[digest_id][name] = statuses[digest_id].get(name, 0) + n
+        for kind, n in archived_events(session=session, digest_id=digest_id).items():
+            events[digest_id][kind] = events[digest_id].get(kind, 0) + n
     return [
         DigestRow(
             id=d.id,

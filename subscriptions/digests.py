@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
 from sqlalchemy.orm import Session, aliased
 
 from subscriptions.errors import CountChanged, InvalidInput, NotFound
+from subscriptions.ledger_archive import archived_counts, archived_events
 from subscriptions.models import (
     Delivery,
     DeliveryStatus,
@@ -229,6 +230,11 @@ def summarize(*, session: Session, digest_id: int) -> DigestSummary:
         .group_by(Delivery.status)
     ).all()
     counts = {status.value: int(n) for status, n in rows}
+    # A digest whose ledger moved to the archive keeps its counts there.
+    for status, n in (
+        archived_counts(session=session, digest_ids=[digest_id]).get(digest_id, {}).items()
+    ):
+        counts[status] = counts.get(status, 0) + n
     counts["planned"] = sum(counts.values())
     audience = "all active readers"
     everyone = _for_all_readers(digest.options)
@@ -293,6 +299,9 @@ def list_digests(
             .group_by(Delivery.digest_id, Delivery.status)
         ):
             counts[digest_id][status.value] = int(n)
+        for digest_id, moved in archived_counts(session=session, digest_ids=counts).items():
+            for status_name, n in moved.items():
+                counts[digest_id][status_name] = counts[digest_id].get(status_name, 0) + n
     for c in counts.values():
         c["planned"] = sum(c.values())
     audience = {DigestKind.EDITORIAL: "editorial audience"}
@@ -336,6 +345,8 @@ def outcomes(*, session: Session, digest_id: int) -> Outcomes:
             .group_by(Event.type)
         ).all()
     )
+    for type_, n in archived_events(session=session, digest_id=digest_id).items():
+        events[type_] = int(events.get(type_, 0)) + n
     progress = summary.progress
     return Outcomes(
         sent=progress.sent,

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -461,6 +462,46 @@ delivery_posts = Table(
     Column("delivery_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("post_id", Integer, primary_key=True, index=True),
 )
+
+
+class ArchivedDigest(Base):
+    """A digest whose per-reader ledger rows were moved to `archived_deliveries`.
+
+    Written by subscriptions/ledger_archive.py when it starts on a digest, and updated in the same
+    transaction as each chunk of deliveries it moves, so `counts` (moved deliveries by status) always
+    matches what is in the archive; `finished_at` is None while rows remain to move.
+    """
+
+    __tablename__ = "archived_digests"
+
+    digest_id: Mapped[int] = mapped_column(
+        ForeignKey("digests.id", ondelete="CASCADE"), primary_key=True
+    )
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: Provider events that named the moved deliveries, by type (the digest's report counts them).
+    events: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ArchivedDeliveries(Base):
+    """The archived outcomes of one digest for one block of 1,024 reader ids, zlib-compressed.
+
+    One row per (digest, block), not per reader: the ledger of a million-reader digest becomes about
+    a thousand rows, and a reader's archived copies are read through `block` (subscriber_id // 1024),
+    one small blob per archived digest (see subscriptions/ledger_archive.py for the format).
+    """
+
+    __tablename__ = "archived_deliveries"
+
+    digest_id: Mapped[int] = mapped_column(
+        ForeignKey("digests.id", ondelete="CASCADE"), primary_key=True
+    )
+    block: Mapped[int] = mapped_column(Integer, primary_key=True)
+    readers: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_archived_deliveries_block", "block"),)
 
 
 class Event(Base):

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from subscriptions.errors import NotFound
-from subscriptions.models import Consent, Delivery, Digest, Subscriber, Subscription, Topic
+from subscriptions.ledger_archive import archived_emails, forget_reader
+from subscriptions.models import (
+    Consent,
+    Delivery,
+    Digest,
+    DigestKind,
+    Subscriber,
+    Subscription,
+    Topic,
+)
 from subscriptions.readers import suppress
 
 
@@ -27,12 +37,39 @@ def export_reader(*, session: Session, subscriber_id: int) -> dict[str, Any]:
     consents = session.scalars(
         select(Consent).where(Consent.subscriber_id == subscriber_id).order_by(Consent.id)
     )
-    sent = session.execute(
+    ledger = session.execute(
         select(Digest.kind, Digest.subject, Delivery.status, Delivery.sent_at, Delivery.created_at)
         .join(Digest, Digest.id == Delivery.digest_id)
         .where(Delivery.subscriber_id == subscriber_id)
         .order_by(Delivery.id)
     ).all()
+    archived = archived_emails(session=session, subscriber_id=subscriber_id)
+    digests = {
+        d.id: d
+        for d in session.scalars(
+            select(Digest).where(Digest.id.in_({a.digest_id for a in archived}))
+        )
+    }
+    sent: list[tuple[DigestKind, str, str, datetime | None, datetime]] = sorted(
+        [
+            *(
+                (kind, subject, status.value, sent_at, at)
+                for kind, subject, status, sent_at, at in ledger
+            ),
+            *(
+                (
+                    digests[a.digest_id].kind,
+                    digests[a.digest_id].subject,
+                    a.status,
+                    a.sent_at,
+                    a.planned_at,
+                )
+                for a in archived
+                if a.digest_id in digests
+            ),
+        ],
+        key=lambda row: row[4],
+    )
     return {
         "reader": {
             "email": reader.email,
@@ -70,7 +107,7 @@ def export_reader(*, session: Session, subscriber_id: int) -> dict[str, Any]:
             {
                 "kind": kind.value,
                 "subject": subject,
-                "status": status.value,
+                "status": status,
                 "planned_at": _iso(created),
                 "sent_at": _iso(sent_at),
             }
@@ -86,6 +123,7 @@ def erase_reader(*, session: Session, subscriber_id: int) -> None:
     if reader is None:
         raise NotFound("no such reader")
     email = reader.email
+    forget_reader(session=session, subscriber_id=subscriber_id)
     session.delete(reader)
     session.flush()
     suppress(session=session, email=email, reason="erased", detail="erased at the reader's request")

@@ -172,6 +172,14 @@ class Settings(BaseSettings):
         ge=5,
         description="A batch claimed this long ago and not recorded was abandoned by a dead worker.",
     )
+    ledger_retention_days: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Beat archives the ledger of digests finished this many days ago (as `newsletter"
+            " ledger archive`); 0 turns it off."
+        ),
+    )
     log_level: str = Field("INFO", description="Python logging level name.")
     trusted_proxies: str = Field(
         "",

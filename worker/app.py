@@ -21,6 +21,8 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "poll-due-feeds": {"task": "newsletter.poll_due_feeds", "schedule": 30.0},
     "plan-digests": {"task": "newsletter.plan_digests", "schedule": 60.0},
     "dispatch": {"task": "newsletter.dispatch", "schedule": 30.0},
+    # Does nothing unless NEWSLETTER_LEDGER_RETENTION_DAYS is set.
+    "archive-ledger": {"task": "newsletter.archive_ledger", "schedule": 3600.0},
 }
 
 

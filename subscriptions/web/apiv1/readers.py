@@ -134,6 +134,9 @@ class EmailOut(BaseModel):
     last_error: str
     post_ids: list[int]
     events: list[EventOut]
+    archived: bool = Field(
+        False, description="read from the ledger's archive (`newsletter ledger archive`)"
+    )
 
 
 class PostOutcomeOut(BaseModel):
