@@ -24,6 +24,7 @@ addresses. Without Redis (a single process, tests) the web applies sign-ups sync
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -54,11 +55,15 @@ KICK_SECONDS = 5
 GROUP = "appliers"
 
 # KEYS: nonce marker, IP counter, address counter, stream, kick key.
-# ARGV: nonce ttl, IP limit, address limit, counter ttl, entry JSON, kick ttl.
-# Returns {status, retry-in-window-flag, kick}: status 0 accepted, 1 replayed form, 2 IP over its
-# limit, 3 address over its limit.
+# ARGV: nonce ttl, IP limit, address limit, counter ttl, entry JSON, kick ttl, entry fingerprint.
+# Returns {status, kick}: status 0 accepted, 1 replayed form, 2 IP over its limit, 3 address over
+# its limit, 4 the same sign-up sent again with the same form (a double click, or Back and send):
+# it was admitted the first time, so the answer is the same and nothing more is queued.
 _DOOR = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {1, 0} end
+if not redis.call('SET', KEYS[1], '-', 'NX', 'EX', ARGV[1]) then
+  if redis.call('GET', KEYS[1]) == ARGV[7] then return {4, 0} end
+  return {1, 0}
+end
 local by_ip = redis.call('INCR', KEYS[2])
 if by_ip == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
 if by_ip > tonumber(ARGV[2]) then return {2, 0} end
@@ -66,6 +71,7 @@ local by_address = redis.call('INCR', KEYS[3])
 if by_address == 1 then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
 if by_address > tonumber(ARGV[3]) then return {3, 0} end
 redis.call('XADD', KEYS[4], '*', 'p', ARGV[5])
+redis.call('SET', KEYS[1], ARGV[7], 'EX', ARGV[1])
 if redis.call('SET', KEYS[5], '1', 'NX', 'EX', ARGV[6]) then return {0, 1} end
 return {0, 0}
 """
@@ -78,6 +84,8 @@ class Door(Enum):
     REPLAYED = 1
     IP_LIMITED = 2
     ADDRESS_LIMITED = 3
+    #: The form was spent on this very sign-up before: answer as then, queue nothing.
+    ADMITTED_BEFORE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +106,12 @@ class Entry:
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
+
+    def fingerprint(self) -> str:
+        """What the person asked for (address, topics, frequency), as a digest: a form sent twice
+        with the same fingerprint is one sign-up sent twice, not a replay of the form."""
+        chosen = "\0".join([self.email, ",".join(self.topics), self.frequency])
+        return hashlib.sha256(chosen.encode()).hexdigest()[:32]
 
     @classmethod
     def loads(cls, raw: str | bytes) -> Entry:
@@ -172,6 +186,7 @@ class Intake:
                 window_seconds + 60,
                 entry.dumps(),
                 KICK_SECONDS,
+                entry.fingerprint(),
             ],
         }
 

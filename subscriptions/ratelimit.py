@@ -108,6 +108,19 @@ class RateLimiter:
             return True
         return held_value is None or held_value.decode() == digest
 
+    def is_bound(self, scope: str, key: str, value: str) -> bool:
+        """True when `bind_once` bound `key` to `value` (and it has not expired); binds nothing."""
+        digest = hashlib.sha256(value.encode()).hexdigest()
+        if self._client is None:
+            held = self._local_values.get(f"bind:{scope}:{_digest(key)}")
+            return held is not None and held[1] > time.monotonic() and held[0] == digest
+        try:
+            held_value = self._client.get(f"{self._prefix}:bind:{scope}:{_digest(key)}")
+        except redis.RedisError as exc:
+            log.warning("replay check unavailable: %s", type(exc).__name__)
+            return False
+        return held_value is not None and held_value.decode() == digest
+
 
 def _digest(key: str) -> str:
     # Keys hold addresses and IPs: store a digest, not the personal data.

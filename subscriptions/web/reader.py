@@ -462,6 +462,10 @@ async def resend(request: Request) -> Response:
     return await run_in_threadpool(partial(reply.check_email, entry, notice=sent_again))
 
 
+#: Forms spent on an admitted sign-up, bound to its fingerprint (the path without the intake).
+ADMITTED = "form-admitted"
+
+
 class UnknownTopic(InvalidInput):
     """A chosen topic is not among the live ones."""
 
@@ -549,6 +553,9 @@ async def _admit(
         address_limit=settings.rate_limit_per_address,
         window_seconds=3600,
     )
+    if admission.door is intake.Door.ADMITTED_BEFORE:
+        # A double click, or Back and send: the first one went through; say so again.
+        return reply.check_email(entry)
     if admission.door is intake.Door.REPLAYED:
         return await run_in_threadpool(reply.refused, REPLAYED)
     if admission.door is intake.Door.IP_LIMITED:
@@ -570,6 +577,8 @@ def _subscribe_now(
     """Without the intake: the same checks one by one, and the sign-up applied in this request."""
     limiter, settings = runtime.limiter, runtime.settings
     if not limiter.first_use(NONCE_SCOPE, nonce, ttl_seconds=FORM_MAX_AGE_SECONDS):
+        if limiter.is_bound(ADMITTED, nonce, entry.fingerprint()):
+            return reply.check_email(entry)  # the same sign-up sent twice: answer as the first time
         return reply.refused(REPLAYED)
     ip_limit, address_limit = settings.rate_limit_per_ip, settings.rate_limit_per_address
     retry = limiter.hit("subscribe-ip", entry.ip or "unknown", limit=ip_limit)
@@ -594,6 +603,7 @@ def _subscribe_now(
             )
     except InvalidInput as exc:  # a topic archived a moment ago
         return reply.refused(_sentence(readers.reader_error(exc, current_language.get())))
+    limiter.bind_once(ADMITTED, nonce, entry.fingerprint(), ttl_seconds=FORM_MAX_AGE_SECONDS)
     if signup.consent_id is not None:
         runtime.queue.send(SEND_CONFIRMATION, signup.consent_id)
     return reply.check_email(entry)

@@ -79,6 +79,8 @@ def test_the_door_refuses_a_replay_and_each_limit_and_queues_only_what_it_accept
 ) -> None:
     assert admit(intake, entry(1), nonce="a") is Door.ACCEPTED
     assert admit(intake, entry(2), nonce="a") is Door.REPLAYED
+    # The same sign-up on the same form (a double click) is not a replay, and is not queued again.
+    assert admit(intake, entry(1), nonce="a") is Door.ADMITTED_BEFORE
     for n in range(2, 6):
         assert admit(intake, entry(1), nonce=f"n{n}") is Door.ACCEPTED
     assert admit(intake, entry(1), nonce="n6") is Door.ADDRESS_LIMITED  # the sixth for one address

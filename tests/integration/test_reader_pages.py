@@ -29,7 +29,7 @@ from subscriptions.models import (
     Subscription,
     Suppression,
 )
-from subscriptions.queue import APPLY_SIGNUPS, QUEUE
+from subscriptions.queue import APPLY_SIGNUPS, QUEUE, SEND_CONFIRMATION
 from subscriptions.tokens import Purpose, TokenSigner
 from subscriptions.web.app import create_app
 from tests import webforms
@@ -214,13 +214,41 @@ def test_missing_wrong_foreign_and_replayed_form_tokens_are_refused(site: Site) 
     bare = site.client()
     assert bare.post("/subscribe", data={**data, "csrf_token": other_token}).status_code == 400
     assert site.count(Consent) == 0
-    # The genuine form works once; replaying it is refused.
+    # The genuine form works once; replaying it for another sign-up is refused.
     token = webforms.form_token(client, "/")
     assert client.post("/subscribe", data={**data, "csrf_token": token}).status_code == 200
-    replay = client.post("/subscribe", data={**data, "csrf_token": token})
+    other = {**data, "email": "someone.else@example.org", "csrf_token": token}
+    replay = client.post("/subscribe", data=other)
     assert replay.status_code == 400 and "already sent" in replay.text
+    changed = client.post("/subscribe", data={**data, "frequency": "weekly", "csrf_token": token})
+    assert changed.status_code == 400 and "already sent" in changed.text
     site.apply()
     assert site.count(Consent) == 1
+
+
+@pytest.mark.parametrize("door", ["intake", "in the request"])
+def test_a_double_click_answers_check_your_email_twice_and_signs_up_once(
+    site: Site, door: str
+) -> None:
+    """The browser shows the second answer of a double click (or of Back and send again): it
+    must say what the first one did, while only one sign-up and one confirmation happen."""
+    if door == "in the request":
+        site.app.state.runtime.intake = None  # the path without Redis streams: applied here
+    data = {"email": "Hurried@Example.org", "topics": ["mexico"], "frequency": "daily"}
+    client = site.client()
+    token = webforms.form_token(client, "/")
+    first = client.post("/subscribe", data={**data, "csrf_token": token})
+    second = client.post("/subscribe", data={**data, "csrf_token": token})
+    for answer in (first, second):
+        assert answer.status_code == 200, answer.text
+        assert "Check your email" in answer.text and "already sent" not in answer.text
+    third = client.post("/subscribe", data={**data, "csrf_token": token})
+    assert third.status_code == 200 and "Check your email" in third.text
+    if door == "intake":
+        site.apply()
+    assert site.count(Subscriber) == 1 and site.count(Consent) == 1
+    confirmations = [q for q in site.mail_queued() if q[0] == SEND_CONFIRMATION]
+    assert len(confirmations) == 1
 
 
 def test_answers_for_known_and_unknown_addresses_are_identical(site: Site) -> None:
@@ -314,8 +342,14 @@ def test_a_too_fast_form_gets_one_more_button_and_then_signs_up(
     reader = slow.reader("quick@example.org")
     assert reader is not None and reader.status is SubscriberStatus.PENDING
     assert [task for task, _ in slow.mail_queued()] == ["newsletter.send_confirmation"]
-    # The one-more-step form works once, like every form.
-    assert client.post("/subscribe", data=data).status_code == 400
+    # The one-more-step form works once, like every form: pressed again, the same answer and
+    # nothing more; sent for another address, refused.
+    again = client.post("/subscribe", data=data)
+    assert again.status_code == 200 and "Check your email" in again.text
+    other = client.post("/subscribe", data={**data, "email": ["other@example.org"]})
+    assert other.status_code == 400
+    slow.apply()
+    assert [task for task, _ in slow.mail_queued()] == ["newsletter.send_confirmation"]
 
 
 def test_honeypot_gets_the_usual_answer_and_stores_nothing(site: Site) -> None:

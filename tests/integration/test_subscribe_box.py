@@ -186,8 +186,13 @@ def test_the_framed_form_may_be_framed_by_allowed_origins_only(site: Site) -> No
         "frame-ancestors 'self' https://blog.example.org"
         in answer.headers["content-security-policy"]
     )
-    # Its token works once, and not in a form that does not say it is framed.
-    assert fresh.post("/subscribe", data=data).status_code == 400
+    # Its token works once (sent again for the same sign-up, the same answer and nothing more),
+    # not for another sign-up, and not in a form that does not say it is framed.
+    again = fresh.post("/subscribe", data=data, headers={"Origin": "http://127.0.0.1:8000"})
+    assert again.status_code == 200 and "Check your email" in again.text
+    assert fresh.post("/subscribe", data={**data, "email": "other@example.org"}).status_code == 400
+    unframed = {name: value for name, value in data.items() if name != "embed"}
+    assert fresh.post("/subscribe", data=unframed).status_code == 400
     site.apply()
     assert site.reader("framed@example.org") is not None
     assert client.get("/embed/form?topic=nope").status_code == 404
