@@ -21,7 +21,7 @@ from subscriptions.readers import normalize_email
 from subscriptions.settings import Settings
 
 if TYPE_CHECKING:
-    from worker.digests.render import DigestRenderer
+    from mail.bodies import DigestRenderer
 
 #: Test copies per recipient, and in all, per hour: a test send is for looking, not for mailing.
 TEST_SENDS_PER_ADDRESS = 10
@@ -67,8 +67,8 @@ def send_test(
     TEST_SENDS_IN_ALL in all (RateLimited). InvalidInput when the provider does not take it (the
     provider's reason is in the message).
     """
+    from mail.providers import Outcome, provider_from_url
     from worker.digests.editorial import send_test as render_and_send
-    from worker.providers import Outcome, provider_from_url
 
     address = normalize_email(to)
     reader = normalize_email(as_reader)
@@ -115,7 +115,7 @@ def _count_test_send(settings: Settings, address: str) -> None:
 
 
 def _renderer(settings: Settings) -> DigestRenderer:
+    from mail.bodies import DigestRenderer
     from subscriptions.templating import template_environment
-    from worker.digests.render import DigestRenderer
 
     return DigestRenderer(template_environment(settings, "email"))

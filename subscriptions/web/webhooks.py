@@ -1,7 +1,7 @@
 """POST /webhooks/{provider}: provider events, verified the provider's way, stored once, applied at once.
 
 The one place where the web app uses the worker's code: the pure, database-free signature checks and
-event parsing of worker/providers.
+event parsing of mail/providers.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from mail.providers import PROVIDERS
+from mail.providers.base import Provider
+from mail.providers.webhooks import WebhookConfig, WebhookEvent, WebhookRejected, WebhookRequest
 from subscriptions import metrics
 from subscriptions.events import record_event
 from subscriptions.web.runtime import RuntimeDep, WebRuntime
-from worker.providers import PROVIDERS
-from worker.providers.base import Provider
-from worker.providers.webhooks import WebhookConfig, WebhookEvent, WebhookRejected, WebhookRequest
 
 router = APIRouter()
 

@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from mail.providers.base import EmailMessage, Outcome, SendResult
+from mail.providers.mailgun import MailgunProvider
+from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 from subscriptions import emailurl
 from subscriptions.emailurl import EmailURL, parse_email_url
 from subscriptions.errors import ConfigurationError
-from worker.providers.base import EmailMessage, Outcome, SendResult
-from worker.providers.mailgun import MailgunProvider
-from worker.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "mailgun"
 API_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from mail.providers import Outcome, SmtpProvider
 from tests.unit.test_provider_mailgun import Recorder as MailgunRecorder
 from tests.unit.test_provider_mailgun import make_message as mailgun_message
 from tests.unit.test_provider_mailgun import make_provider as mailgun_provider
@@ -20,7 +21,6 @@ from tests.unit.test_provider_ses import FakeSes, error_response
 from tests.unit.test_provider_ses import make_message as ses_message
 from tests.unit.test_providers_smtp import Handler, smtp_server
 from tests.unit.test_providers_smtp import make_message as smtp_message
-from worker.providers import Outcome, SmtpProvider
 
 BLOCKED = Outcome.ACCOUNT_BLOCKED
 

@@ -12,13 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
+from mail.providers.base import EmailMessage, Outcome, SendResult
+from mail.providers.postmark import PostmarkProvider
+from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 from subscriptions import emailurl
 from subscriptions.emailurl import EmailURL, parse_email_url
 from subscriptions.errors import ConfigurationError
 from tests.providerserver import Fault, ProviderServer
-from worker.providers.base import EmailMessage, Outcome, SendResult
-from worker.providers.postmark import PostmarkProvider
-from worker.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "postmark"
 TOKEN = "server-token-5ecret"

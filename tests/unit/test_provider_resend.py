@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from mail.providers.base import EmailMessage, Outcome
+from mail.providers.resend import ResendProvider
+from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError
-from worker.providers.base import EmailMessage, Outcome
-from worker.providers.resend import ResendProvider
-from worker.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "resend"
 ERRORS: dict[str, dict[str, Any]] = json.loads((FIXTURES / "errors.json").read_text())

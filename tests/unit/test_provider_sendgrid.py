@@ -15,12 +15,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from mail.providers.base import EmailMessage, Outcome, SendResult
+from mail.providers.sendgrid import SendgridProvider
+from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 from subscriptions import emailurl
 from subscriptions.emailurl import EmailURL, parse_email_url
 from subscriptions.errors import ConfigurationError
-from worker.providers.base import EmailMessage, Outcome, SendResult
-from worker.providers.sendgrid import SendgridProvider
-from worker.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "sendgrid"
 API_KEY = "SG.k3y.s3cret"

@@ -17,14 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
+from mail.providers import sigv4
+from mail.providers.base import EmailMessage, Outcome
+from mail.providers.ses import SesProvider
+from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError
 from tests.unit.test_sns import SnsSigner, at, load_fixture
 from tests.webhooksigning import trust_sns_test_root
-from worker.providers import sigv4
-from worker.providers.base import EmailMessage, Outcome
-from worker.providers.ses import SesProvider
-from worker.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "ses"
 ERRORS: dict[str, dict[str, Any]] = json.loads((FIXTURES / "errors.json").read_text())

@@ -22,17 +22,17 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from mail.bodies import DigestRenderer, Group, ReaderParts, post_view, reasons_line
+from mail.links import list_headers, reader_links
+from mail.providers import EmailMessage, Outcome, Provider
+from mail.providers.mailgun import MailgunProvider
+from mail.providers.sendgrid import MAX_SUBSTITUTION_BYTES, SendgridProvider
 from subscriptions.templating import template_environment
 from subscriptions.tokens import TokenSigner
 from tests.factories import SECRET, make_settings
 from tests.unit.test_provider_mailgun import form
 from worker.digests.jobs import DigestInfo, Job
-from worker.digests.render import DigestRenderer, Group, ReaderParts, post_view, reasons_line
 from worker.digests.sender import Sender
-from worker.links import list_headers, reader_links
-from worker.providers import EmailMessage, Outcome, Provider
-from worker.providers.mailgun import MailgunProvider
-from worker.providers.sendgrid import MAX_SUBSTITUTION_BYTES, SendgridProvider
 
 DOMAIN = "mg.example.org"
 TOKEN = re.compile(r"/(?:manage|unsubscribe)/([\w.-]+)|subject=unsubscribe-([\w.-]+)")

@@ -13,9 +13,7 @@ from typing import Any, Self
 import idna
 import pytest
 
-from subscriptions.emailurl import KNOWN_EMAIL_SCHEMES, EmailURL, parse_email_url
-from subscriptions.errors import ConfigurationError, HeaderInjection, InvalidInput
-from worker.providers import (
+from mail.providers import (
     PROVIDERS,
     EmailMessage,
     OutboxProvider,
@@ -26,7 +24,9 @@ from worker.providers import (
     build_mime,
     provider_from_url,
 )
-from worker.providers.base import parse_address
+from mail.providers.base import parse_address
+from subscriptions.emailurl import KNOWN_EMAIL_SCHEMES, EmailURL, parse_email_url
+from subscriptions.errors import ConfigurationError, HeaderInjection, InvalidInput
 
 
 def make_message(**overrides: Any) -> EmailMessage:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from mail.providers import EmailMessage, OutboxProvider, Outcome, read_outbox
 from subscriptions.emailurl import parse_email_url
 from subscriptions.errors import ConfigurationError
-from worker.providers import EmailMessage, OutboxProvider, Outcome, read_outbox
 
 
 def make_message(n: int = 1, **overrides: Any) -> EmailMessage:

@@ -11,11 +11,11 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
+from mail.bodies import DigestRenderer, ReaderParts, reasons_line
+from mail.providers import EmailMessage, Provider, SendResult
+from mail.rendering import RenderedEmail
 from subscriptions.settings import Settings
 from worker.digests.jobs import preview_job
-from worker.digests.render import DigestRenderer, ReaderParts, reasons_line
-from worker.providers import EmailMessage, Provider, SendResult
-from worker.rendering import RenderedEmail
 
 
 def preview(

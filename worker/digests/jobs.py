@@ -12,6 +12,7 @@ from sqlalchemy import BigInteger, any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from mail.bodies import Group, post_view
 from subscriptions.digests import every_post_to_each
 from subscriptions.errors import NotFound
 from subscriptions.models import (
@@ -27,7 +28,6 @@ from subscriptions.models import (
     post_topics,
     utcnow,
 )
-from worker.digests.render import Group, post_view
 
 
 @dataclass(frozen=True, slots=True)

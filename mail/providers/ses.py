@@ -19,10 +19,8 @@ from typing import Any, Self
 
 import httpx
 
-from subscriptions.emailurl import EmailURL
-from subscriptions.errors import ConfigurationError, InvalidInput
-from worker.providers import sigv4, sns
-from worker.providers.base import (
+from mail.providers import sigv4, sns
+from mail.providers.base import (
     EmailMessage,
     Outcome,
     SendResult,
@@ -30,14 +28,16 @@ from worker.providers.base import (
     check_url_options,
     parse_address,
 )
-from worker.providers.http import HttpProvider, temporary, transport_failure
-from worker.providers.webhooks import (
+from mail.providers.http import HttpProvider, temporary, transport_failure
+from mail.providers.webhooks import (
     EventType,
     WebhookConfig,
     WebhookEvent,
     WebhookRejected,
     WebhookRequest,
 )
+from subscriptions.emailurl import EmailURL
+from subscriptions.errors import ConfigurationError, InvalidInput
 
 SEND_PATH = "/v2/email/outbound-emails"
 SERVICE = "ses"

@@ -18,6 +18,8 @@ import css_inline
 from jinja2 import Environment
 from markupsafe import Markup
 
+from mail.providers.base import SharedBody
+from mail.rendering import RenderedEmail
 from subscriptions.content import plain_text
 from subscriptions.i18n import (
     N_,
@@ -27,8 +29,6 @@ from subscriptions.i18n import (
     translations,
 )
 from subscriptions.markdown import markdown_html, markdown_text
-from worker.providers.base import SharedBody
-from worker.rendering import RenderedEmail
 
 #: The per-reader parts; each appears in one HTML context only (attribute or text). While a body is
 #: rendered they are marked with a random nonce (feed text cannot forge it), then the body is cut at

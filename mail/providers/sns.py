@@ -37,8 +37,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID
 from cryptography.x509.verification import DNSName, PolicyBuilder, Store, VerificationError
 
+from mail.providers.webhooks import WebhookRejected
 from subscriptions.errors import ConfigurationError
-from worker.providers.webhooks import WebhookRejected
 
 #: SNS signing certificates and confirmation links live only on these hosts.
 SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")

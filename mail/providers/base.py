@@ -18,9 +18,9 @@ from typing import ClassVar, Self
 
 import idna
 
+from mail.providers.webhooks import WebhookConfig, WebhookEvent, WebhookRejected, WebhookRequest
 from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError, HeaderInjection, InvalidInput
-from worker.providers.webhooks import WebhookConfig, WebhookEvent, WebhookRejected, WebhookRequest
 
 #: Headers build_mime writes itself; `EmailMessage.headers` may not set them.
 RESERVED_HEADERS: frozenset[str] = frozenset(
