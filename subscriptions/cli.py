@@ -658,8 +658,8 @@ def digest_preview(
 ) -> None:
     """Show the subject and text of a digest as READER gets it (and write the HTML with --html)."""
     from mail.bodies import DigestRenderer
+    from subscriptions.editorial import preview
     from subscriptions.templating import template_environment
-    from worker.digests.editorial import preview
 
     settings = _settings(ctx)
     renderer = DigestRenderer(template_environment(settings, "email"))
@@ -744,10 +744,10 @@ def _send_test(
 ) -> None:
     from mail.bodies import DigestRenderer
     from mail.providers import Outcome, provider_from_url
+    from subscriptions.editorial import send_test
     from subscriptions.models import Subscriber, SubscriberStatus
     from subscriptions.readers import normalize_email
     from subscriptions.templating import template_environment
-    from worker.digests.editorial import send_test
 
     address = normalize_email(to)
     renderer = DigestRenderer(template_environment(settings, "email"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mail.emailurl import EmailURL, parse_email_url
 from mail.providers.base import (
     EmailMessage,
     Outcome,
@@ -16,10 +17,10 @@ from mail.providers.resend import ResendProvider
 from mail.providers.sendgrid import SendgridProvider
 from mail.providers.ses import SesProvider
 from mail.providers.smtp import SmtpProvider
-from subscriptions.emailurl import EmailURL, parse_email_url
 from subscriptions.errors import ConfigurationError
 
-#: One row per provider; the keys are the URL schemes.
+#: One row per provider; the keys are the URL schemes, and the only list of them (parse_email_url
+#: accepts exactly these).
 PROVIDERS: dict[str, type[Provider]] = {
     "outbox": OutboxProvider,
     "smtp": SmtpProvider,

@@ -11,8 +11,8 @@ from typing import ClassVar, Self
 
 import httpx
 
+from mail.emailurl import EmailURL
 from mail.providers.base import EmailMessage, Outcome, Provider, SendResult, check_message
-from subscriptions.emailurl import EmailURL
 from subscriptions.errors import InvalidInput
 
 USER_AGENT = "topic-newsletter/0.1"

@@ -34,6 +34,7 @@ from typing import Any, Self
 
 import httpx
 
+from mail.emailurl import EmailURL
 from mail.providers.base import (
     EmailMessage,
     Outcome,
@@ -54,7 +55,6 @@ from mail.providers.webhooks import (
     WebhookRejected,
     WebhookRequest,
 )
-from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError
 
 #: event-data `event` -> normalized type; `failed` looks at severity and reason (see _type).

@@ -14,6 +14,7 @@ from email.message import EmailMessage as MIMEMessage
 from pathlib import Path
 from typing import Self
 
+from mail.emailurl import EmailURL
 from mail.providers.base import (
     EmailMessage,
     Outcome,
@@ -22,7 +23,6 @@ from mail.providers.base import (
     build_mime,
     check_url_options,
 )
-from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError, InvalidInput
 
 _stamp_lock = threading.Lock()

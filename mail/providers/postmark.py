@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
+from mail.emailurl import EmailURL
 from mail.providers.base import (
     EmailMessage,
     Outcome,
@@ -48,7 +49,6 @@ from mail.providers.webhooks import (
     WebhookRejected,
     WebhookRequest,
 )
-from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError, InvalidInput
 
 #: Postmark API ErrorCodes (developer/api/overview#error-codes) and what they mean for us.

@@ -20,6 +20,7 @@ from typing import Any, Self
 
 import httpx
 
+from mail.emailurl import EmailURL
 from mail.providers.base import (
     EmailMessage,
     Outcome,
@@ -37,7 +38,6 @@ from mail.providers.webhooks import (
     WebhookRejected,
     WebhookRequest,
 )
-from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError, InvalidInput
 
 API_HOST = "api.resend.com"

@@ -35,6 +35,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from mail.emailurl import EmailURL
 from mail.providers.base import (
     EmailMessage,
     Outcome,
@@ -55,7 +56,6 @@ from mail.providers.webhooks import (
     WebhookRejected,
     WebhookRequest,
 )
-from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError
 
 SIGNATURE_HEADER = "x-twilio-email-event-webhook-signature"

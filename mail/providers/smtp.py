@@ -8,6 +8,7 @@ import ssl
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal, Self
 
+from mail.emailurl import EmailURL
 from mail.providers.base import (
     EmailMessage,
     Outcome,
@@ -16,7 +17,6 @@ from mail.providers.base import (
     build_mime,
     check_url_options,
 )
-from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError, InvalidInput
 
 if TYPE_CHECKING:

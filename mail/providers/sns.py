@@ -195,6 +195,35 @@ def system_roots() -> tuple[x509.Certificate, ...]:
     )
 
 
+def certificate_fetcher(transport: httpx.BaseTransport | None) -> Callable[[str], bytes]:
+    """Fetch a signing certificate over `transport` (None: the network), only from an https SNS
+    host; the certificates' keys are remembered by DEFAULT_CERTIFICATES, not here."""
+
+    def fetch(url: str) -> bytes:
+        check_sns_url(url, "SigningCertURL")
+        try:
+            with httpx.Client(timeout=10, transport=transport) as client:
+                response = client.get(url)
+                response.raise_for_status()
+                return response.content
+        except httpx.HTTPError as exc:
+            raise WebhookRejected(
+                # Our side failed, not the caller: 503 makes SNS retry (it never retries a 4xx).
+                f"cannot fetch the signing certificate: {type(exc).__name__}",
+                status=503,
+            ) from None
+
+    return fetch
+
+
+def confirm_subscription(url: str, transport: httpx.BaseTransport | None) -> None:
+    """Follow a verified SubscriptionConfirmation's SubscribeURL (https on an SNS host only),
+    which is how SNS learns that this endpoint wants the topic's messages."""
+    check_sns_url(url, "SubscribeURL")
+    with httpx.Client(timeout=10, transport=transport) as client:
+        client.get(url)
+
+
 def fetch_issuer(url: str) -> bytes:
     """An intermediate certificate from an Amazon Trust Services AIA URL (DER or PEM)."""
     try:

@@ -1,9 +1,8 @@
 """Digest previews and test sends for the console and the API, rendered in the web process.
 
-An editor waits for these answers, so they run here rather than through the broker. Like the
-webhook route (the one allowed exception to "subscriptions never imports the worker"), this uses
-only the worker's pure parts: the renderer and the provider that sends one test message. Imported
-lazily, so the reader pages never load them.
+An editor waits for these answers, so they run here rather than through the broker. They use the
+store's `subscriptions.editorial` and the `mail` package (the renderer and the provider that sends
+one test message), never the worker. Imported lazily, so the reader pages never load them.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ def default_reader(*, session: Session) -> str | None:
 
 def preview(*, session: Session, settings: Settings, digest_id: int, email: str) -> Preview:
     """Digest `digest_id` as reader `email` would get it; NotFound for an unknown digest or reader."""
-    from worker.digests.editorial import preview as render_preview
+    from subscriptions.editorial import preview as render_preview
 
     address = normalize_email(email)
     subject, rendered = render_preview(session, _renderer(settings), settings, digest_id, address)
@@ -68,7 +67,7 @@ def send_test(
     provider's reason is in the message).
     """
     from mail.providers import Outcome, provider_from_url
-    from worker.digests.editorial import send_test as render_and_send
+    from subscriptions.editorial import send_test as render_and_send
 
     address = normalize_email(to)
     reader = normalize_email(as_reader)

@@ -38,6 +38,7 @@ from mail.rendering import RenderedEmail
 from subscriptions import digests as editorial
 from subscriptions import readers
 from subscriptions.db import transaction
+from subscriptions.editorial import preview, send_test
 from subscriptions.errors import InvalidInput
 from subscriptions.models import (
     Batch,
@@ -63,7 +64,6 @@ from tests.factories import (
 )
 from worker import dispatch
 from worker.digests import planner
-from worker.digests.editorial import preview, send_test
 from worker.digests.sender import CLAIM_TIMEOUT, Sender, claim, digest_counts, hand_over, reap
 
 pytestmark = pytest.mark.integration

@@ -35,6 +35,7 @@ from mail.providers import EmailMessage, Outcome, Provider, SendResult
 from subscriptions import digests as editorial
 from subscriptions.content import SUMMARY_TAGS
 from subscriptions.db import transaction
+from subscriptions.editorial import preview
 from subscriptions.errors import InvalidInput
 from subscriptions.models import (
     Delivery,
@@ -53,7 +54,6 @@ from subscriptions.tokens import TokenSigner
 from subscriptions.topics import add_topic
 from tests.factories import LONG_AGO, SECRET, add_demo_topics, make_settings, migrated_sessions
 from worker.digests import planner
-from worker.digests.editorial import preview
 from worker.digests.jobs import load_jobs
 from worker.digests.sender import Sender, message_id
 

@@ -8,7 +8,7 @@ import email.policy
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from mail.emailurl import EmailURL, parse_email_url
 from mail.providers.base import EmailMessage, Outcome, SendResult
 from mail.providers.mailgun import MailgunProvider
 from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
-from subscriptions import emailurl
-from subscriptions.emailurl import EmailURL, parse_email_url
 from subscriptions.errors import ConfigurationError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "mailgun"
@@ -102,14 +101,6 @@ def outcomes(results: list[SendResult]) -> list[Outcome]:
     return [r.outcome for r in results]
 
 
-@pytest.fixture
-def known_scheme(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Let parse_email_url accept mailgun:// before the scheme is registered."""
-    monkeypatch.setattr(emailurl, "KNOWN_EMAIL_SCHEMES", (*emailurl.KNOWN_EMAIL_SCHEMES, "mailgun"))
-    monkeypatch.setattr(emailurl, "HTTP_API_SCHEMES", emailurl.HTTP_API_SCHEMES | {"mailgun"})
-    yield
-
-
 # --- configuration -------------------------------------------------------------------------------
 
 
@@ -127,7 +118,7 @@ def test_from_url_reads_key_host_and_domain() -> None:
     assert API_KEY not in repr(provider)
 
 
-def test_url_credentials_are_decoded_and_api_user_accepted(known_scheme: None) -> None:
+def test_url_credentials_are_decoded_and_api_user_accepted() -> None:
     recorder = Recorder()
     url = parse_email_url("mailgun+http://api:k%2Fy%40z@127.0.0.1:9001/mg.example.org?tag=digest")
     provider = MailgunProvider.from_url(url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,11 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from mail.emailurl import EmailURL, parse_email_url
 from mail.providers.base import EmailMessage, Outcome, SendResult
 from mail.providers.postmark import PostmarkProvider
 from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
-from subscriptions import emailurl
-from subscriptions.emailurl import EmailURL, parse_email_url
 from subscriptions.errors import ConfigurationError
 from tests.providerserver import Fault, ProviderServer
 
@@ -81,16 +80,6 @@ def outcomes(results: list[SendResult]) -> list[Outcome]:
     return [r.outcome for r in results]
 
 
-@pytest.fixture
-def known_scheme(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Let parse_email_url accept postmark:// before the scheme is registered."""
-    monkeypatch.setattr(
-        emailurl, "KNOWN_EMAIL_SCHEMES", (*emailurl.KNOWN_EMAIL_SCHEMES, "postmark")
-    )
-    monkeypatch.setattr(emailurl, "HTTP_API_SCHEMES", emailurl.HTTP_API_SCHEMES | {"postmark"})
-    yield
-
-
 # --- configuration -------------------------------------------------------------------------------
 
 
@@ -113,7 +102,7 @@ def test_from_url_reads_token_host_stream_and_tag() -> None:
     assert TOKEN not in repr(provider)
 
 
-def test_url_credentials_are_decoded_and_plain_http_allowed(known_scheme: None) -> None:
+def test_url_credentials_are_decoded_and_plain_http_allowed() -> None:
     url = parse_email_url("postmark+http://tok%2Fen%40x@127.0.0.1:8025?stream=broadcast")
     provider = PostmarkProvider.from_url(url)
     assert provider.base_url == "http://127.0.0.1:8025"

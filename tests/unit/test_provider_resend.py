@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from mail.emailurl import EmailURL
 from mail.providers.base import EmailMessage, Outcome
 from mail.providers.resend import ResendProvider
 from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
-from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "resend"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from mail.emailurl import EmailURL, parse_email_url
 from mail.providers.base import EmailMessage, Outcome, SendResult
 from mail.providers.sendgrid import SendgridProvider
 from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
-from subscriptions import emailurl
-from subscriptions.emailurl import EmailURL, parse_email_url
 from subscriptions.errors import ConfigurationError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "sendgrid"
@@ -84,16 +83,6 @@ def outcomes(results: list[SendResult]) -> list[Outcome]:
     return [r.outcome for r in results]
 
 
-@pytest.fixture
-def known_scheme(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Let parse_email_url accept sendgrid:// before the scheme is registered."""
-    monkeypatch.setattr(
-        emailurl, "KNOWN_EMAIL_SCHEMES", (*emailurl.KNOWN_EMAIL_SCHEMES, "sendgrid")
-    )
-    monkeypatch.setattr(emailurl, "HTTP_API_SCHEMES", emailurl.HTTP_API_SCHEMES | {"sendgrid"})
-    yield
-
-
 # --- configuration -------------------------------------------------------------------------------
 
 
@@ -110,7 +99,7 @@ def test_from_url_reads_key_and_host() -> None:
     assert API_KEY not in repr(provider)
 
 
-def test_url_credentials_are_decoded_and_plain_http_allowed(known_scheme: None) -> None:
+def test_url_credentials_are_decoded_and_plain_http_allowed() -> None:
     provider = SendgridProvider.from_url(parse_email_url("sendgrid+http://SG.a%2Fb@127.0.0.1:9000"))
     assert provider.base_url == "http://127.0.0.1:9000"
     assert provider.client.headers["Authorization"] == "Bearer SG.a/b"

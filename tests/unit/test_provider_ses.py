@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
+from mail.emailurl import EmailURL
 from mail.providers import sigv4
 from mail.providers.base import EmailMessage, Outcome
 from mail.providers.ses import SesProvider
 from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
-from subscriptions.emailurl import EmailURL
 from subscriptions.errors import ConfigurationError
 from tests.unit.test_sns import SnsSigner, at, load_fixture
 from tests.webhooksigning import trust_sns_test_root

@@ -13,6 +13,7 @@ from typing import Any, Self
 import idna
 import pytest
 
+from mail.emailurl import EmailURL, parse_email_url
 from mail.providers import (
     PROVIDERS,
     EmailMessage,
@@ -25,7 +26,6 @@ from mail.providers import (
     provider_from_url,
 )
 from mail.providers.base import parse_address
-from subscriptions.emailurl import KNOWN_EMAIL_SCHEMES, EmailURL, parse_email_url
 from subscriptions.errors import ConfigurationError, HeaderInjection, InvalidInput
 
 
@@ -207,8 +207,15 @@ def test_context_manager_closes() -> None:
     assert provider.closed
 
 
-def test_registry_covers_every_known_scheme() -> None:
-    assert set(PROVIDERS) == set(KNOWN_EMAIL_SCHEMES)
+def test_the_registry_is_the_one_list_of_schemes() -> None:
+    """parse_email_url accepts exactly the registry's schemes, and +http only for HTTP APIs."""
+    for scheme in PROVIDERS:
+        assert parse_email_url(f"{scheme}://key@host.example/x").scheme == scheme
+    with pytest.raises(ConfigurationError, match=r"known: outbox, smtp, postmark"):
+        parse_email_url("postmak://key@host.example")
+    assert parse_email_url("postmark+http://key@127.0.0.1:9").plain_http
+    with pytest.raises(ConfigurationError, match=r"\+http"):
+        parse_email_url("smtp+http://host.example")
     for scheme, provider_class in PROVIDERS.items():
         assert provider_class.name == scheme
         assert provider_class.batch_limit > 0

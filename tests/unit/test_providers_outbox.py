@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from mail.emailurl import parse_email_url
 from mail.providers import EmailMessage, OutboxProvider, Outcome, read_outbox
-from subscriptions.emailurl import parse_email_url
 from subscriptions.errors import ConfigurationError
 
 

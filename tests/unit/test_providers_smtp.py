@@ -22,8 +22,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from mail.emailurl import parse_email_url
 from mail.providers import EmailMessage, Outcome, SmtpProvider
-from subscriptions.emailurl import parse_email_url
 from subscriptions.errors import ConfigurationError
 
 
