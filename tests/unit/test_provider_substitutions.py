@@ -30,6 +30,7 @@ from mail.providers.sendgrid import MAX_SUBSTITUTION_BYTES, SendgridProvider
 from subscriptions.templating import template_environment
 from subscriptions.tokens import TokenSigner
 from tests.factories import SECRET, make_settings
+from tests.providers import Recorder
 from tests.unit.test_provider_mailgun import form
 from worker.digests.jobs import DigestInfo, Job
 from worker.digests.sender import Sender
@@ -161,16 +162,6 @@ def expand_mailgun(fields: dict[str, list[str]]) -> list[tuple[str, str, str, st
         text, html = fill(fields["text"][0]), fill(fields["html"][0])
         out.append((address, fill(fields["subject"][0]), text, html, headers))
     return out
-
-
-class Recorder:
-    def __init__(self, answer: httpx.Response) -> None:
-        self.answer = answer
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.answer
 
 
 @pytest.mark.parametrize("provider_name", ["sendgrid", "mailgun"])

@@ -27,25 +27,7 @@ from mail.providers import (
 )
 from mail.providers.base import parse_address
 from subscriptions.errors import ConfigurationError, HeaderInjection, InvalidInput
-
-
-def make_message(**overrides: Any) -> EmailMessage:
-    """A plain newsletter message; keyword arguments replace fields."""
-    fields: dict[str, Any] = {
-        "to": "Reader <reader@example.net>",
-        "sender": "Topic News <news@example.org>",
-        "subject": "Weekly digest",
-        "text": "Hello reader\n",
-        "html": "<p>Hello reader</p>",
-        "headers": {
-            "List-Unsubscribe": "<https://news.example.org/u/tok>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": "Weekly <weekly.news.example.org>",
-        },
-        "metadata": {"delivery_id": "42"},
-    }
-    fields.update(overrides)
-    return EmailMessage(**fields)
+from tests.providers import make_message
 
 
 def reparse(message: EmailMessage) -> Any:
@@ -95,11 +77,11 @@ def test_text_only_message_is_single_part() -> None:
 def test_standard_and_extra_headers_are_present() -> None:
     parsed = reparse(make_message())
     assert parsed["From"] == "Topic News <news@example.org>"
-    assert parsed["To"] == "Reader <reader@example.net>"
+    assert parsed["To"] == "Reader 1 <reader1@example.net>"
     assert parsed["Subject"] == "Weekly digest"
     assert parsed["Date"].datetime.tzinfo is not None
     assert parsed["MIME-Version"] == "1.0"
-    assert parsed["List-Unsubscribe"] == "<https://news.example.org/u/tok>"
+    assert parsed["List-Unsubscribe"] == "<https://news.example.org/u/tok1>"
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert parsed["List-Id"] == "Weekly <weekly.news.example.org>"
 
