@@ -387,7 +387,7 @@ def test_not_spam_feedback_is_not_a_complaint(signer: SnsSigner) -> None:
     assert SesProvider.parse_events(request)[0].type is EventType.OTHER
 
 
-def test_subscription_confirmation_is_handed_to_the_route(signer: SnsSigner) -> None:
+def test_subscription_confirmation_is_parsed_as_an_envelope(signer: SnsSigner) -> None:
     envelope = load_fixture("sns_subscription_confirmation.json")
     request = WebhookRequest(headers={}, body=signer.body(envelope))
     SesProvider.verify_webhook(request, webhook_config(signer, at(envelope)))
@@ -396,6 +396,55 @@ def test_subscription_confirmation_is_handed_to_the_route(signer: SnsSigner) -> 
     assert event.event_id == envelope["MessageId"]
     assert event.raw["Type"] == "SubscriptionConfirmation"
     assert event.raw["SubscribeURL"] == envelope["SubscribeURL"]
+
+
+def test_acknowledge_confirms_a_subscription_and_leaves_only_events(signer: SnsSigner) -> None:
+    """A SubscriptionConfirmation's SubscribeURL is fetched (over the config's transport) and the
+    confirmation is not an event for the store; an UnsubscribeConfirmation is only dropped; a
+    notification's events pass through untouched."""
+    api = Recorder(httpx.Response(200, text="<ConfirmSubscriptionResponse/>"))
+    config = WebhookConfig(secret=None, now=0.0, transport=api.transport)
+    subscribe = load_fixture("sns_subscription_confirmation.json")
+    confirmations = SesProvider.parse_events(
+        WebhookRequest(headers={}, body=signer.body(subscribe))
+    )
+    unsubscribe = {**subscribe, "Type": "UnsubscribeConfirmation"}
+    leaving = SesProvider.parse_events(WebhookRequest(headers={}, body=signer.body(unsubscribe)))
+    request, _ = notification(signer, load_fixture("event_bounce.json"))
+    bounces = SesProvider.parse_events(request)
+
+    assert SesProvider.acknowledge(confirmations, config) == []
+    assert [str(r.url) for r in api.requests] == [subscribe["SubscribeURL"]]
+    assert SesProvider.acknowledge(leaving, config) == []
+    assert SesProvider.acknowledge(bounces, config) == bounces
+    assert len(api.requests) == 1
+
+
+def test_acknowledge_follows_no_link_off_the_sns_hosts(signer: SnsSigner) -> None:
+    api = Recorder(httpx.Response(200))
+    envelope = {
+        **load_fixture("sns_subscription_confirmation.json"),
+        "SubscribeURL": "https://evil.example/?Action=ConfirmSubscription",
+    }
+    events = SesProvider.parse_events(WebhookRequest(headers={}, body=signer.body(envelope)))
+
+    with pytest.raises(WebhookRejected) as caught:
+        SesProvider.acknowledge(
+            events, WebhookConfig(secret=None, now=0.0, transport=api.transport)
+        )
+    assert caught.value.status == 403
+    assert api.requests == []
+
+
+def test_the_certificate_is_fetched_over_the_configs_transport(signer: SnsSigner) -> None:
+    """Without a fetch_certificate of its own, verification fetches over `transport`."""
+    api = Recorder(httpx.Response(200, content=signer.fetch("")))
+    request, now = notification(signer, load_fixture("event_bounce.json"))
+    SesProvider.verify_webhook(
+        request, WebhookConfig(secret=None, now=now, transport=api.transport)
+    )
+    envelope = json.loads(request.body)
+    assert [str(r.url) for r in api.requests] == [envelope["SigningCertURL"]]
 
 
 def test_messages_that_are_not_ses_events(signer: SnsSigner) -> None:
