@@ -10,6 +10,7 @@ WORKDIR /src
 # Only what the package build needs (pyproject.toml's wheel target force-includes templates/).
 COPY pyproject.toml README.md ./
 COPY subscriptions ./subscriptions
+COPY mail ./mail
 COPY worker ./worker
 COPY templates ./templates
 RUN /opt/venv/bin/pip install .

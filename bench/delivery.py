@@ -576,16 +576,16 @@ def run_floor(
     from sqlalchemy import select
     from sqlalchemy.orm import sessionmaker
 
+    from mail.bodies import DigestRenderer, ReaderParts, reasons_line
+    from mail.links import list_headers, reader_links
+    from mail.providers import EmailMessage, Outcome, provider_from_url
     from subscriptions.db import create_db_engine, session_factory
     from subscriptions.models import Delivery
     from subscriptions.settings import load_settings
     from subscriptions.templating import template_environment
     from subscriptions.tokens import TokenSigner
     from worker.digests.jobs import Job, load_jobs
-    from worker.digests.render import DigestRenderer, ReaderParts, reasons_line
     from worker.digests.sender import Sender
-    from worker.links import list_headers, reader_links
-    from worker.providers import EmailMessage, Outcome, provider_from_url
 
     settings = load_settings(_env_file=None)  # the workers' settings: os.environ was set for them
     engine = create_db_engine(database_url)

@@ -70,6 +70,10 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.exc import DBAPIError  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
+from mail.bodies import Body, DigestRenderer, ReaderParts, reasons_line  # noqa: E402
+from mail.links import list_headers, reader_links  # noqa: E402
+from mail.providers import EmailMessage, provider_from_url  # noqa: E402
+from mail.rendering import RenderedEmail  # noqa: E402
 from subscriptions.db import create_db_engine, session_factory, transaction  # noqa: E402
 from subscriptions.i18n import reader_language  # noqa: E402
 from subscriptions.migrate import upgrade  # noqa: E402
@@ -81,12 +85,8 @@ from subscriptions.tokens import TokenSigner  # noqa: E402
 from subscriptions.topics import add_topic  # noqa: E402
 from worker.digests import planner  # noqa: E402
 from worker.digests.jobs import DigestInfo, Job, load_jobs  # noqa: E402
-from worker.digests.render import Body, DigestRenderer, ReaderParts, reasons_line  # noqa: E402
 from worker.digests.schedule import latest_daily  # noqa: E402
 from worker.digests.sender import Sender  # noqa: E402
-from worker.links import list_headers, reader_links  # noqa: E402
-from worker.providers import EmailMessage, provider_from_url  # noqa: E402
-from worker.rendering import RenderedEmail  # noqa: E402
 
 ZONES = [
     "UTC",

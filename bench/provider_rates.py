@@ -41,19 +41,19 @@ if str(REPO) not in sys.path:  # the stand-ins live in tests/, beside the instal
 
 from sqlalchemy.orm import sessionmaker
 
+from mail.bodies import DigestRenderer, Group, post_view
+from mail.providers import Outcome, Provider
+from mail.providers.mailgun import MailgunProvider
+from mail.providers.postmark import PostmarkProvider
+from mail.providers.resend import ResendProvider
+from mail.providers.sendgrid import SendgridProvider
+from mail.providers.ses import SesProvider
 from subscriptions.settings import load_settings
 from subscriptions.templating import template_environment
 from subscriptions.tokens import TokenSigner
 from tests.providerstandins import ProviderStandIns
 from worker.digests.jobs import DigestInfo, Job
-from worker.digests.render import DigestRenderer, Group, post_view
 from worker.digests.sender import Sender
-from worker.providers import Outcome, Provider
-from worker.providers.mailgun import MailgunProvider
-from worker.providers.postmark import PostmarkProvider
-from worker.providers.resend import ResendProvider
-from worker.providers.sendgrid import SendgridProvider
-from worker.providers.ses import SesProvider
 from worker.ratelimit import DEFAULT_RATES, GlobalRateLimiter, Rate
 
 NAMES = ("postmark", "sendgrid", "mailgun", "resend", "ses")

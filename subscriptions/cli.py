@@ -842,9 +842,9 @@ def digest_preview(
     ctx: click.Context, digest_id: int, reader_email: str, html_file: str | None
 ) -> None:
     """Show the subject and text of a digest as READER gets it (and write the HTML with --html)."""
+    from mail.bodies import DigestRenderer
+    from subscriptions.editorial import preview
     from subscriptions.templating import template_environment
-    from worker.digests.editorial import preview
-    from worker.digests.render import DigestRenderer
 
     settings = _settings(ctx)
     renderer = DigestRenderer(template_environment(settings, "email"))
@@ -927,12 +927,12 @@ def digest_send(
 def _send_test(
     ctx: click.Context, settings: Settings, digest_id: int, to: str, as_reader: str | None
 ) -> None:
+    from mail.bodies import DigestRenderer
+    from mail.providers import Outcome, provider_from_url
+    from subscriptions.editorial import send_test
     from subscriptions.models import Subscriber, SubscriberStatus
     from subscriptions.readers import normalize_email
     from subscriptions.templating import template_environment
-    from worker.digests.editorial import send_test
-    from worker.digests.render import DigestRenderer
-    from worker.providers import Outcome, provider_from_url
 
     address = normalize_email(to)
     renderer = DigestRenderer(template_environment(settings, "email"))

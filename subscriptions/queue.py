@@ -1,4 +1,4 @@
-"""Hand work to the worker by task name, after the database commit; the web never imports the worker."""
+"""Hand work to the worker by task name, after the database commit: the store and the web never import the worker."""
 
 from __future__ import annotations
 

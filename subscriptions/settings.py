@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from subscriptions.emailurl import EmailURL, parse_email_url
+from mail.emailurl import EmailURL, parse_email_url
 from subscriptions.errors import ConfigurationError
 
 PREFIX = "NEWSLETTER_"

@@ -11,7 +11,7 @@ before) with three more endpoints on the same 127.0.0.1 port:
   repeated and a `recipient-variables` JSON; each recipient gets its own copy with `%recipient.x%`
   substituted from its variables (subject, text, html, `h:` and `v:` fields); 200 `{"id", "message"}`; errors as `{"message"}`; an unknown
   domain is 404.
-- SES v2: `POST /v2/email/outbound-emails`, SigV4-signed (checked with `worker.providers.sigv4`
+- SES v2: `POST /v2/email/outbound-emails`, SigV4-signed (checked with `mail.providers.sigv4`
   against the stand-in's credentials), JSON with `Content.Raw.Data` (base64 MIME, parsed to record
   what the reader receives); 200 `{"MessageId"}`; errors with `x-amzn-ErrorType` and `{"message"}`.
 
@@ -40,8 +40,8 @@ from email.utils import getaddresses
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from mail.providers import sigv4
 from tests.providerserver import Accepted, Fault, ProviderServer
-from worker.providers import sigv4
 
 __all__ = ["Accepted", "Fault", "ProviderStandIns"]
 

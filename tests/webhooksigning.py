@@ -185,7 +185,7 @@ def sns_key() -> tuple[rsa.RSAPrivateKey, bytes]:
 
 def trust_sns_test_root(monkeypatch: Any) -> Any:
     """Make SNS verification trust the test root (a fresh key cache): returns the cache."""
-    from worker.providers import sns
+    from mail.providers import sns
 
     certificates = sns.SigningCertificates(roots=[SNS_TEST_ROOT[1]])
     monkeypatch.setattr(sns, "DEFAULT_CERTIFICATES", certificates)

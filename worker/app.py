@@ -59,9 +59,8 @@ def create_celery(settings: Settings) -> NewsletterCelery:
         task_default_queue=QUEUE,
     )
     app.runtime = WorkerRuntime(settings)
-    from worker import tasks
-
-    tasks.register(app)
+    # Imported for its shared tasks: Celery binds a copy of each to this app when it finalizes.
+    import worker.tasks  # noqa: F401
 
     @worker_process_shutdown.connect(weak=False)
     def _close(**_: Any) -> None:

@@ -15,12 +15,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from mail.links import list_headers, reader_links
+from mail.providers import EmailMessage, Outcome
 from subscriptions import metrics
 from subscriptions.i18n import N_, gettext_for, reader_language
 from subscriptions.models import Consent, Subscriber, SubscriberStatus, Topic, utcnow
 from subscriptions.tokens import Purpose
-from worker.links import list_headers, reader_links
-from worker.providers import EmailMessage, Outcome
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)

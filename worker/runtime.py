@@ -7,16 +7,16 @@ from functools import cached_property
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from mail.bodies import DigestRenderer
+from mail.providers import Provider, provider_from_url
+from mail.rendering import EmailRenderer
 from subscriptions.db import create_db_engine, session_factory
 from subscriptions.intake import Intake
 from subscriptions.settings import Settings
 from subscriptions.templating import template_environment
 from subscriptions.tokens import TokenSigner
-from worker.digests.render import DigestRenderer
 from worker.digests.sender import Sender
-from worker.providers import Provider, provider_from_url
 from worker.ratelimit import limiter_for
-from worker.rendering import EmailRenderer
 
 
 class WorkerRuntime:

@@ -1,9 +1,8 @@
 """Digest previews and test sends for the console and the API, rendered in the web process.
 
-An editor waits for these answers, so they run here rather than through the broker. Like the
-webhook route (the one allowed exception to "subscriptions never imports the worker"), this uses
-only the worker's pure parts: the renderer and the provider that sends one test message. Imported
-lazily, so the reader pages never load them.
+An editor waits for these answers, so they run here rather than through the broker. They use the
+store's `subscriptions.editorial` and the `mail` package (the renderer and the provider that sends
+one test message), never the worker. Imported lazily, so the reader pages never load them.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from subscriptions.readers import normalize_email
 from subscriptions.settings import Settings
 
 if TYPE_CHECKING:
-    from worker.digests.render import DigestRenderer
+    from mail.bodies import DigestRenderer
 
 #: Test copies per recipient, and in all, per hour: a test send is for looking, not for mailing.
 TEST_SENDS_PER_ADDRESS = 10
@@ -50,7 +49,7 @@ def default_reader(*, session: Session) -> str | None:
 
 def preview(*, session: Session, settings: Settings, digest_id: int, email: str) -> Preview:
     """Digest `digest_id` as reader `email` would get it; NotFound for an unknown digest or reader."""
-    from worker.digests.editorial import preview as render_preview
+    from subscriptions.editorial import preview as render_preview
 
     address = normalize_email(email)
     subject, rendered = render_preview(session, _renderer(settings), settings, digest_id, address)
@@ -67,8 +66,8 @@ def send_test(
     TEST_SENDS_IN_ALL in all (RateLimited). InvalidInput when the provider does not take it (the
     provider's reason is in the message).
     """
-    from worker.digests.editorial import send_test as render_and_send
-    from worker.providers import Outcome, provider_from_url
+    from mail.providers import Outcome, provider_from_url
+    from subscriptions.editorial import send_test as render_and_send
 
     address = normalize_email(to)
     reader = normalize_email(as_reader)
@@ -115,7 +114,7 @@ def _count_test_send(settings: Settings, address: str) -> None:
 
 
 def _renderer(settings: Settings) -> DigestRenderer:
+    from mail.bodies import DigestRenderer
     from subscriptions.templating import template_environment
-    from worker.digests.render import DigestRenderer
 
     return DigestRenderer(template_environment(settings, "email"))

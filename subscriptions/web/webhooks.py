@@ -1,33 +1,27 @@
 """POST /webhooks/{provider}: provider events, verified the provider's way, stored once, applied at once.
 
-The one place where the web app uses the worker's code: the pure, database-free signature checks and
-event parsing of worker/providers.
+Generic: the signature checks, event parsing and set-up handshakes (SNS's subscription confirmation)
+are the provider's own, in `mail.providers`, which is free of the store and of the web.
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable
-from functools import lru_cache
-from urllib.parse import urlsplit
 
-import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from mail.providers import PROVIDERS
+from mail.providers.base import Provider
+from mail.providers.webhooks import WebhookConfig, WebhookEvent, WebhookRejected, WebhookRequest
 from subscriptions import metrics
 from subscriptions.events import record_event
 from subscriptions.web.runtime import RuntimeDep, WebRuntime
-from worker.providers import PROVIDERS
-from worker.providers.base import Provider
-from worker.providers.webhooks import WebhookConfig, WebhookEvent, WebhookRejected, WebhookRequest
 
 router = APIRouter()
 
 MAX_BODY_BYTES = 1024 * 1024
-AWS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 
 
 @router.post("/webhooks/{provider}")
@@ -45,7 +39,7 @@ async def receive(provider: str, request: Request, runtime: RuntimeDep) -> JSONR
     config = WebhookConfig(
         secret=runtime.settings.webhook_secret(provider),
         now=time.time(),
-        fetch_certificate=certificate_fetcher(runtime),
+        transport=runtime.http_transport,
     )
     # SES too: without a topic allowlist, any AWS account's genuinely signed topic would be let in.
     if config.secret is None:
@@ -75,7 +69,8 @@ def _verify(
     call: WebhookRequest,
     config: WebhookConfig,
 ) -> list[WebhookEvent]:
-    """Verify the call's signature, parse its events and refuse a replayed signature."""
+    """Verify the call's signature, parse its events, refuse a replayed signature, and let the
+    provider answer its set-up messages; the events left are for the store."""
     provider_class.verify_webhook(call, config)
     events = provider_class.parse_events(call)
     replay = provider_class.replay_key(call)
@@ -86,21 +81,13 @@ def _verify(
         ttl_seconds=2 * config.tolerance_seconds,
     ):
         raise WebhookRejected("this signature was already used", status=401)
-    return events
+    return provider_class.acknowledge(events, config)
 
 
 def _apply(runtime: WebRuntime, provider: str, events: list[WebhookEvent]) -> int:
     stored = 0
     with runtime.sessions() as session, session.begin():
         for event in events:
-            confirm = (
-                event.raw.get("SubscribeURL")
-                if event.raw.get("Type") == "SubscriptionConfirmation"
-                else None
-            )
-            if isinstance(confirm, str):
-                _confirm_sns_subscription(runtime, confirm)
-                continue
             if not event.email:
                 continue
             outcome = record_event(
@@ -117,45 +104,3 @@ def _apply(runtime: WebRuntime, provider: str, events: list[WebhookEvent]) -> in
             )
             stored += outcome.stored
     return stored
-
-
-def _aws_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme == "https" and bool(AWS_HOST.match(parts.hostname or ""))
-
-
-def _confirm_sns_subscription(runtime: WebRuntime, url: str) -> None:
-    """Follow an SNS SubscribeURL (only an https URL on an SNS host), which confirms the topic."""
-    if not _aws_url(url):
-        return
-    with httpx.Client(timeout=10, transport=runtime.http_transport) as client:
-        client.get(url)
-
-
-def certificate_fetcher(runtime: WebRuntime) -> Callable[[str], bytes]:
-    """Fetch an SNS signing certificate, only from an https SNS host (remembered in production)."""
-    if runtime.http_transport is None:
-        return _fetch_cached
-    transport = runtime.http_transport
-    return lambda url: _fetch(url, transport)
-
-
-def _fetch(url: str, transport: httpx.BaseTransport | None) -> bytes:
-    if not _aws_url(url):
-        raise WebhookRejected("signing certificate is not on an SNS host", status=403)
-    try:
-        with httpx.Client(timeout=10, transport=transport) as client:
-            response = client.get(url)
-            response.raise_for_status()
-            return response.content
-    except httpx.HTTPError as exc:
-        raise WebhookRejected(
-            # Our side failed, not the caller: 503 makes SNS retry (it never retries a 4xx).
-            f"cannot fetch the signing certificate: {type(exc).__name__}",
-            status=503,
-        ) from None
-
-
-@lru_cache(maxsize=16)
-def _fetch_cached(url: str) -> bytes:
-    return _fetch(url, None)

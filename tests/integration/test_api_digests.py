@@ -314,12 +314,12 @@ def test_send_through_a_real_worker_reaches_100_percent(
 def test_cancel_while_sending_stops_the_rest(console: Console, tmp_path: Path) -> None:
     """A digest cancelled while sending (planned, nothing claimed yet): a sender that was already
     started for it claims nothing, and its deliveries stay pending, never sent."""
+    from mail.bodies import DigestRenderer
+    from mail.providers import provider_from_url
     from subscriptions.templating import template_environment
     from subscriptions.tokens import TokenSigner
     from worker.digests import planner
-    from worker.digests.render import DigestRenderer
     from worker.digests.sender import Sender
-    from worker.providers import provider_from_url
 
     api = console.api("editor")
     for n in range(3):

@@ -15,6 +15,8 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mail.bodies import DigestRenderer
+from mail.providers import PostmarkProvider, Provider, ResendProvider
 from subscriptions import posts
 from subscriptions.models import (
     Delivery,
@@ -33,9 +35,7 @@ from subscriptions.tokens import TokenSigner
 from tests.factories import SECRET, add_demo_topics, make_settings, migrated_sessions
 from tests.providerserver import Fault, ProviderServer
 from worker.digests import planner
-from worker.digests.render import DigestRenderer
 from worker.digests.sender import Sender, claim, hand_over, reap
-from worker.providers import PostmarkProvider, Provider, ResendProvider
 
 
 def add_readers(

@@ -21,6 +21,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from mail.links import list_headers, reader_links
+from mail.providers import MailgunProvider, Provider, SendgridProvider, SesProvider
+from mail.providers.sigv4 import Credentials
 from subscriptions.models import Delivery, DeliveryStatus, Subscriber, utcnow
 from subscriptions.notices import REQUEST_WRONG, SENDING_PAUSED, open_notices, resolve
 from subscriptions.tokens import TokenSigner
@@ -28,9 +31,6 @@ from tests.factories import SECRET
 from tests.integration.test_delivery import Rig
 from tests.providerstandins import Fault, ProviderStandIns
 from worker.digests import sender as sender_module
-from worker.links import list_headers, reader_links
-from worker.providers import MailgunProvider, Provider, SendgridProvider, SesProvider
-from worker.providers.sigv4 import Credentials
 
 PROVIDERS = ["sendgrid", "mailgun", "ses"]
 

@@ -20,6 +20,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mail.links import list_headers, reader_links
 from subscriptions import readers
 from subscriptions.models import (
     Consent,
@@ -35,7 +36,6 @@ from subscriptions.web.app import create_app
 from tests import webforms
 from tests.factories import SECRET, add_demo_topics, make_settings, migrated_sessions
 from worker.app import create_celery
-from worker.links import list_headers, reader_links
 
 signer = TokenSigner(SECRET)
 RECEIPT = re.compile(r'name="receipt" value="[^"]+"')

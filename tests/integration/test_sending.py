@@ -24,9 +24,21 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from mail.bodies import Body, DigestRenderer, ReaderParts
+from mail.providers import (
+    EmailMessage,
+    OutboxProvider,
+    Outcome,
+    Provider,
+    SendResult,
+    provider_from_url,
+    read_outbox,
+)
+from mail.rendering import RenderedEmail
 from subscriptions import digests as editorial
 from subscriptions import readers
 from subscriptions.db import transaction
+from subscriptions.editorial import preview, send_test
 from subscriptions.errors import InvalidInput
 from subscriptions.models import (
     Batch,
@@ -52,19 +64,7 @@ from tests.factories import (
 )
 from worker import dispatch
 from worker.digests import planner
-from worker.digests.editorial import preview, send_test
-from worker.digests.render import Body, DigestRenderer, ReaderParts
 from worker.digests.sender import CLAIM_TIMEOUT, Sender, claim, digest_counts, hand_over, reap
-from worker.providers import (
-    EmailMessage,
-    OutboxProvider,
-    Outcome,
-    Provider,
-    SendResult,
-    provider_from_url,
-    read_outbox,
-)
-from worker.rendering import RenderedEmail
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mail.bodies import DigestRenderer
 from subscriptions.models import Delivery, Notice
 from subscriptions.notices import open_notices
 from subscriptions.settings import Settings
@@ -28,7 +29,6 @@ from tests.factories import SECRET
 from tests.integration.conftest import newsletter
 from tests.integration.test_delivery import add_readers, plan_alert, postmark
 from tests.providerserver import Fault, ProviderServer
-from worker.digests.render import DigestRenderer
 from worker.digests.sender import Sender
 
 READERS = 4

@@ -1,4 +1,4 @@
-"""Digest rendering (worker/digests/render.py): the shared body rendered once per variant, the
+"""Digest rendering (mail/bodies.py): the shared body rendered once per variant, the
 per-reader parts filled in per reader, byte-identical to a full Jinja2 render for every reader; and
 hostile feed content (stored through subscriptions.posts.add_post) never becomes markup in any email.
 
@@ -19,9 +19,23 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mail.bodies import (
+    Body,
+    DigestRenderer,
+    Group,
+    ReaderParts,
+    localized_groups,
+    localized_subscriptions,
+    post_view,
+    reasons_line,
+    subject_for,
+)
+from mail.links import reader_links
+from mail.providers import EmailMessage, Outcome, Provider, SendResult
 from subscriptions import digests as editorial
 from subscriptions.content import SUMMARY_TAGS
 from subscriptions.db import transaction
+from subscriptions.editorial import preview
 from subscriptions.errors import InvalidInput
 from subscriptions.models import (
     Delivery,
@@ -40,22 +54,8 @@ from subscriptions.tokens import TokenSigner
 from subscriptions.topics import add_topic
 from tests.factories import LONG_AGO, SECRET, add_demo_topics, make_settings, migrated_sessions
 from worker.digests import planner
-from worker.digests.editorial import preview
 from worker.digests.jobs import load_jobs
-from worker.digests.render import (
-    Body,
-    DigestRenderer,
-    Group,
-    ReaderParts,
-    localized_groups,
-    localized_subscriptions,
-    post_view,
-    reasons_line,
-    subject_for,
-)
 from worker.digests.sender import Sender, message_id
-from worker.links import reader_links
-from worker.providers import EmailMessage, Outcome, Provider, SendResult
 
 KINDS = ("immediate", "daily", "weekly", "editorial")
 signer = TokenSigner(SECRET)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from subscriptions.emailurl import EmailURL, parse_email_url
+from mail.emailurl import EmailURL, parse_email_url
 from subscriptions.errors import ConfigurationError
 
 

@@ -3,7 +3,7 @@
 Each email is produced through the product's own path with fixed inputs and fixed settings: digests
 (alert, daily, weekly, editorial) are planned in a SQLite file and sent by the Sender; the confirm,
 welcome and manage-link emails by worker.reader_mail with the built-in templates. The messages are
-captured at the provider boundary and built into MIME by worker.providers.build_mime, as every
+captured at the provider boundary and built into MIME by mail.providers.build_mime, as every
 provider does. What legitimately varies is normalized: the Date header, the random part of each
 Message-ID, the MIME boundary. Signed links are made with a fixed secret and a frozen token
 timestamp, so they are stable.
@@ -29,6 +29,8 @@ import pytest
 from itsdangerous.timed import TimestampSigner
 from sqlalchemy import select
 
+from mail.bodies import DigestRenderer
+from mail.providers import EmailMessage, Outcome, Provider, SendResult, build_mime
 from subscriptions import digests as editorial
 from subscriptions import readers
 from subscriptions.db import transaction
@@ -47,9 +49,7 @@ from subscriptions.tokens import Purpose, TokenSigner
 from tests.factories import LONG_AGO, SECRET, add_demo_topics, make_settings, migrated_sessions
 from worker import reader_mail
 from worker.digests import planner
-from worker.digests.render import DigestRenderer
 from worker.digests.sender import Sender
-from worker.providers import EmailMessage, Outcome, Provider, SendResult, build_mime
 from worker.runtime import WorkerRuntime
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

@@ -8,52 +8,21 @@ import email.policy
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from subscriptions import emailurl
-from subscriptions.emailurl import EmailURL, parse_email_url
+from mail.emailurl import EmailURL, parse_email_url
+from mail.providers.base import Outcome
+from mail.providers.mailgun import MailgunProvider
+from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 from subscriptions.errors import ConfigurationError
-from worker.providers.base import EmailMessage, Outcome, SendResult
-from worker.providers.mailgun import MailgunProvider
-from worker.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
+from tests.providers import Answer, Recorder, fixture, make_message, outcomes, own_body
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "mailgun"
 API_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
 DOMAIN = "mg.example.org"
-
-
-def fixture(name: str) -> Any:
-    """A documented Mailgun payload from tests/fixtures/providers/mailgun."""
-    return json.loads((FIXTURES / name).read_text())
-
-
-def make_message(n: int = 1, **overrides: Any) -> EmailMessage:
-    """Reader n's copy of a digest: the same content, their own unsubscribe headers and delivery."""
-    fields: dict[str, Any] = {
-        "to": f"Reader {n} <reader{n}@example.net>",
-        "sender": "Topic News <news@example.org>",
-        "subject": "Weekly digest",
-        "text": "Hello reader\n",
-        "html": "<p>Hello reader</p>",
-        "headers": {
-            "List-Unsubscribe": f"<https://news.example.org/u/tok{n}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
-        "metadata": {"delivery_id": str(100 + n)},
-    }
-    fields.update(overrides)
-    return EmailMessage(**fields)
-
-
-def own_body(n: int) -> dict[str, str]:
-    """Reader n's body with their own links in it, as digests are."""
-    return {"text": f"Unsubscribe: https://news.example.org/u/tok{n}\n", "html": f"<a>tok{n}</a>"}
 
 
 def form(request: httpx.Request) -> dict[str, list[str]]:
@@ -72,45 +41,19 @@ def form(request: httpx.Request) -> dict[str, list[str]]:
     return fields
 
 
-class Recorder:
-    """An httpx.MockTransport handler that records requests and plays scripted answers."""
-
-    def __init__(self, *answers: httpx.Response | Callable[[httpx.Request], httpx.Response]):
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if self.answers else queued(len(self.requests))
-        return answer(request) if callable(answer) else answer
-
-    def form(self, index: int = 0) -> dict[str, list[str]]:
-        return form(self.requests[index])
-
-
 def queued(n: int = 1) -> httpx.Response:
     """Mailgun's documented success answer, with an id per request."""
-    body = fixture("messages_response.json")
+    body = fixture("mailgun", "messages_response.json")
     return httpx.Response(200, json={**body, "id": f"<request{n}@{DOMAIN}>"})
+
+
+def mailgun_api(*answers: Answer) -> Recorder:
+    """Mailgun's API: the scripted answers, then every request queued."""
+    return Recorder(*answers, default=lambda _, n: queued(n))
 
 
 def make_provider(recorder: Recorder, **options: Any) -> MailgunProvider:
     return MailgunProvider(API_KEY, DOMAIN, transport=httpx.MockTransport(recorder), **options)
-
-
-def outcomes(results: list[SendResult]) -> list[Outcome]:
-    return [r.outcome for r in results]
-
-
-@pytest.fixture
-def known_scheme(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Let parse_email_url accept mailgun:// before the scheme is registered."""
-    monkeypatch.setattr(emailurl, "KNOWN_EMAIL_SCHEMES", (*emailurl.KNOWN_EMAIL_SCHEMES, "mailgun"))
-    monkeypatch.setattr(emailurl, "HTTP_API_SCHEMES", emailurl.HTTP_API_SCHEMES | {"mailgun"})
-    yield
-
-
-# --- configuration -------------------------------------------------------------------------------
 
 
 def test_from_url_reads_key_host_and_domain() -> None:
@@ -127,8 +70,8 @@ def test_from_url_reads_key_host_and_domain() -> None:
     assert API_KEY not in repr(provider)
 
 
-def test_url_credentials_are_decoded_and_api_user_accepted(known_scheme: None) -> None:
-    recorder = Recorder()
+def test_url_credentials_are_decoded_and_api_user_accepted() -> None:
+    recorder = mailgun_api()
     url = parse_email_url("mailgun+http://api:k%2Fy%40z@127.0.0.1:9001/mg.example.org?tag=digest")
     provider = MailgunProvider.from_url(url)
     provider.client = httpx.Client(
@@ -140,7 +83,7 @@ def test_url_credentials_are_decoded_and_api_user_accepted(known_scheme: None) -
     (request,) = recorder.requests
     assert str(request.url) == "http://127.0.0.1:9001/v3/mg.example.org/messages"
     assert request.headers["Authorization"] == "Basic " + base64.b64encode(b"api:k/y@z").decode()
-    assert recorder.form()["o:tag"] == ["digest"]
+    assert form(recorder.requests[0])["o:tag"] == ["digest"]
 
 
 @pytest.mark.parametrize(
@@ -164,7 +107,7 @@ def test_bad_urls_are_refused(url: EmailURL, message: str) -> None:
 
 
 def test_identical_content_is_one_batch_with_recipient_variables() -> None:
-    recorder = Recorder()
+    recorder = mailgun_api()
     results = make_provider(recorder).send([make_message(n) for n in (1, 2, 3)])
     expected_id = f"request1@{DOMAIN}"
     assert [(r.outcome, r.provider_message_id) for r in results] == [
@@ -179,7 +122,7 @@ def test_identical_content_is_one_batch_with_recipient_variables() -> None:
         request.headers["Authorization"]
         == "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()
     )
-    fields = recorder.form()
+    fields = form(recorder.requests[0])
     assert fields["from"] == ["Topic News <news@example.org>"]
     assert fields["to"] == [f"Reader {n} <reader{n}@example.net>" for n in (1, 2, 3)]
     assert (fields["subject"], fields["text"], fields["html"]) == (
@@ -200,9 +143,9 @@ def test_identical_content_is_one_batch_with_recipient_variables() -> None:
 
 
 def test_a_single_reader_still_gets_recipient_variables() -> None:
-    recorder = Recorder()
+    recorder = mailgun_api()
     make_provider(recorder).send([make_message(1, html=None)])
-    fields = recorder.form()
+    fields = form(recorder.requests[0])
     # Without recipient-variables every reader of a request would see the others in To.
     assert json.loads(fields["recipient-variables"][0]) == {"reader1@example.net": {}}
     assert fields["h:List-Unsubscribe"] == ["<https://news.example.org/u/tok1>"]
@@ -211,7 +154,7 @@ def test_a_single_reader_still_gets_recipient_variables() -> None:
 
 
 def test_different_bodies_and_header_sets_go_in_separate_requests() -> None:
-    recorder = Recorder()
+    recorder = mailgun_api()
     provider = make_provider(recorder)
     no_list_id = make_message(4, headers={"List-Unsubscribe": "<https://news.example.org/u/tok4>"})
     batch = [make_message(1, **own_body(1)), make_message(2), make_message(3), no_list_id]
@@ -219,51 +162,54 @@ def test_different_bodies_and_header_sets_go_in_separate_requests() -> None:
     assert [r.provider_message_id for r in results] == [
         f"request{n}@{DOMAIN}" for n in (1, 2, 2, 3)
     ]
-    assert [len(recorder.form(i)["to"]) for i in range(3)] == [1, 2, 1]
-    assert recorder.form(0)["text"] == [own_body(1)["text"]]
+    assert [len(form(recorder.requests[i])["to"]) for i in range(3)] == [1, 2, 1]
+    assert form(recorder.requests[0])["text"] == [own_body(1)["text"]]
     assert provider.requests_for(batch) == 3  # what the rate limiter is charged: the requests made
 
 
 def test_an_address_repeated_with_the_same_content_goes_in_another_request() -> None:
-    recorder = Recorder()
+    recorder = mailgun_api()
     twice = make_message(1, to="READER1@example.net", metadata={"delivery_id": "9"})
     make_provider(recorder).send([make_message(1), make_message(2), twice])
-    assert [len(recorder.form(i)["to"]) for i in range(2)] == [2, 1]
-    assert recorder.form(1)["v:delivery_id"] == ["9"]
+    assert [len(form(recorder.requests[i])["to"]) for i in range(2)] == [2, 1]
+    assert form(recorder.requests[1])["v:delivery_id"] == ["9"]
 
 
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
-        (httpx.Response(400, json=fixture("error_400.json")), Outcome.REQUEST_WRONG),
-        (httpx.Response(400, json=fixture("error_400_no_body.json")), Outcome.REQUEST_WRONG),
+        (httpx.Response(400, json=fixture("mailgun", "error_400.json")), Outcome.REQUEST_WRONG),
+        (
+            httpx.Response(400, json=fixture("mailgun", "error_400_no_body.json")),
+            Outcome.REQUEST_WRONG,
+        ),
         (httpx.Response(413, text="Request Entity Too Large"), Outcome.REQUEST_WRONG),
         (httpx.Response(401, text="Forbidden"), Outcome.ACCOUNT_BLOCKED),
         (httpx.Response(403, json={"message": "Domain not allowed"}), Outcome.ACCOUNT_BLOCKED),
-        (httpx.Response(404, json=fixture("error_404.json")), Outcome.ACCOUNT_BLOCKED),
-        (httpx.Response(500, json=fixture("error_500.json")), Outcome.TEMPORARY),
+        (httpx.Response(404, json=fixture("mailgun", "error_404.json")), Outcome.ACCOUNT_BLOCKED),
+        (httpx.Response(500, json=fixture("mailgun", "error_500.json")), Outcome.TEMPORARY),
         (httpx.Response(502, text="Bad Gateway"), Outcome.TEMPORARY),
     ],
 )
 def test_refusals(answer: httpx.Response, expected: Outcome) -> None:
-    results = make_provider(Recorder(answer)).send([make_message(1), make_message(2)])
+    results = make_provider(mailgun_api(answer)).send([make_message(1), make_message(2)])
     assert outcomes(results) == [expected, expected]
     assert f"Mailgun HTTP {answer.status_code}" in results[0].detail
     assert API_KEY not in results[0].detail
 
 
 def test_429_waits_as_the_message_says_or_as_retry_after_says() -> None:
-    body = fixture("error_429.json")
-    (said,) = make_provider(Recorder(httpx.Response(429, json=body))).send([make_message()])
+    body = fixture("mailgun", "error_429.json")
+    (said,) = make_provider(mailgun_api(httpx.Response(429, json=body))).send([make_message()])
     assert (said.outcome, said.retry_after) == (Outcome.TEMPORARY, 120.0)
     assert "try again after 120 seconds" in said.detail
     header = httpx.Response(429, json=body, headers={"Retry-After": "7"})
-    (told,) = make_provider(Recorder(header)).send([make_message()])
+    (told,) = make_provider(mailgun_api(header)).send([make_message()])
     assert (told.outcome, told.retry_after) == (Outcome.TEMPORARY, 7.0)
 
 
 def test_a_provider_wide_answer_stops_the_rest_of_the_batch() -> None:
-    recorder = Recorder(queued(1), httpx.Response(401, text="Forbidden"))
+    recorder = mailgun_api(queued(1), httpx.Response(401, text="Forbidden"))
     batch = [make_message(n, **own_body(n)) for n in (1, 2, 3)]
     results = make_provider(recorder).send(batch)
     assert outcomes(results) == [Outcome.SENT, Outcome.ACCOUNT_BLOCKED, Outcome.ACCOUNT_BLOCKED]
@@ -275,7 +221,7 @@ def test_no_answer_is_unknown_and_the_rest_is_not_sent() -> None:
     def dropped(request: httpx.Request) -> httpx.Response:
         raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
 
-    recorder = Recorder(dropped)
+    recorder = mailgun_api(dropped)
     batch = [make_message(n, **own_body(n)) for n in (1, 2)]
     results = make_provider(recorder).send(batch)
     assert outcomes(results) == [Outcome.UNKNOWN, Outcome.TEMPORARY]
@@ -295,29 +241,29 @@ def test_transport_errors(error: type[httpx.TransportError], expected: Outcome) 
     def fail(request: httpx.Request) -> httpx.Response:
         raise error("boom", request=request)
 
-    results = make_provider(Recorder(fail)).send([make_message(1), make_message(2)])
+    results = make_provider(mailgun_api(fail)).send([make_message(1), make_message(2)])
     assert outcomes(results) == [expected, expected]
 
 
 def test_batch_limit_is_1000_recipients() -> None:
-    recorder = Recorder()
+    recorder = mailgun_api()
     provider = make_provider(recorder)
     with pytest.raises(ValueError, match="over the limit of 1000"):
         provider.send([make_message(n) for n in range(1001)])
     assert recorder.requests == []
     provider.send([make_message(n) for n in range(1000)])
     assert len(recorder.requests) == 1
-    fields = recorder.form()
+    fields = form(recorder.requests[0])
     assert len(fields["to"]) == 1000
     assert len(json.loads(fields["recipient-variables"][0])) == 1000
 
 
 def test_a_malformed_message_fails_alone() -> None:
-    recorder = Recorder()
+    recorder = mailgun_api()
     bad = make_message(2, to="two@example.net, three@example.net")
     results = make_provider(recorder).send([make_message(1), bad, make_message(3)])
     assert outcomes(results) == [Outcome.SENT, Outcome.REQUEST_WRONG, Outcome.SENT]
-    assert recorder.form()["to"] == [
+    assert form(recorder.requests[0])["to"] == [
         "Reader 1 <reader1@example.net>",
         "Reader 3 <reader3@example.net>",
     ]
@@ -352,11 +298,11 @@ def config(now: float = NOW, secret: str | None = SIGNING_KEY) -> WebhookConfig:
 
 
 def test_a_signed_call_verifies() -> None:
-    MailgunProvider.verify_webhook(signed(fixture("webhook_delivered.json")), config())
+    MailgunProvider.verify_webhook(signed(fixture("mailgun", "webhook_delivered.json")), config())
 
 
 def test_forged_stale_and_unsigned_calls_are_rejected() -> None:
-    payload = fixture("webhook_delivered.json")
+    payload = fixture("mailgun", "webhook_delivered.json")
     good = signed(payload)
     altered = json.loads(good.body)
     altered["signature"]["token"] = "another-token"
@@ -378,7 +324,9 @@ def test_forged_stale_and_unsigned_calls_are_rejected() -> None:
 
 
 def test_permanent_failure() -> None:
-    (event,) = MailgunProvider.parse_events(signed(fixture("webhook_failed_permanent.json")))
+    (event,) = MailgunProvider.parse_events(
+        signed(fixture("mailgun", "webhook_failed_permanent.json"))
+    )
     assert (event.provider, event.type, event.email) == (
         "mailgun",
         EventType.BOUNCED,
@@ -403,7 +351,7 @@ def test_permanent_failure() -> None:
     ],
 )
 def test_documented_events(name: str, expected: EventType) -> None:
-    (event,) = MailgunProvider.parse_events(signed(fixture(name)))
+    (event,) = MailgunProvider.parse_events(signed(fixture("mailgun", name)))
     assert event.type is expected
     assert event.email == "alice@example.com" and event.delivery_id == 901
 
@@ -419,14 +367,14 @@ def test_documented_events(name: str, expected: EventType) -> None:
     ],
 )
 def test_permanent_failure_reasons(reason: str, expected: EventType) -> None:
-    payload = fixture("webhook_failed_permanent.json")
+    payload = fixture("mailgun", "webhook_failed_permanent.json")
     payload["event-data"]["reason"] = reason
     (event,) = MailgunProvider.parse_events(signed(payload))
     assert event.type is expected
 
 
 def test_event_id_is_the_same_in_a_retry_signed_anew() -> None:
-    payload = fixture("webhook_failed_permanent.json")
+    payload = fixture("mailgun", "webhook_failed_permanent.json")
     (first,) = MailgunProvider.parse_events(signed(payload))
     (retry,) = MailgunProvider.parse_events(signed(payload, timestamp=NOW + 600, token="fresh"))
     payload["event-data"]["timestamp"] += 86400  # the same id a day later is another event

@@ -10,17 +10,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.unit.test_provider_mailgun import Recorder as MailgunRecorder
-from tests.unit.test_provider_mailgun import make_message as mailgun_message
+from mail.providers import Outcome, SmtpProvider
+from tests.providers import make_message
+from tests.unit.test_provider_mailgun import mailgun_api
 from tests.unit.test_provider_mailgun import make_provider as mailgun_provider
-from tests.unit.test_provider_postmark import Recorder as PostmarkRecorder
-from tests.unit.test_provider_postmark import make_message as postmark_message
 from tests.unit.test_provider_postmark import make_provider as postmark_provider
-from tests.unit.test_provider_ses import FakeSes, error_response
-from tests.unit.test_provider_ses import make_message as ses_message
+from tests.unit.test_provider_postmark import postmark_api
+from tests.unit.test_provider_ses import error_response, ses, ses_api
 from tests.unit.test_providers_smtp import Handler, smtp_server
-from tests.unit.test_providers_smtp import make_message as smtp_message
-from worker.providers import Outcome, SmtpProvider
 
 BLOCKED = Outcome.ACCOUNT_BLOCKED
 
@@ -43,30 +40,28 @@ def test_postmark_sender_identity_errors_pause_per_message_and_per_request(
     code: int, message: str
 ) -> None:
     answer = [{"ErrorCode": code, "Message": message}, {"ErrorCode": code, "Message": message}]
-    results = postmark_provider(PostmarkRecorder(httpx.Response(200, json=answer))).send(
-        [postmark_message(1), postmark_message(2)]
+    results = postmark_provider(postmark_api(httpx.Response(200, json=answer))).send(
+        [make_message(1), make_message(2)]
     )
     assert [r.outcome for r in results] == [BLOCKED, BLOCKED]
     assert "Sender Signature" in results[0].detail  # the fix is named
     refused = httpx.Response(422, json={"ErrorCode": code, "Message": message})
-    results = postmark_provider(PostmarkRecorder(refused)).send(
-        [postmark_message(1), postmark_message(2)]
-    )
+    results = postmark_provider(postmark_api(refused)).send([make_message(1), make_message(2)])
     assert [r.outcome for r in results] == [BLOCKED, BLOCKED]
 
 
 def test_postmark_300_about_the_to_address_is_still_the_readers() -> None:
     answer = [{"ErrorCode": 300, "Message": "Invalid 'To' address: 'x@'."}]
-    (result,) = postmark_provider(PostmarkRecorder(httpx.Response(200, json=answer))).send(
-        [postmark_message(1)]
+    (result,) = postmark_provider(postmark_api(httpx.Response(200, json=answer))).send(
+        [make_message(1)]
     )
     assert result.outcome is Outcome.RECIPIENT_PERMANENT
 
 
 @pytest.mark.parametrize("name", ["MessageRejected", "MailFromDomainNotVerifiedException"])
 def test_ses_unverified_identities_and_the_sandbox_pause(name: str) -> None:
-    fake = FakeSes(error_response(name))
-    results = fake.provider().send([ses_message(1), ses_message(2)])
+    fake = ses_api(error_response(name))
+    results = ses(fake).send([make_message(1), make_message(2)])
     assert [r.outcome for r in results] == [BLOCKED, BLOCKED]
     assert "verify the sender identity" in results[0].detail
     assert len(fake.requests) == 1  # the batch stops at the first: the rest wait untried
@@ -80,8 +75,8 @@ def test_ses_unverified_identities_and_the_sandbox_pause(name: str) -> None:
     ],
 )
 def test_mailgun_domain_problems_pause(status: int, message: str) -> None:
-    recorder = MailgunRecorder(httpx.Response(status, json={"message": message}))
-    results = mailgun_provider(recorder).send([mailgun_message(1), mailgun_message(2)])
+    recorder = mailgun_api(httpx.Response(status, json={"message": message}))
+    results = mailgun_provider(recorder).send([make_message(1), make_message(2)])
     assert {r.outcome for r in results} == {BLOCKED}
     assert "check the domain" in results[0].detail
 
@@ -100,7 +95,7 @@ def test_smtp_relay_policy_refusals_pause_and_touch_no_reader(where: str, reply:
     else:
         handler = Handler(mail_reply=reply)
     with smtp_server(handler) as port, SmtpProvider("127.0.0.1", port) as provider:
-        results = provider.send([smtp_message(n) for n in (1, 2, 3)])
+        results = provider.send([make_message(n) for n in (1, 2, 3)])
     assert [r.outcome for r in results] == [BLOCKED] * 3
     assert reply in results[0].detail and "check the relay" in results[0].detail
     assert handler.received == []
@@ -110,7 +105,7 @@ def test_smtp_relay_policy_refusals_pause_and_touch_no_reader(where: str, reply:
 def test_smtp_refusal_about_one_address_is_that_readers() -> None:
     handler = Handler(rcpt_replies={"reader2@example.net": "550 5.1.1 no such user"})
     with smtp_server(handler) as port, SmtpProvider("127.0.0.1", port) as provider:
-        results = provider.send([smtp_message(n) for n in (1, 2, 3)])
+        results = provider.send([make_message(n) for n in (1, 2, 3)])
     assert [r.outcome for r in results] == [
         Outcome.SENT,
         Outcome.RECIPIENT_PERMANENT,

@@ -4,94 +4,38 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from subscriptions import emailurl
-from subscriptions.emailurl import EmailURL, parse_email_url
+from mail.emailurl import EmailURL, parse_email_url
+from mail.providers.base import Outcome
+from mail.providers.postmark import PostmarkProvider
+from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 from subscriptions.errors import ConfigurationError
+from tests.providers import Answer, Recorder, fixture, make_message, outcomes
 from tests.providerserver import Fault, ProviderServer
-from worker.providers.base import EmailMessage, Outcome, SendResult
-from worker.providers.postmark import PostmarkProvider
-from worker.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "postmark"
 TOKEN = "server-token-5ecret"
-
-
-def fixture(name: str) -> Any:
-    """A documented Postmark payload from tests/fixtures/providers/postmark."""
-    return json.loads((FIXTURES / name).read_text())
-
-
-def make_message(n: int = 1, **overrides: Any) -> EmailMessage:
-    """Reader n's copy of a digest: the same content, their own unsubscribe headers and delivery."""
-    fields: dict[str, Any] = {
-        "to": f"Reader {n} <reader{n}@example.net>",
-        "sender": "Topic News <news@example.org>",
-        "subject": "Weekly digest",
-        "text": "Hello reader\n",
-        "html": "<p>Hello reader</p>",
-        "headers": {
-            "List-Unsubscribe": f"<https://news.example.org/u/tok{n}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": "Weekly <weekly.news.example.org>",
-        },
-        "metadata": {"delivery_id": str(100 + n)},
-    }
-    fields.update(overrides)
-    return EmailMessage(**fields)
-
-
-class Recorder:
-    """An httpx.MockTransport handler that records requests and plays scripted answers."""
-
-    def __init__(self, *answers: httpx.Response | Callable[[httpx.Request], httpx.Response]):
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if self.answers else ok_for(request)
-        return answer(request) if callable(answer) else answer
-
-    def batch(self, index: int = 0) -> list[dict[str, Any]]:
-        body: list[dict[str, Any]] = json.loads(self.requests[index].content)
-        return body
 
 
 def ok_for(request: httpx.Request) -> httpx.Response:
     """Postmark's answer accepting every message of the batch (documented element shape)."""
-    template = fixture("batch_response.json")[0]
+    template = fixture("postmark", "batch_response.json")[0]
     batch = json.loads(request.content)
     answers = [{**template, "MessageID": f"id-{i}", "To": m["To"]} for i, m in enumerate(batch)]
     return httpx.Response(200, json=answers)
 
 
+def postmark_api(*answers: Answer) -> Recorder:
+    """Postmark's API: the scripted answers, then every message accepted."""
+    return Recorder(*answers, default=lambda request, _: ok_for(request))
+
+
 def make_provider(recorder: Recorder, **options: Any) -> PostmarkProvider:
     return PostmarkProvider(TOKEN, transport=httpx.MockTransport(recorder), **options)
-
-
-def outcomes(results: list[SendResult]) -> list[Outcome]:
-    return [r.outcome for r in results]
-
-
-@pytest.fixture
-def known_scheme(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Let parse_email_url accept postmark:// before the scheme is registered."""
-    monkeypatch.setattr(
-        emailurl, "KNOWN_EMAIL_SCHEMES", (*emailurl.KNOWN_EMAIL_SCHEMES, "postmark")
-    )
-    monkeypatch.setattr(emailurl, "HTTP_API_SCHEMES", emailurl.HTTP_API_SCHEMES | {"postmark"})
-    yield
-
-
-# --- configuration -------------------------------------------------------------------------------
 
 
 def test_from_url_reads_token_host_stream_and_tag() -> None:
@@ -113,7 +57,7 @@ def test_from_url_reads_token_host_stream_and_tag() -> None:
     assert TOKEN not in repr(provider)
 
 
-def test_url_credentials_are_decoded_and_plain_http_allowed(known_scheme: None) -> None:
+def test_url_credentials_are_decoded_and_plain_http_allowed() -> None:
     url = parse_email_url("postmark+http://tok%2Fen%40x@127.0.0.1:8025?stream=broadcast")
     provider = PostmarkProvider.from_url(url)
     assert provider.base_url == "http://127.0.0.1:8025"
@@ -135,7 +79,7 @@ def test_unknown_option_is_refused() -> None:
 
 
 def test_one_batch_request_with_each_readers_headers_and_metadata() -> None:
-    recorder = Recorder()
+    recorder = postmark_api()
     provider = make_provider(recorder, stream="broadcast")
     results = provider.send([make_message(1), make_message(2), make_message(3)])
     assert [(r.outcome, r.provider_message_id) for r in results] == [
@@ -148,7 +92,7 @@ def test_one_batch_request_with_each_readers_headers_and_metadata() -> None:
     assert request.headers["X-Postmark-Server-Token"] == TOKEN
     assert request.headers["Accept"] == "application/json"
     assert request.headers["Content-Type"] == "application/json"
-    batch = recorder.batch()
+    batch = recorder.json()
     assert [m["To"] for m in batch] == [f"Reader {n} <reader{n}@example.net>" for n in (1, 2, 3)]
     for n, element in enumerate(batch, start=1):
         assert element["From"] == "Topic News <news@example.org>"
@@ -166,7 +110,7 @@ def test_one_batch_request_with_each_readers_headers_and_metadata() -> None:
 
 
 def test_documented_batch_answer_is_read_in_order() -> None:
-    recorder = Recorder(httpx.Response(200, json=fixture("batch_response.json")))
+    recorder = postmark_api(httpx.Response(200, json=fixture("postmark", "batch_response.json")))
     results = make_provider(recorder).send([make_message(1), make_message(2)])
     assert [r.provider_message_id for r in results] == [
         "b7bc2f4a-e38e-4336-af7d-e6c392c2f817",
@@ -175,16 +119,18 @@ def test_documented_batch_answer_is_read_in_order() -> None:
 
 
 def test_tag_from_message_kind_or_url_and_text_only_message() -> None:
-    recorder = Recorder()
+    recorder = postmark_api()
     provider = make_provider(recorder, tag="digest")
     provider.send([make_message(1), make_message(2, metadata={"kind": "confirm"}, html=None)])
-    first, second = recorder.batch()
+    first, second = recorder.json()
     assert (first["Tag"], second["Tag"]) == ("digest", "confirm")
     assert "HtmlBody" not in second and "MessageStream" not in second
 
 
 def test_per_message_error_codes() -> None:
-    recorder = Recorder(httpx.Response(200, json=fixture("batch_response_with_errors.json")))
+    recorder = postmark_api(
+        httpx.Response(200, json=fixture("postmark", "batch_response_with_errors.json"))
+    )
     results = make_provider(recorder).send([make_message(n) for n in range(1, 7)])
     assert outcomes(results) == [
         Outcome.SENT,
@@ -213,19 +159,21 @@ def test_per_message_error_codes() -> None:
 )
 def test_request_level_answers(status: int, body: str | None, expected: Outcome) -> None:
     answer = (
-        httpx.Response(status, json=fixture(body))
+        httpx.Response(status, json=fixture("postmark", body))
         if body
         else httpx.Response(status, text="Request Entity Too Large")
     )
-    results = make_provider(Recorder(answer)).send([make_message(1), make_message(2)])
+    results = make_provider(postmark_api(answer)).send([make_message(1), make_message(2)])
     assert outcomes(results) == [expected, expected]
     assert f"HTTP {status}" in results[0].detail
     assert TOKEN not in results[0].detail
 
 
 def test_rate_limited_batch_waits_as_told() -> None:
-    answer = httpx.Response(429, json=fixture("error_429.json"), headers={"Retry-After": "30"})
-    results = make_provider(Recorder(answer)).send([make_message(1), make_message(2)])
+    answer = httpx.Response(
+        429, json=fixture("postmark", "error_429.json"), headers={"Retry-After": "30"}
+    )
+    results = make_provider(postmark_api(answer)).send([make_message(1), make_message(2)])
     assert [(r.outcome, r.retry_after) for r in results] == [(Outcome.TEMPORARY, 30.0)] * 2
 
 
@@ -234,22 +182,22 @@ def test_406_for_a_single_message_request_is_the_readers() -> None:
         "ErrorCode": 406,
         "Message": "You tried to send to a recipient that has been marked as inactive.",
     }
-    (result,) = make_provider(Recorder(httpx.Response(422, json=body))).send([make_message()])
+    (result,) = make_provider(postmark_api(httpx.Response(422, json=body))).send([make_message()])
     assert result.outcome is Outcome.RECIPIENT_PERMANENT
-    two = make_provider(Recorder(httpx.Response(422, json=body))).send(
+    two = make_provider(postmark_api(httpx.Response(422, json=body))).send(
         [make_message(1), make_message(2)]
     )
     assert outcomes(two) == [Outcome.REQUEST_WRONG] * 2  # which reader it was is not known
 
 
 def test_batch_limit_is_500() -> None:
-    recorder = Recorder()
+    recorder = postmark_api()
     provider = make_provider(recorder)
     with pytest.raises(ValueError, match="over the limit of 500"):
         provider.send([make_message(n) for n in range(501)])
     assert recorder.requests == []
     assert len(provider.send([make_message(n) for n in range(500)])) == 500
-    assert len(recorder.requests) == 1 and len(recorder.batch()) == 500
+    assert len(recorder.requests) == 1 and len(recorder.json()) == 500
 
 
 @pytest.mark.parametrize(
@@ -267,7 +215,7 @@ def test_transport_errors(error: type[httpx.TransportError], expected: Outcome) 
     def fail(request: httpx.Request) -> httpx.Response:
         raise error("boom", request=request)
 
-    results = make_provider(Recorder(fail)).send([make_message(1), make_message(2)])
+    results = make_provider(postmark_api(fail)).send([make_message(1), make_message(2)])
     assert outcomes(results) == [expected, expected]
     assert results[0].provider_message_id is None
 
@@ -275,12 +223,12 @@ def test_transport_errors(error: type[httpx.TransportError], expected: Outcome) 
 def test_unreadable_success_answer_is_unknown() -> None:
     answers = [httpx.Response(200, text="<html>"), httpx.Response(200, json=[{"ErrorCode": 0}])]
     for answer in answers:
-        results = make_provider(Recorder(answer)).send([make_message(1), make_message(2)])
+        results = make_provider(postmark_api(answer)).send([make_message(1), make_message(2)])
         assert outcomes(results) == [Outcome.UNKNOWN, Outcome.UNKNOWN]
 
 
 def test_a_malformed_message_fails_alone() -> None:
-    recorder = Recorder()
+    recorder = postmark_api()
     bad = make_message(2, subject="x\nBcc: victim@example.com")
     reserved = make_message(3, headers={"From": "evil@example.com"})
     results = make_provider(recorder).send([make_message(1), bad, reserved, make_message(4)])
@@ -291,7 +239,7 @@ def test_a_malformed_message_fails_alone() -> None:
         Outcome.SENT,
     ]
     assert [r.provider_message_id for r in results if r.outcome is Outcome.SENT] == ["id-0", "id-1"]
-    assert [m["To"] for m in recorder.batch()] == [
+    assert [m["To"] for m in recorder.json()] == [
         "Reader 1 <reader1@example.net>",
         "Reader 4 <reader4@example.net>",
     ]
@@ -331,7 +279,7 @@ def call(record: Any, headers: dict[str, str] | None = None) -> WebhookRequest:
 
 
 def test_basic_auth_is_accepted() -> None:
-    PostmarkProvider.verify_webhook(call(fixture("webhook_delivery.json")), CONFIG)
+    PostmarkProvider.verify_webhook(call(fixture("postmark", "webhook_delivery.json")), CONFIG)
 
 
 @pytest.mark.parametrize(
@@ -346,19 +294,21 @@ def test_basic_auth_is_accepted() -> None:
 )
 def test_missing_or_wrong_credentials_are_rejected(headers: dict[str, str], status: int) -> None:
     with pytest.raises(WebhookRejected) as rejected:
-        PostmarkProvider.verify_webhook(call(fixture("webhook_delivery.json"), headers), CONFIG)
+        PostmarkProvider.verify_webhook(
+            call(fixture("postmark", "webhook_delivery.json"), headers), CONFIG
+        )
     assert rejected.value.status == status
 
 
 def test_unconfigured_webhook_is_rejected() -> None:
     config = WebhookConfig(secret=None, now=CONFIG.now)
     with pytest.raises(WebhookRejected) as rejected:
-        PostmarkProvider.verify_webhook(call(fixture("webhook_delivery.json")), config)
+        PostmarkProvider.verify_webhook(call(fixture("postmark", "webhook_delivery.json")), config)
     assert rejected.value.status == 403
 
 
 def test_bounce_event() -> None:
-    (event,) = PostmarkProvider.parse_events(call(fixture("webhook_bounce.json")))
+    (event,) = PostmarkProvider.parse_events(call(fixture("postmark", "webhook_bounce.json")))
     assert event.type is EventType.BOUNCED
     assert event.event_id == "Bounce:4323372036854775807"
     assert event.email == "john@example.com"
@@ -380,14 +330,14 @@ def test_bounce_event() -> None:
     ],
 )
 def test_documented_records(name: str, type_: EventType, email: str) -> None:
-    (event,) = PostmarkProvider.parse_events(call(fixture(name)))
+    (event,) = PostmarkProvider.parse_events(call(fixture("postmark", name)))
     assert (event.provider, event.type, event.email) == ("postmark", type_, email)
     assert event.occurred_at.tzinfo is not None
-    assert event.event_id.startswith(fixture(name)["RecordType"] + ":")
+    assert event.event_id.startswith(fixture("postmark", name)["RecordType"] + ":")
 
 
 def test_delivery_links_to_its_delivery_and_keeps_its_id_across_retries() -> None:
-    record = fixture("webhook_delivery.json")
+    record = fixture("postmark", "webhook_delivery.json")
     (first,) = PostmarkProvider.parse_events(call(record))
     (again,) = PostmarkProvider.parse_events(call(dict(reversed(record.items()))))
     (other,) = PostmarkProvider.parse_events(call({**record, "Recipient": "jane@example.com"}))
@@ -408,7 +358,7 @@ def test_delivery_links_to_its_delivery_and_keeps_its_id_across_retries() -> Non
     ],
 )
 def test_bounce_types(bounce_type: str, expected: EventType) -> None:
-    record = {**fixture("webhook_bounce.json"), "Type": bounce_type}
+    record = {**fixture("postmark", "webhook_bounce.json"), "Type": bounce_type}
     (event,) = PostmarkProvider.parse_events(call(record))
     assert event.type is expected
 
@@ -424,7 +374,7 @@ def test_bounce_types(bounce_type: str, expected: EventType) -> None:
 )
 def test_subscription_changes(suppress: bool, reason: str | None, expected: EventType) -> None:
     record = {
-        **fixture("webhook_subscription_change.json"),
+        **fixture("postmark", "webhook_subscription_change.json"),
         "SuppressSending": suppress,
         "SuppressionReason": reason,
     }
@@ -439,7 +389,9 @@ def test_subscription_changes(suppress: bool, reason: str | None, expected: Even
         b"[]",
         b'{"ID": 1}',
         json.dumps({"RecordType": "Bounce", "ID": 1, "Email": "a@example.org"}).encode(),
-        json.dumps({**fixture("webhook_delivery.json"), "DeliveredAt": "yesterday"}).encode(),
+        json.dumps(
+            {**fixture("postmark", "webhook_delivery.json"), "DeliveredAt": "yesterday"}
+        ).encode(),
     ],
 )
 def test_malformed_bodies_are_400(body: bytes) -> None:
@@ -450,7 +402,7 @@ def test_malformed_bodies_are_400(body: bytes) -> None:
 
 def test_a_batch_over_50_mb_is_split_into_requests_under_it() -> None:
     """500 messages of ~150 KB (~75 MB of JSON): two requests, each under Postmark's 50 MB."""
-    recorder = Recorder()
+    recorder = postmark_api()
     provider = make_provider(recorder)
     html = "<p>" + "Привет, мир & <b>x</b> " * 6_000 + "</p>"  # ~150 KB as UTF-8 JSON
     batch = [make_message(n, html=html) for n in range(500)]
@@ -460,27 +412,27 @@ def test_a_batch_over_50_mb_is_split_into_requests_under_it() -> None:
     assert len(sizes) == 2 and sum(sizes) > PostmarkProvider.max_request_bytes
     assert all(size <= PostmarkProvider.max_request_bytes for size in sizes)
     # Every message once, in order, and each result from its own request's answer.
-    sent = [m["To"] for i in range(2) for m in recorder.batch(i)]
+    sent = [m["To"] for i in range(2) for m in recorder.json(i)]
     assert sent == [f"Reader {n} <reader{n}@example.net>" for n in range(500)]
-    first = len(recorder.batch(0))
+    first = len(recorder.json(0))
     assert results[first].provider_message_id == "id-0"
 
 
 def test_after_a_refused_part_of_a_split_batch_the_rest_is_not_sent() -> None:
-    recorder = Recorder(httpx.Response(429, json={"ErrorCode": 429, "Message": "Rate limit"}))
+    recorder = postmark_api(httpx.Response(429, json={"ErrorCode": 429, "Message": "Rate limit"}))
     provider = make_provider(recorder)
     provider.max_request_bytes = 3_000  # type: ignore[misc]  # two messages a request
     results = provider.send([make_message(n) for n in range(5)])
     assert len(recorder.requests) == 1
     assert outcomes(results) == [Outcome.TEMPORARY] * 5
-    assert all("not sent" in r.detail for r in results[len(recorder.batch(0)) :])
+    assert all("not sent" in r.detail for r in results[len(recorder.json(0)) :])
 
 
 def test_a_message_over_10_mb_fails_alone() -> None:
-    recorder = Recorder()
+    recorder = postmark_api()
     provider = make_provider(recorder)
     big = make_message(2, text="x" * 10_000_001)
     results = provider.send([make_message(1), big, make_message(3)])
     assert outcomes(results) == [Outcome.SENT, Outcome.REQUEST_WRONG, Outcome.SENT]
     assert "10,000,000" in results[1].detail
-    assert len(recorder.batch(0)) == 2
+    assert len(recorder.json(0)) == 2

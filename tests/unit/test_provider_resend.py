@@ -12,101 +12,62 @@ import hmac
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from subscriptions.emailurl import EmailURL
+from mail.emailurl import EmailURL
+from mail.providers.base import EmailMessage, Outcome
+from mail.providers.resend import ResendProvider
+from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 from subscriptions.errors import ConfigurationError
-from worker.providers.base import EmailMessage, Outcome
-from worker.providers.resend import ResendProvider
-from worker.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
+from tests.providers import Answer, Recorder, fixture, fixture_text, make_message, outcomes
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "resend"
-ERRORS: dict[str, dict[str, Any]] = json.loads((FIXTURES / "errors.json").read_text())
+ERRORS: dict[str, dict[str, Any]] = fixture("resend", "errors.json")
 SECRET = "whsec_" + base64.b64encode(b"a test signing key of 24b").decode()
 
 
-def fixture_text(name: str) -> str:
-    return (FIXTURES / name).read_text()
+def resend_api(*answers: Answer) -> Recorder:
+    """Resend's API: the scripted answers (the last one again), by default its documented success."""
+    return Recorder(*(answers or [httpx.Response(200, json=fixture("resend", "batch_ok.json"))]))
 
 
-def fixture(name: str) -> Any:
-    return json.loads(fixture_text(name))
+def resend(api: Recorder) -> ResendProvider:
+    return ResendProvider("re_test_key", transport=api.transport)
 
 
-def make_message(n: int = 1, **overrides: Any) -> EmailMessage:
-    """A newsletter message to reader n, with its unsubscribe headers and delivery id."""
-    fields: dict[str, Any] = {
-        "to": f"Reader {n} <reader{n}@example.net>",
-        "sender": "Topic News <news@example.org>",
-        "subject": f"Digest {n}",
-        "text": "Hello reader\n",
-        "html": "<p>Hello reader</p>",
-        "headers": {
-            "List-Unsubscribe": f"<https://news.example.org/u/tok{n}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
-        "metadata": {"delivery_id": str(40 + n)},
-        "idempotency_key": f"delivery-{40 + n}",
-    }
-    fields.update(overrides)
-    return EmailMessage(**fields)
-
-
-class FakeResend:
-    """Records requests and answers each with the next prepared response (or the last one)."""
-
-    def __init__(self, *answers: httpx.Response | Exception) -> None:
-        self.answers = list(answers) or [httpx.Response(200, json=fixture("batch_ok.json"))]
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def provider(self) -> ResendProvider:
-        return ResendProvider("re_test_key", transport=httpx.MockTransport(self))
-
-    def sent(self, index: int = -1) -> list[dict[str, Any]]:
-        body: list[dict[str, Any]] = json.loads(self.requests[index].content)
-        return body
+def keyed(n: int) -> EmailMessage:
+    """Reader n's message with the idempotency key the Sender gives its delivery."""
+    return make_message(n, idempotency_key=f"delivery-{100 + n}")
 
 
 def ok(count: int) -> httpx.Response:
     return httpx.Response(200, json={"data": [{"id": f"id-{i}"} for i in range(count)]})
 
 
-def outcomes(results: list[Any]) -> list[Outcome]:
-    return [result.outcome for result in results]
-
-
 def test_batch_request_shape() -> None:
-    fake = FakeResend()
-    results = fake.provider().send([make_message(1), make_message(2)])
+    fake = resend_api()
+    results = resend(fake).send([make_message(1), make_message(2)])
     (request,) = fake.requests
     assert (request.method, str(request.url)) == ("POST", "https://api.resend.com/emails/batch")
     assert request.headers["authorization"] == "Bearer re_test_key"
     assert request.headers["content-type"] == "application/json"
     assert request.headers["x-batch-validation"] == "permissive"
-    first, second = fake.sent()
+    first, second = fake.json(-1)
     assert first == {
         "from": "Topic News <news@example.org>",
         "to": ["Reader 1 <reader1@example.net>"],
-        "subject": "Digest 1",
+        "subject": "Weekly digest",
         "text": "Hello reader\n",
         "html": "<p>Hello reader</p>",
         "headers": {
             "List-Unsubscribe": "<https://news.example.org/u/tok1>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "X-Newsletter-Delivery-Id": "41",
+            "List-Id": "Weekly <weekly.news.example.org>",
+            "X-Newsletter-Delivery-Id": "101",
         },
-        "tags": [{"name": "delivery_id", "value": "41"}],
+        "tags": [{"name": "delivery_id", "value": "101"}],
     }
     assert second["headers"]["List-Unsubscribe"] == "<https://news.example.org/u/tok2>"
     assert [(r.outcome, r.provider_message_id) for r in results] == [
@@ -116,29 +77,29 @@ def test_batch_request_shape() -> None:
 
 
 def test_text_only_message_and_idn_domain() -> None:
-    fake = FakeResend(ok(1))
-    fake.provider().send([make_message(html=None, to="zoe@bücher.example", metadata={})])
-    (email,) = fake.sent()
+    fake = resend_api(ok(1))
+    resend(fake).send([make_message(html=None, to="zoe@bücher.example", metadata={})])
+    (email,) = fake.json(-1)
     assert "html" not in email and "tags" not in email
     assert email["to"] == ["zoe@xn--bcher-kva.example"]
 
 
 def test_tags_skip_values_resend_would_refuse() -> None:
-    fake = FakeResend(ok(1))
+    fake = resend_api(ok(1))
     metadata = {"delivery_id": "7", "topic": "space news"}
-    fake.provider().send([make_message(metadata=metadata)])
-    (email,) = fake.sent()
+    resend(fake).send([make_message(metadata=metadata)])
+    (email,) = fake.json(-1)
     assert email["tags"] == [{"name": "delivery_id", "value": "7"}]
     assert email["headers"]["X-Newsletter-Topic"] == "space news"
 
 
 def test_idempotency_key_is_stable_for_the_same_deliveries() -> None:
-    fake = FakeResend(ok(2))
-    provider = fake.provider()
-    provider.send([make_message(1), make_message(2)])
-    provider.send([make_message(1), make_message(2)])
-    provider.send([make_message(2), make_message(1)])  # the same deliveries, in another order
-    provider.send([make_message(1), make_message(3)])
+    fake = resend_api(ok(2))
+    provider = resend(fake)
+    provider.send([keyed(1), keyed(2)])
+    provider.send([keyed(1), keyed(2)])
+    provider.send([keyed(2), keyed(1)])  # the same deliveries, in another order
+    provider.send([keyed(1), keyed(3)])
     keys = [request.headers["idempotency-key"] for request in fake.requests]
     assert keys[0] == keys[1] == keys[2]
     assert keys[3] != keys[0]
@@ -146,8 +107,8 @@ def test_idempotency_key_is_stable_for_the_same_deliveries() -> None:
 
 
 def test_without_idempotency_keys_the_body_decides() -> None:
-    fake = FakeResend(ok(1))
-    provider = fake.provider()
+    fake = resend_api(ok(1))
+    provider = resend(fake)
     for subject in ("A", "A", "B"):
         provider.send([make_message(idempotency_key=None, subject=subject)])
     keys = [request.headers["idempotency-key"] for request in fake.requests]
@@ -155,8 +116,8 @@ def test_without_idempotency_keys_the_body_decides() -> None:
 
 
 def test_permissive_errors_are_per_message() -> None:
-    fake = FakeResend(httpx.Response(200, json=fixture("batch_permissive.json")))
-    results = fake.provider().send([make_message(n) for n in (1, 2, 3)])
+    fake = resend_api(httpx.Response(200, json=fixture("resend", "batch_permissive.json")))
+    results = resend(fake).send([make_message(n) for n in (1, 2, 3)])
     assert outcomes(results) == [Outcome.SENT, Outcome.SENT, Outcome.REQUEST_WRONG]
     assert results[1].provider_message_id == "faccb7a5-8a28-4e9a-ac64-8da1cc3bc1cb"
     assert results[2].detail == "The `to` field is missing."
@@ -164,8 +125,8 @@ def test_permissive_errors_are_per_message() -> None:
 
 def test_ids_skip_the_refused_index() -> None:
     answer = {"data": [{"id": "a"}, {"id": "c"}], "errors": [{"index": 1, "message": "bad"}]}
-    fake = FakeResend(httpx.Response(200, json=answer))
-    results = fake.provider().send([make_message(n) for n in (1, 2, 3)])
+    fake = resend_api(httpx.Response(200, json=answer))
+    results = resend(fake).send([make_message(n) for n in (1, 2, 3)])
     assert [(r.outcome, r.provider_message_id) for r in results] == [
         (Outcome.SENT, "a"),
         (Outcome.REQUEST_WRONG, None),
@@ -182,8 +143,8 @@ def test_ids_skip_the_refused_index() -> None:
     ],
 )
 def test_an_answer_that_cannot_be_paired_is_unknown(answer: httpx.Response) -> None:
-    fake = FakeResend(answer)
-    results = fake.provider().send([make_message(1), make_message(2)])
+    fake = resend_api(answer)
+    results = resend(fake).send([make_message(1), make_message(2)])
     assert outcomes(results) == [Outcome.UNKNOWN, Outcome.UNKNOWN]
 
 
@@ -212,8 +173,8 @@ def test_every_documented_error_has_an_expected_outcome() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED_OUTCOMES))
 def test_error_outcomes(name: str) -> None:
     error = ERRORS[name]
-    fake = FakeResend(httpx.Response(error["status"], json=error["body"]))
-    results = fake.provider().send([make_message(1), make_message(2)])
+    fake = resend_api(httpx.Response(error["status"], json=error["body"]))
+    results = resend(fake).send([make_message(1), make_message(2)])
     assert outcomes(results) == [EXPECTED_OUTCOMES[name]] * 2
     assert name in results[0].detail and str(error["status"]) in results[0].detail
 
@@ -221,15 +182,15 @@ def test_error_outcomes(name: str) -> None:
 def test_rate_limit_carries_the_wait() -> None:
     error = ERRORS["rate_limit_exceeded"]
     headers = {"retry-after": "3", "ratelimit-reset": "1", "ratelimit-remaining": "0"}
-    fake = FakeResend(httpx.Response(429, json=error["body"], headers=headers))
-    (result,) = fake.provider().send([make_message()])
+    fake = resend_api(httpx.Response(429, json=error["body"], headers=headers))
+    (result,) = resend(fake).send([make_message()])
     assert (result.outcome, result.retry_after) == (Outcome.TEMPORARY, 3.0)
 
 
 def test_rate_limit_reset_alone_is_used_too() -> None:
     error = ERRORS["rate_limit_exceeded"]
-    fake = FakeResend(httpx.Response(429, json=error["body"], headers={"ratelimit-reset": "2"}))
-    (result,) = fake.provider().send([make_message()])
+    fake = resend_api(httpx.Response(429, json=error["body"], headers={"ratelimit-reset": "2"}))
+    (result,) = resend(fake).send([make_message()])
     assert result.retry_after == 2.0
 
 
@@ -238,8 +199,8 @@ def test_rate_limit_reset_alone_is_used_too() -> None:
     [(502, Outcome.TEMPORARY), (503, Outcome.TEMPORARY), (413, Outcome.REQUEST_WRONG)],
 )
 def test_non_json_error_pages(status: int, expected: Outcome) -> None:
-    fake = FakeResend(httpx.Response(status, text="<html>Bad gateway</html>"))
-    (result,) = fake.provider().send([make_message()])
+    fake = resend_api(httpx.Response(status, text="<html>Bad gateway</html>"))
+    (result,) = resend(fake).send([make_message()])
     assert result.outcome is expected
     assert str(status) in result.detail
 
@@ -257,15 +218,15 @@ def test_non_json_error_pages(status: int, expected: Outcome) -> None:
     ],
 )
 def test_transport_failures(error: Exception, expected: Outcome) -> None:
-    fake = FakeResend(error)
-    results = fake.provider().send([make_message(1), make_message(2)])
+    fake = resend_api(error)
+    results = resend(fake).send([make_message(1), make_message(2)])
     assert outcomes(results) == [expected, expected]
     assert type(error).__name__ in results[0].detail
 
 
 def test_resending_after_an_unknown_outcome_uses_the_same_key() -> None:
-    fake = FakeResend(httpx.ReadTimeout("timed out"), ok(2))
-    provider = fake.provider()
+    fake = resend_api(httpx.ReadTimeout("timed out"), ok(2))
+    provider = resend(fake)
     batch = [make_message(1), make_message(2)]
     assert outcomes(provider.send(batch)) == [Outcome.UNKNOWN] * 2
     assert outcomes(provider.send(batch)) == [Outcome.SENT] * 2
@@ -275,23 +236,26 @@ def test_resending_after_an_unknown_outcome_uses_the_same_key() -> None:
 
 
 def test_a_message_that_cannot_be_built_fails_alone() -> None:
-    fake = FakeResend(ok(2))
+    fake = resend_api(ok(2))
     batch = [make_message(1), make_message(2, subject="x\nBcc: v@example.com"), make_message(3)]
-    results = fake.provider().send(batch)
+    results = resend(fake).send(batch)
     assert outcomes(results) == [Outcome.SENT, Outcome.REQUEST_WRONG, Outcome.SENT]
-    assert [email["subject"] for email in fake.sent()] == ["Digest 1", "Digest 3"]
+    assert [email["to"] for email in fake.json(-1)] == [
+        ["Reader 1 <reader1@example.net>"],
+        ["Reader 3 <reader3@example.net>"],
+    ]
 
 
 def test_no_request_when_every_message_is_bad() -> None:
-    fake = FakeResend()
-    results = fake.provider().send([make_message(to="not an address")])
+    fake = resend_api()
+    results = resend(fake).send([make_message(to="not an address")])
     assert outcomes(results) == [Outcome.REQUEST_WRONG]
     assert fake.requests == []
 
 
 def test_batch_limit() -> None:
-    fake = FakeResend(ok(100))
-    provider = fake.provider()
+    fake = resend_api(ok(100))
+    provider = resend(fake)
     assert outcomes(provider.send([make_message(n) for n in range(100)])) == [Outcome.SENT] * 100
     assert len(fake.requests) == 1
     with pytest.raises(ValueError, match="limit of 100"):
@@ -361,25 +325,25 @@ def rejected_status(request: WebhookRequest, webhook_config: WebhookConfig) -> i
 
 
 def test_svix_documentation_example_verifies() -> None:
-    example = fixture("svix_example.json")
+    example = fixture("resend", "svix_example.json")
     request = WebhookRequest(headers=example["headers"], body=example["payload"].encode())
     ResendProvider.verify_webhook(request, config(now=1614265330, secret=example["secret"]))
 
 
 def test_svix_documentation_example_with_another_body_is_forged() -> None:
-    example = fixture("svix_example.json")
+    example = fixture("resend", "svix_example.json")
     request = WebhookRequest(headers=example["headers"], body=b'{"test": 2432232315}')
     assert rejected_status(request, config(now=1614265330, secret=example["secret"])) == 401
 
 
 def test_signed_event_verifies_also_with_white_labelled_headers() -> None:
-    body = fixture_text("webhook_email_delivered.json")
+    body = fixture_text("resend", "webhook_email_delivered.json")
     ResendProvider.verify_webhook(svix_request(body), config())
     ResendProvider.verify_webhook(svix_request(body, prefix="webhook"), config())
 
 
 def test_any_listed_v1_signature_may_match() -> None:
-    request = svix_request(fixture_text("webhook_email_delivered.json"))
+    request = svix_request(fixture_text("resend", "webhook_email_delivered.json"))
     good = request.headers["svix-signature"]
     headers = {**request.headers, "svix-signature": f"v1,bm90IGl0 v2,abc {good}"}
     ResendProvider.verify_webhook(WebhookRequest(headers=headers, body=request.body), config())
@@ -387,19 +351,21 @@ def test_any_listed_v1_signature_may_match() -> None:
 
 def test_signature_with_another_secret_is_forged() -> None:
     other = "whsec_" + base64.b64encode(b"someone else's key").decode()
-    request = svix_request(fixture_text("webhook_email_bounced.json"), secret=other)
+    request = svix_request(fixture_text("resend", "webhook_email_bounced.json"), secret=other)
     assert rejected_status(request, config()) == 401
 
 
 def test_signature_over_another_id_is_forged() -> None:
-    request = svix_request(fixture_text("webhook_email_bounced.json"))
+    request = svix_request(fixture_text("resend", "webhook_email_bounced.json"))
     headers = {**request.headers, "svix-id": "msg_other"}
     assert rejected_status(WebhookRequest(headers=headers, body=request.body), config()) == 401
 
 
 @pytest.mark.parametrize("offset", [301, -301, 86400])
 def test_stale_or_future_timestamps_are_refused(offset: float) -> None:
-    request = svix_request(fixture_text("webhook_email_delivered.json"), timestamp=NOW - offset)
+    request = svix_request(
+        fixture_text("resend", "webhook_email_delivered.json"), timestamp=NOW - offset
+    )
     assert rejected_status(request, config()) == 401
 
 
@@ -412,7 +378,7 @@ def test_stale_or_future_timestamps_are_refused(offset: float) -> None:
     ],
 )
 def test_malformed_headers_are_bad_requests(change: Callable[[dict[str, str]], object]) -> None:
-    request = svix_request(fixture_text("webhook_email_delivered.json"))
+    request = svix_request(fixture_text("resend", "webhook_email_delivered.json"))
     headers = dict(request.headers)
     change(headers)
     assert rejected_status(WebhookRequest(headers=headers, body=request.body), config()) == 400
@@ -420,7 +386,7 @@ def test_malformed_headers_are_bad_requests(change: Callable[[dict[str, str]], o
 
 @pytest.mark.parametrize("secret", [None, "", "whsec_%%%"])
 def test_missing_or_malformed_secret_is_a_configuration_error(secret: str | None) -> None:
-    request = svix_request(fixture_text("webhook_email_delivered.json"))
+    request = svix_request(fixture_text("resend", "webhook_email_delivered.json"))
     with pytest.raises(ConfigurationError, match="resend webhook"):
         ResendProvider.verify_webhook(request, config(secret=secret))
 
@@ -439,7 +405,7 @@ def test_missing_or_malformed_secret_is_a_configuration_error(secret: str | None
     ],
 )
 def test_parse_events(name: str, expected: EventType, delivery_id: int | None) -> None:
-    request = svix_request(fixture_text(name), message_id="msg_abc")
+    request = svix_request(fixture_text("resend", name), message_id="msg_abc")
     (event,) = ResendProvider.parse_events(request)
     assert event.provider == "resend"
     assert event.event_id == "msg_abc"
@@ -448,19 +414,19 @@ def test_parse_events(name: str, expected: EventType, delivery_id: int | None) -
     assert event.provider_message_id == "56761188-7520-42d8-8898-ff6fc54ce618"
     assert event.delivery_id == delivery_id
     assert event.occurred_at == datetime(2024, 11, 22, 23, 41, 12, 126000, tzinfo=UTC)
-    assert event.raw["type"] == fixture(name)["type"]
+    assert event.raw["type"] == fixture("resend", name)["type"]
 
 
 def test_event_details() -> None:
-    bounced = svix_request(fixture_text("webhook_email_bounced.json"))
-    suppressed = svix_request(fixture_text("webhook_email_suppressed.json"))
+    bounced = svix_request(fixture_text("resend", "webhook_email_bounced.json"))
+    suppressed = svix_request(fixture_text("resend", "webhook_email_suppressed.json"))
     assert "Permanent/Suppressed" in ResendProvider.parse_events(bounced)[0].detail
     detail = ResendProvider.parse_events(suppressed)[0].detail
     assert detail.startswith("suppressed: OnAccountSuppressionList: Resend has suppressed")
 
 
 def test_events_for_several_recipients_get_distinct_ids() -> None:
-    payload = fixture("webhook_email_delivered.json")
+    payload = fixture("resend", "webhook_email_delivered.json")
     payload["data"]["to"] = ["a@example.net", "b@example.net"]
     events = ResendProvider.parse_events(svix_request(json.dumps(payload), message_id="msg_1"))
     assert [(e.event_id, e.email) for e in events] == [
@@ -470,7 +436,7 @@ def test_events_for_several_recipients_get_distinct_ids() -> None:
 
 
 def test_events_about_no_email_give_nothing() -> None:
-    request = svix_request(fixture_text("webhook_domain_created.json"))
+    request = svix_request(fixture_text("resend", "webhook_domain_created.json"))
     assert ResendProvider.parse_events(request) == []
 
 
@@ -499,7 +465,7 @@ def test_malformed_events_are_bad_requests(body: str) -> None:
     ],
 )
 def test_suppressed_event_is_typed_by_its_reason(reason: str | None, expected: EventType) -> None:
-    payload = fixture("webhook_email_suppressed.json")
+    payload = fixture("resend", "webhook_email_suppressed.json")
     if reason is not None:
         payload["data"]["suppressed"]["reason"] = reason
     (event,) = ResendProvider.parse_events(svix_request(json.dumps(payload)))

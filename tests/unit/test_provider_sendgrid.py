@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,60 +13,22 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from subscriptions import emailurl
-from subscriptions.emailurl import EmailURL, parse_email_url
+from mail.emailurl import EmailURL, parse_email_url
+from mail.providers.base import Outcome
+from mail.providers.sendgrid import SendgridProvider
+from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 from subscriptions.errors import ConfigurationError
-from worker.providers.base import EmailMessage, Outcome, SendResult
-from worker.providers.sendgrid import SendgridProvider
-from worker.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
+from tests.providers import (
+    Answer,
+    Recorder,
+    fixture,
+    fixture_text,
+    make_message,
+    outcomes,
+    own_body,
+)
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "sendgrid"
 API_KEY = "SG.k3y.s3cret"
-
-
-def fixture(name: str) -> Any:
-    """A documented SendGrid payload from tests/fixtures/providers/sendgrid."""
-    return json.loads((FIXTURES / name).read_text())
-
-
-def make_message(n: int = 1, **overrides: Any) -> EmailMessage:
-    """Reader n's copy of a digest: the same content, their own unsubscribe headers and delivery."""
-    fields: dict[str, Any] = {
-        "to": f"Reader {n} <reader{n}@example.net>",
-        "sender": "Topic News <news@example.org>",
-        "subject": "Weekly digest",
-        "text": "Hello reader\n",
-        "html": "<p>Hello reader</p>",
-        "headers": {
-            "List-Unsubscribe": f"<https://news.example.org/u/tok{n}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
-        "metadata": {"delivery_id": str(100 + n)},
-    }
-    fields.update(overrides)
-    return EmailMessage(**fields)
-
-
-def own_body(n: int) -> dict[str, str]:
-    """Reader n's body with their own links in it, as digests are."""
-    return {"text": f"Unsubscribe: https://news.example.org/u/tok{n}\n", "html": f"<a>tok{n}</a>"}
-
-
-class Recorder:
-    """An httpx.MockTransport handler that records requests and plays scripted answers."""
-
-    def __init__(self, *answers: httpx.Response | Callable[[httpx.Request], httpx.Response]):
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if self.answers else accepted(len(self.requests))
-        return answer(request) if callable(answer) else answer
-
-    def body(self, index: int = 0) -> dict[str, Any]:
-        body: dict[str, Any] = json.loads(self.requests[index].content)
-        return body
 
 
 def accepted(n: int = 1) -> httpx.Response:
@@ -76,25 +36,13 @@ def accepted(n: int = 1) -> httpx.Response:
     return httpx.Response(202, headers={"X-Message-Id": f"msg-{n}"})
 
 
+def sendgrid_api(*answers: Answer) -> Recorder:
+    """SendGrid's API: the scripted answers, then every request accepted."""
+    return Recorder(*answers, default=lambda _, n: accepted(n))
+
+
 def make_provider(recorder: Recorder, **options: Any) -> SendgridProvider:
     return SendgridProvider(API_KEY, transport=httpx.MockTransport(recorder), **options)
-
-
-def outcomes(results: list[SendResult]) -> list[Outcome]:
-    return [r.outcome for r in results]
-
-
-@pytest.fixture
-def known_scheme(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Let parse_email_url accept sendgrid:// before the scheme is registered."""
-    monkeypatch.setattr(
-        emailurl, "KNOWN_EMAIL_SCHEMES", (*emailurl.KNOWN_EMAIL_SCHEMES, "sendgrid")
-    )
-    monkeypatch.setattr(emailurl, "HTTP_API_SCHEMES", emailurl.HTTP_API_SCHEMES | {"sendgrid"})
-    yield
-
-
-# --- configuration -------------------------------------------------------------------------------
 
 
 def test_from_url_reads_key_and_host() -> None:
@@ -110,7 +58,7 @@ def test_from_url_reads_key_and_host() -> None:
     assert API_KEY not in repr(provider)
 
 
-def test_url_credentials_are_decoded_and_plain_http_allowed(known_scheme: None) -> None:
+def test_url_credentials_are_decoded_and_plain_http_allowed() -> None:
     provider = SendgridProvider.from_url(parse_email_url("sendgrid+http://SG.a%2Fb@127.0.0.1:9000"))
     assert provider.base_url == "http://127.0.0.1:9000"
     assert provider.client.headers["Authorization"] == "Bearer SG.a/b"
@@ -128,13 +76,13 @@ def test_missing_key_and_unknown_options_are_refused() -> None:
 
 
 def test_identical_content_is_sent_once_with_a_personalization_per_reader() -> None:
-    recorder = Recorder()
+    recorder = sendgrid_api()
     results = make_provider(recorder).send([make_message(n) for n in (1, 2, 3)])
     assert [(r.outcome, r.provider_message_id) for r in results] == [(Outcome.SENT, "msg-1")] * 3
     (request,) = recorder.requests
     assert (request.method, str(request.url)) == ("POST", "https://api.sendgrid.com/v3/mail/send")
     assert request.headers["Authorization"] == f"Bearer {API_KEY}"
-    body = recorder.body()
+    body = recorder.json()
     assert body["from"] == {"email": "news@example.org", "name": "Topic News"}
     assert body["subject"] == "Weekly digest"
     assert body["content"] == [
@@ -148,6 +96,7 @@ def test_identical_content_is_sent_once_with_a_personalization_per_reader() -> N
             "headers": {
                 "List-Unsubscribe": f"<https://news.example.org/u/tok{n}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                "List-Id": "Weekly <weekly.news.example.org>",
             },
             "custom_args": {"delivery_id": str(100 + n)},
         }
@@ -157,29 +106,29 @@ def test_identical_content_is_sent_once_with_a_personalization_per_reader() -> N
 
 
 def test_different_bodies_go_in_separate_requests_in_order() -> None:
-    recorder = Recorder()
+    recorder = sendgrid_api()
     provider = make_provider(recorder)
     batch = [make_message(1, **own_body(1)), make_message(2), make_message(3, **own_body(3))]
     batch.append(make_message(4))
     results = provider.send(batch)
     assert [r.provider_message_id for r in results] == ["msg-1", "msg-2", "msg-3", "msg-2"]
-    assert [len(recorder.body(i)["personalizations"]) for i in range(3)] == [1, 2, 1]
-    assert recorder.body(0)["content"][0]["value"] == own_body(1)["text"]
+    assert [len(recorder.json(i)["personalizations"]) for i in range(3)] == [1, 2, 1]
+    assert recorder.json(0)["content"][0]["value"] == own_body(1)["text"]
     assert provider.requests_for(batch) == 3  # what the rate limiter is charged: the requests made
 
 
 def test_an_address_repeated_with_the_same_content_goes_in_another_request() -> None:
-    recorder = Recorder()
+    recorder = sendgrid_api()
     twice = make_message(1, to="reader1@EXAMPLE.net", metadata={"delivery_id": "9"})
     results = make_provider(recorder).send([make_message(1), make_message(2), twice])
     assert [r.provider_message_id for r in results] == ["msg-1", "msg-1", "msg-2"]
-    assert recorder.body(1)["personalizations"][0]["custom_args"] == {"delivery_id": "9"}
+    assert recorder.json(1)["personalizations"][0]["custom_args"] == {"delivery_id": "9"}
 
 
 def test_tag_becomes_a_category_and_text_only_has_one_content() -> None:
-    recorder = Recorder()
+    recorder = sendgrid_api()
     make_provider(recorder, tag="digest").send([make_message(1, html=None, metadata={})])
-    body = recorder.body()
+    body = recorder.json()
     assert body["categories"] == ["digest"]
     assert body["content"] == [{"type": "text/plain", "value": "Hello reader\n"}]
     assert "custom_args" not in body["personalizations"][0]
@@ -197,12 +146,14 @@ def test_tag_becomes_a_category_and_text_only_has_one_content() -> None:
     ],
 )
 def test_refusals(status: int, body: str | None, expected: Outcome) -> None:
-    answer = httpx.Response(status, json=fixture(body)) if body else httpx.Response(status)
-    results = make_provider(Recorder(answer)).send([make_message(1), make_message(2)])
+    answer = (
+        httpx.Response(status, json=fixture("sendgrid", body)) if body else httpx.Response(status)
+    )
+    results = make_provider(sendgrid_api(answer)).send([make_message(1), make_message(2)])
     assert outcomes(results) == [expected, expected]
     assert f"SendGrid HTTP {status}" in results[0].detail
     if body:
-        assert fixture(body)["errors"][0]["message"] in results[0].detail
+        assert fixture("sendgrid", body)["errors"][0]["message"] in results[0].detail
     assert API_KEY not in results[0].detail
 
 
@@ -213,16 +164,18 @@ def test_429_waits_until_the_rate_limit_resets() -> None:
         "X-RateLimit-Remaining": "0",
         "X-RateLimit-Reset": str(reset),
     }
-    answer = httpx.Response(429, json=fixture("error_429.json"), headers=headers)
-    (result,) = make_provider(Recorder(answer)).send([make_message()])
+    answer = httpx.Response(429, json=fixture("sendgrid", "error_429.json"), headers=headers)
+    (result,) = make_provider(sendgrid_api(answer)).send([make_message()])
     assert result.outcome is Outcome.TEMPORARY
     assert result.retry_after is not None and 55 <= result.retry_after <= 61
     assert "too many requests" in result.detail
 
 
 def test_a_provider_wide_answer_stops_the_rest_of_the_batch() -> None:
-    answer = httpx.Response(429, json=fixture("error_429.json"), headers={"Retry-After": "20"})
-    recorder = Recorder(answer)
+    answer = httpx.Response(
+        429, json=fixture("sendgrid", "error_429.json"), headers={"Retry-After": "20"}
+    )
+    recorder = sendgrid_api(answer)
     batch = [make_message(n, **own_body(n)) for n in (1, 2, 3)]
     results = make_provider(recorder).send(batch)
     assert len(recorder.requests) == 1
@@ -231,7 +184,7 @@ def test_a_provider_wide_answer_stops_the_rest_of_the_batch() -> None:
 
 
 def test_a_bad_request_does_not_stop_the_others() -> None:
-    recorder = Recorder(httpx.Response(400, json=fixture("error_400.json")))
+    recorder = sendgrid_api(httpx.Response(400, json=fixture("sendgrid", "error_400.json")))
     batch = [make_message(n, **own_body(n)) for n in (1, 2, 3)]
     results = make_provider(recorder).send(batch)
     assert outcomes(results) == [Outcome.REQUEST_WRONG, Outcome.SENT, Outcome.SENT]
@@ -242,7 +195,7 @@ def test_no_answer_is_unknown_and_the_rest_is_not_sent() -> None:
     def timeout(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)
 
-    recorder = Recorder(accepted(1), timeout)
+    recorder = sendgrid_api(accepted(1), timeout)
     batch = [make_message(n, **own_body(n)) for n in (1, 2, 3)]
     results = make_provider(recorder).send(batch)
     assert outcomes(results) == [Outcome.SENT, Outcome.UNKNOWN, Outcome.TEMPORARY]
@@ -263,27 +216,27 @@ def test_transport_errors(error: type[httpx.TransportError], expected: Outcome) 
     def fail(request: httpx.Request) -> httpx.Response:
         raise error("boom", request=request)
 
-    results = make_provider(Recorder(fail)).send([make_message(1), make_message(2)])
+    results = make_provider(sendgrid_api(fail)).send([make_message(1), make_message(2)])
     assert outcomes(results) == [expected, expected]
 
 
 def test_batch_limit_is_1000_personalizations() -> None:
-    recorder = Recorder()
+    recorder = sendgrid_api()
     provider = make_provider(recorder)
     with pytest.raises(ValueError, match="over the limit of 1000"):
         provider.send([make_message(n) for n in range(1001)])
     assert recorder.requests == []
     provider.send([make_message(n) for n in range(1000)])
     assert len(recorder.requests) == 1
-    assert len(recorder.body()["personalizations"]) == 1000
+    assert len(recorder.json()["personalizations"]) == 1000
 
 
 def test_a_malformed_message_fails_alone() -> None:
-    recorder = Recorder()
+    recorder = sendgrid_api()
     bad = make_message(2, headers={"List-Id": "a\r\nBcc: victim@example.com"})
     results = make_provider(recorder).send([make_message(1), bad, make_message(3)])
     assert outcomes(results) == [Outcome.SENT, Outcome.REQUEST_WRONG, Outcome.SENT]
-    emails = [p["to"][0]["email"] for p in recorder.body()["personalizations"]]
+    emails = [p["to"][0]["email"] for p in recorder.json()["personalizations"]]
     assert emails == ["reader1@example.net", "reader3@example.net"]
 
 
@@ -316,11 +269,11 @@ def signed(
 
 
 def events_body() -> bytes:
-    return (FIXTURES / "events.json").read_bytes()
+    return fixture_text("sendgrid", "events.json").encode()
 
 
 def test_sendgrids_own_signed_vector_verifies() -> None:
-    vector = fixture("signed_sdk_vector.json")
+    vector = fixture("sendgrid", "signed_sdk_vector.json")
     request = WebhookRequest(
         headers={
             "x-twilio-email-event-webhook-signature": vector["signature"],

@@ -11,68 +11,36 @@ import email.parser
 import email.policy
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from subscriptions.emailurl import EmailURL
+from mail.emailurl import EmailURL
+from mail.providers import sigv4
+from mail.providers.base import Outcome
+from mail.providers.ses import SesProvider
+from mail.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 from subscriptions.errors import ConfigurationError
+from tests.providers import Answer, Recorder, fixture, make_message, outcomes
 from tests.unit.test_sns import SnsSigner, at, load_fixture
 from tests.webhooksigning import trust_sns_test_root
-from worker.providers import sigv4
-from worker.providers.base import EmailMessage, Outcome
-from worker.providers.ses import SesProvider
-from worker.providers.webhooks import EventType, WebhookConfig, WebhookRejected, WebhookRequest
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "ses"
-ERRORS: dict[str, dict[str, Any]] = json.loads((FIXTURES / "errors.json").read_text())
+ERRORS: dict[str, dict[str, Any]] = fixture("ses", "errors.json")
 CREDENTIALS = sigv4.Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 SENT_OK = load_fixture("send_email_ok.json")
 
 
-def make_message(n: int = 1, **overrides: Any) -> EmailMessage:
-    """A newsletter message to reader n, with its unsubscribe headers and delivery id."""
-    fields: dict[str, Any] = {
-        "to": f"Reader {n} <reader{n}@example.net>",
-        "sender": "Topic News <news@example.org>",
-        "subject": f"Digest {n}",
-        "text": "Hello reader\n",
-        "html": "<p>Hello reader</p>",
-        "headers": {
-            "List-Unsubscribe": f"<https://news.example.org/u/tok{n}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
-        "metadata": {"delivery_id": str(40 + n)},
-    }
-    fields.update(overrides)
-    return EmailMessage(**fields)
+def ses_api(*answers: Answer) -> Recorder:
+    """The SES API: the scripted answers (the last one again), by default a sent message."""
+    return Recorder(*(answers or [httpx.Response(200, json=SENT_OK)]))
 
 
-class FakeSes:
-    """Records requests and answers each with the next prepared response (or the last one)."""
-
-    def __init__(self, *answers: httpx.Response | Exception) -> None:
-        self.answers = list(answers) or [httpx.Response(200, json=SENT_OK)]
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def provider(self, **options: Any) -> SesProvider:
-        options.setdefault("credentials", CREDENTIALS)
-        options.setdefault("region", "us-east-1")
-        return SesProvider(transport=httpx.MockTransport(self), clock=lambda: NOW, **options)
-
-    def payload(self, index: int = -1) -> dict[str, Any]:
-        body: dict[str, Any] = json.loads(self.requests[index].content)
-        return body
+def ses(api: Recorder, **options: Any) -> SesProvider:
+    options.setdefault("credentials", CREDENTIALS)
+    options.setdefault("region", "us-east-1")
+    return SesProvider(transport=api.transport, clock=lambda: NOW, **options)
 
 
 def error_response(name: str) -> httpx.Response:
@@ -80,41 +48,37 @@ def error_response(name: str) -> httpx.Response:
     return httpx.Response(error["status"], json=error["body"], headers=error["headers"])
 
 
-def outcomes(results: list[Any]) -> list[Outcome]:
-    return [result.outcome for result in results]
-
-
 def test_send_email_request_shape() -> None:
-    fake = FakeSes()
-    (result,) = fake.provider(configuration_set="newsletter").send([make_message()])
+    fake = ses_api()
+    (result,) = ses(fake, configuration_set="newsletter").send([make_message()])
     (request,) = fake.requests
     assert request.method == "POST"
     assert str(request.url) == "https://email.us-east-1.amazonaws.com/v2/email/outbound-emails"
     assert request.headers["content-type"] == "application/json"
-    payload = fake.payload()
+    payload = fake.json(-1)
     assert payload["Destination"] == {"ToAddresses": ["reader1@example.net"]}
-    assert payload["EmailTags"] == [{"Name": "delivery_id", "Value": "41"}]
+    assert payload["EmailTags"] == [{"Name": "delivery_id", "Value": "101"}]
     assert payload["ConfigurationSetName"] == "newsletter"
     assert (result.outcome, result.provider_message_id) == (Outcome.SENT, SENT_OK["MessageId"])
 
 
 def test_raw_content_carries_the_readers_headers() -> None:
-    fake = FakeSes()
-    fake.provider().send([make_message(3)])
-    raw = base64.b64decode(fake.payload()["Content"]["Raw"]["Data"])
+    fake = ses_api()
+    ses(fake).send([make_message(3)])
+    raw = base64.b64decode(fake.json(-1)["Content"]["Raw"]["Data"])
     assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
     parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes(raw)
     assert parsed["To"] == "Reader 3 <reader3@example.net>"
     assert parsed["List-Unsubscribe"] == "<https://news.example.org/u/tok3>"
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert parsed["X-Newsletter-Delivery-Id"] == "43"
+    assert parsed["X-Newsletter-Delivery-Id"] == "103"
     html = parsed.get_body(("html",))
     assert html is not None and html.get_content().strip() == "<p>Hello reader</p>"
 
 
 def test_request_is_sigv4_signed_and_verifiable() -> None:
-    fake = FakeSes()
-    fake.provider().send([make_message()])
+    fake = ses_api()
+    ses(fake).send([make_message()])
     (request,) = fake.requests
     assert request.headers["x-amz-date"] == "20260102T030405Z"
     authorization = request.headers["authorization"]
@@ -136,8 +100,8 @@ def test_request_is_sigv4_signed_and_verifiable() -> None:
 
 
 def test_another_body_would_not_match_the_signature() -> None:
-    fake = FakeSes()
-    fake.provider().send([make_message()])
+    fake = ses_api()
+    ses(fake).send([make_message()])
     (request,) = fake.requests
     recomputed = sigv4.sign(
         "POST",
@@ -153,9 +117,9 @@ def test_another_body_would_not_match_the_signature() -> None:
 
 
 def test_session_token_is_sent_and_signed() -> None:
-    fake = FakeSes()
+    fake = ses_api()
     credentials = sigv4.Credentials("ASIAEXAMPLE", "secret", "session-token")
-    fake.provider(credentials=credentials).send([make_message()])
+    ses(fake, credentials=credentials).send([make_message()])
     (request,) = fake.requests
     assert request.headers["x-amz-security-token"] == "session-token"
     assert (
@@ -165,10 +129,10 @@ def test_session_token_is_sent_and_signed() -> None:
 
 
 def test_one_call_per_message() -> None:
-    fake = FakeSes(*(httpx.Response(200, json={"MessageId": f"m{i}"}) for i in range(3)))
-    results = fake.provider().send([make_message(n) for n in (1, 2, 3)])
+    fake = ses_api(*(httpx.Response(200, json={"MessageId": f"m{i}"}) for i in range(3)))
+    results = ses(fake).send([make_message(n) for n in (1, 2, 3)])
     assert [r.provider_message_id for r in results] == ["m0", "m1", "m2"]
-    sent_to = [fake.payload(i)["Destination"]["ToAddresses"] for i in range(3)]
+    sent_to = [fake.json(i)["Destination"]["ToAddresses"] for i in range(3)]
     assert sent_to == [["reader1@example.net"], ["reader2@example.net"], ["reader3@example.net"]]
 
 
@@ -194,26 +158,26 @@ def test_every_error_fixture_has_an_expected_outcome() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_OUTCOMES))
 def test_error_outcomes(name: str) -> None:
-    fake = FakeSes(error_response(name))
-    (result,) = fake.provider().send([make_message()])
+    fake = ses_api(error_response(name))
+    (result,) = ses(fake).send([make_message()])
     assert result.outcome is EXPECTED_OUTCOMES[name]
     assert ERRORS[name]["body"]["message"][:20] in result.detail
 
 
 def test_error_type_from_the_body_when_no_header() -> None:
     body = {"__type": "com.amazonaws.sesv2#MessageRejected", "message": "virus"}
-    fake = FakeSes(httpx.Response(400, json=body))
-    (result,) = fake.provider().send([make_message()])
+    fake = ses_api(httpx.Response(400, json=body))
+    (result,) = ses(fake).send([make_message()])
     assert result.outcome is Outcome.REQUEST_WRONG
     assert "MessageRejected" in result.detail
 
 
 def test_a_refused_message_does_not_stop_the_batch() -> None:
     virus = {"__type": "com.amazonaws.sesv2#MessageRejected", "message": "virus"}
-    fake = FakeSes(
+    fake = ses_api(
         httpx.Response(200, json=SENT_OK), httpx.Response(400, json=virus), httpx.Response(200)
     )
-    results = fake.provider().send([make_message(n) for n in (1, 2, 3)])
+    results = ses(fake).send([make_message(n) for n in (1, 2, 3)])
     assert outcomes(results) == [Outcome.SENT, Outcome.REQUEST_WRONG, Outcome.SENT]
     assert results[2].provider_message_id is None  # a 200 without a readable id is still sent
     assert len(fake.requests) == 3
@@ -229,15 +193,15 @@ def test_a_refused_message_does_not_stop_the_batch() -> None:
     ],
 )
 def test_throttling_or_account_trouble_stops_the_batch(name: str, expected: Outcome) -> None:
-    fake = FakeSes(httpx.Response(200, json=SENT_OK), error_response(name))
-    results = fake.provider().send([make_message(n) for n in (1, 2, 3, 4)])
+    fake = ses_api(httpx.Response(200, json=SENT_OK), error_response(name))
+    results = ses(fake).send([make_message(n) for n in (1, 2, 3, 4)])
     assert outcomes(results) == [Outcome.SENT, expected, expected, expected]
     assert len(fake.requests) == 2
 
 
 def test_connect_error_is_temporary_for_the_whole_batch() -> None:
-    fake = FakeSes(httpx.ConnectError("connection refused"))
-    results = fake.provider().send([make_message(n) for n in (1, 2, 3)])
+    fake = ses_api(httpx.ConnectError("connection refused"))
+    results = ses(fake).send([make_message(n) for n in (1, 2, 3)])
     assert outcomes(results) == [Outcome.TEMPORARY] * 3
     assert "request not sent" in results[0].detail
     assert len(fake.requests) == 1
@@ -248,31 +212,31 @@ def test_connect_error_is_temporary_for_the_whole_batch() -> None:
     [httpx.ReadTimeout("timed out"), httpx.RemoteProtocolError("server disconnected")],
 )
 def test_no_answer_after_sending_is_unknown_and_the_rest_waits(error: Exception) -> None:
-    fake = FakeSes(httpx.Response(200, json=SENT_OK), error)
-    results = fake.provider().send([make_message(n) for n in (1, 2, 3)])
+    fake = ses_api(httpx.Response(200, json=SENT_OK), error)
+    results = ses(fake).send([make_message(n) for n in (1, 2, 3)])
     assert outcomes(results) == [Outcome.SENT, Outcome.UNKNOWN, Outcome.TEMPORARY]
     assert results[2].detail.startswith("not tried:")
     assert len(fake.requests) == 2
 
 
 def test_a_message_that_cannot_be_built_fails_alone() -> None:
-    fake = FakeSes()
+    fake = ses_api()
     bad = make_message(2, headers={"List-Unsubscribe": "<https://x>\r\nBcc: v@example.com"})
-    results = fake.provider().send([make_message(1), bad, make_message(3)])
+    results = ses(fake).send([make_message(1), bad, make_message(3)])
     assert outcomes(results) == [Outcome.SENT, Outcome.REQUEST_WRONG, Outcome.SENT]
     assert len(fake.requests) == 2
 
 
 def test_tags_skip_values_ses_would_refuse() -> None:
-    fake = FakeSes()
-    fake.provider().send([make_message(metadata={"delivery_id": "7", "topic": "a b"})])
-    assert fake.payload()["EmailTags"] == [{"Name": "delivery_id", "Value": "7"}]
-    fake.provider().send([make_message(metadata={})])
-    assert "EmailTags" not in fake.payload() and "ConfigurationSetName" not in fake.payload()
+    fake = ses_api()
+    ses(fake).send([make_message(metadata={"delivery_id": "7", "topic": "a b"})])
+    assert fake.json(-1)["EmailTags"] == [{"Name": "delivery_id", "Value": "7"}]
+    ses(fake).send([make_message(metadata={})])
+    assert "EmailTags" not in fake.json(-1) and "ConfigurationSetName" not in fake.json(-1)
 
 
 def test_batch_limit() -> None:
-    provider = FakeSes().provider()
+    provider = ses(ses_api())
     assert len(provider.send([make_message(n) for n in range(50)])) == 50
     with pytest.raises(ValueError, match="limit of 50"):
         provider.send([make_message(n) for n in range(51)])
@@ -423,7 +387,7 @@ def test_not_spam_feedback_is_not_a_complaint(signer: SnsSigner) -> None:
     assert SesProvider.parse_events(request)[0].type is EventType.OTHER
 
 
-def test_subscription_confirmation_is_handed_to_the_route(signer: SnsSigner) -> None:
+def test_subscription_confirmation_is_parsed_as_an_envelope(signer: SnsSigner) -> None:
     envelope = load_fixture("sns_subscription_confirmation.json")
     request = WebhookRequest(headers={}, body=signer.body(envelope))
     SesProvider.verify_webhook(request, webhook_config(signer, at(envelope)))
@@ -432,6 +396,55 @@ def test_subscription_confirmation_is_handed_to_the_route(signer: SnsSigner) -> 
     assert event.event_id == envelope["MessageId"]
     assert event.raw["Type"] == "SubscriptionConfirmation"
     assert event.raw["SubscribeURL"] == envelope["SubscribeURL"]
+
+
+def test_acknowledge_confirms_a_subscription_and_leaves_only_events(signer: SnsSigner) -> None:
+    """A SubscriptionConfirmation's SubscribeURL is fetched (over the config's transport) and the
+    confirmation is not an event for the store; an UnsubscribeConfirmation is only dropped; a
+    notification's events pass through untouched."""
+    api = Recorder(httpx.Response(200, text="<ConfirmSubscriptionResponse/>"))
+    config = WebhookConfig(secret=None, now=0.0, transport=api.transport)
+    subscribe = load_fixture("sns_subscription_confirmation.json")
+    confirmations = SesProvider.parse_events(
+        WebhookRequest(headers={}, body=signer.body(subscribe))
+    )
+    unsubscribe = {**subscribe, "Type": "UnsubscribeConfirmation"}
+    leaving = SesProvider.parse_events(WebhookRequest(headers={}, body=signer.body(unsubscribe)))
+    request, _ = notification(signer, load_fixture("event_bounce.json"))
+    bounces = SesProvider.parse_events(request)
+
+    assert SesProvider.acknowledge(confirmations, config) == []
+    assert [str(r.url) for r in api.requests] == [subscribe["SubscribeURL"]]
+    assert SesProvider.acknowledge(leaving, config) == []
+    assert SesProvider.acknowledge(bounces, config) == bounces
+    assert len(api.requests) == 1
+
+
+def test_acknowledge_follows_no_link_off_the_sns_hosts(signer: SnsSigner) -> None:
+    api = Recorder(httpx.Response(200))
+    envelope = {
+        **load_fixture("sns_subscription_confirmation.json"),
+        "SubscribeURL": "https://evil.example/?Action=ConfirmSubscription",
+    }
+    events = SesProvider.parse_events(WebhookRequest(headers={}, body=signer.body(envelope)))
+
+    with pytest.raises(WebhookRejected) as caught:
+        SesProvider.acknowledge(
+            events, WebhookConfig(secret=None, now=0.0, transport=api.transport)
+        )
+    assert caught.value.status == 403
+    assert api.requests == []
+
+
+def test_the_certificate_is_fetched_over_the_configs_transport(signer: SnsSigner) -> None:
+    """Without a fetch_certificate of its own, verification fetches over `transport`."""
+    api = Recorder(httpx.Response(200, content=signer.fetch("")))
+    request, now = notification(signer, load_fixture("event_bounce.json"))
+    SesProvider.verify_webhook(
+        request, WebhookConfig(secret=None, now=now, transport=api.transport)
+    )
+    envelope = json.loads(request.body)
+    assert [str(r.url) for r in api.requests] == [envelope["SigningCertURL"]]
 
 
 def test_messages_that_are_not_ses_events(signer: SnsSigner) -> None:

@@ -22,17 +22,18 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from mail.bodies import DigestRenderer, Group, ReaderParts, post_view, reasons_line
+from mail.links import list_headers, reader_links
+from mail.providers import EmailMessage, Outcome, Provider
+from mail.providers.mailgun import MailgunProvider
+from mail.providers.sendgrid import MAX_SUBSTITUTION_BYTES, SendgridProvider
 from subscriptions.templating import template_environment
 from subscriptions.tokens import TokenSigner
 from tests.factories import SECRET, make_settings
+from tests.providers import Recorder
 from tests.unit.test_provider_mailgun import form
 from worker.digests.jobs import DigestInfo, Job
-from worker.digests.render import DigestRenderer, Group, ReaderParts, post_view, reasons_line
 from worker.digests.sender import Sender
-from worker.links import list_headers, reader_links
-from worker.providers import EmailMessage, Outcome, Provider
-from worker.providers.mailgun import MailgunProvider
-from worker.providers.sendgrid import MAX_SUBSTITUTION_BYTES, SendgridProvider
 
 DOMAIN = "mg.example.org"
 TOKEN = re.compile(r"/(?:manage|unsubscribe)/([\w.-]+)|subject=unsubscribe-([\w.-]+)")
@@ -161,16 +162,6 @@ def expand_mailgun(fields: dict[str, list[str]]) -> list[tuple[str, str, str, st
         text, html = fill(fields["text"][0]), fill(fields["html"][0])
         out.append((address, fill(fields["subject"][0]), text, html, headers))
     return out
-
-
-class Recorder:
-    def __init__(self, answer: httpx.Response) -> None:
-        self.answer = answer
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self.answer
 
 
 @pytest.mark.parametrize("provider_name", ["sendgrid", "mailgun"])

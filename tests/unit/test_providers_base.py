@@ -13,9 +13,8 @@ from typing import Any, Self
 import idna
 import pytest
 
-from subscriptions.emailurl import KNOWN_EMAIL_SCHEMES, EmailURL, parse_email_url
-from subscriptions.errors import ConfigurationError, HeaderInjection, InvalidInput
-from worker.providers import (
+from mail.emailurl import EmailURL, parse_email_url
+from mail.providers import (
     PROVIDERS,
     EmailMessage,
     OutboxProvider,
@@ -26,26 +25,9 @@ from worker.providers import (
     build_mime,
     provider_from_url,
 )
-from worker.providers.base import parse_address
-
-
-def make_message(**overrides: Any) -> EmailMessage:
-    """A plain newsletter message; keyword arguments replace fields."""
-    fields: dict[str, Any] = {
-        "to": "Reader <reader@example.net>",
-        "sender": "Topic News <news@example.org>",
-        "subject": "Weekly digest",
-        "text": "Hello reader\n",
-        "html": "<p>Hello reader</p>",
-        "headers": {
-            "List-Unsubscribe": "<https://news.example.org/u/tok>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": "Weekly <weekly.news.example.org>",
-        },
-        "metadata": {"delivery_id": "42"},
-    }
-    fields.update(overrides)
-    return EmailMessage(**fields)
+from mail.providers.base import parse_address
+from subscriptions.errors import ConfigurationError, HeaderInjection, InvalidInput
+from tests.providers import make_message
 
 
 def reparse(message: EmailMessage) -> Any:
@@ -95,11 +77,11 @@ def test_text_only_message_is_single_part() -> None:
 def test_standard_and_extra_headers_are_present() -> None:
     parsed = reparse(make_message())
     assert parsed["From"] == "Topic News <news@example.org>"
-    assert parsed["To"] == "Reader <reader@example.net>"
+    assert parsed["To"] == "Reader 1 <reader1@example.net>"
     assert parsed["Subject"] == "Weekly digest"
     assert parsed["Date"].datetime.tzinfo is not None
     assert parsed["MIME-Version"] == "1.0"
-    assert parsed["List-Unsubscribe"] == "<https://news.example.org/u/tok>"
+    assert parsed["List-Unsubscribe"] == "<https://news.example.org/u/tok1>"
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert parsed["List-Id"] == "Weekly <weekly.news.example.org>"
 
@@ -207,8 +189,15 @@ def test_context_manager_closes() -> None:
     assert provider.closed
 
 
-def test_registry_covers_every_known_scheme() -> None:
-    assert set(PROVIDERS) == set(KNOWN_EMAIL_SCHEMES)
+def test_the_registry_is_the_one_list_of_schemes() -> None:
+    """parse_email_url accepts exactly the registry's schemes, and +http only for HTTP APIs."""
+    for scheme in PROVIDERS:
+        assert parse_email_url(f"{scheme}://key@host.example/x").scheme == scheme
+    with pytest.raises(ConfigurationError, match=r"known: outbox, smtp, postmark"):
+        parse_email_url("postmak://key@host.example")
+    assert parse_email_url("postmark+http://key@127.0.0.1:9").plain_http
+    with pytest.raises(ConfigurationError, match=r"\+http"):
+        parse_email_url("smtp+http://host.example")
     for scheme, provider_class in PROVIDERS.items():
         assert provider_class.name == scheme
         assert provider_class.batch_limit > 0

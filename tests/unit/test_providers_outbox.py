@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from subscriptions.emailurl import parse_email_url
+from mail.emailurl import parse_email_url
+from mail.providers import OutboxProvider, Outcome, read_outbox
 from subscriptions.errors import ConfigurationError
-from worker.providers import EmailMessage, OutboxProvider, Outcome, read_outbox
-
-
-def make_message(n: int = 1, **overrides: Any) -> EmailMessage:
-    """A small message whose subject carries a number, to tell them apart."""
-    fields: dict[str, Any] = {
-        "to": f"reader{n}@example.net",
-        "sender": "news@example.org",
-        "subject": f"Digest {n}",
-        "text": f"Body {n}\n",
-        "headers": {"List-Unsubscribe": f"<https://news.example.org/u/{n}>"},
-        "metadata": {"delivery_id": str(n)},
-    }
-    fields.update(overrides)
-    return EmailMessage(**fields)
+from tests.providers import make_message
 
 
 def test_each_message_becomes_one_eml_file(tmp_path: Path) -> None:
@@ -42,11 +28,11 @@ def test_files_parse_back_with_headers_and_bodies(tmp_path: Path) -> None:
     first, second = read_outbox(tmp_path)
     html = second.get_body(("html",))
     assert html is not None
-    assert first["Subject"] == "Digest 1"
-    assert first["To"] == "reader1@example.net"
-    assert first["X-Newsletter-Delivery-Id"] == "1"
-    assert first["List-Unsubscribe"] == "<https://news.example.org/u/1>"
-    assert first.get_content() == "Body 1\n"
+    assert first["Subject"] == "Weekly digest"
+    assert first["To"] == "Reader 1 <reader1@example.net>"
+    assert first["X-Newsletter-Delivery-Id"] == "101"
+    assert first["List-Unsubscribe"] == "<https://news.example.org/u/tok1>"
+    assert first.get_body(("plain",)).get_content() == "Hello reader\n"
     assert second.get_content_type() == "multipart/alternative"
     assert html.get_content().strip() == "<p>2</p>"
 
@@ -62,9 +48,9 @@ def test_names_sort_in_sending_order(tmp_path: Path) -> None:
     provider = OutboxProvider(tmp_path)
     for batch in range(3):
         provider.send([make_message(batch * 100 + n) for n in range(50)])
-    subjects = [m["Subject"] for m in read_outbox(tmp_path)]
-    expected = [f"Digest {batch * 100 + n}" for batch in range(3) for n in range(50)]
-    assert subjects == expected
+    readers = [m["To"].addresses[0].username for m in read_outbox(tmp_path)]
+    expected = [f"reader{batch * 100 + n}" for batch in range(3) for n in range(50)]
+    assert readers == expected
 
 
 def test_name_starts_with_a_utc_timestamp(tmp_path: Path) -> None:
@@ -88,7 +74,7 @@ def test_bad_message_fails_alone(tmp_path: Path) -> None:
     )
     assert [r.outcome for r in results] == [Outcome.SENT, Outcome.REQUEST_WRONG, Outcome.SENT]
     assert "subject" in results[1].detail
-    assert [m["Subject"] for m in read_outbox(tmp_path)] == ["Digest 1", "Digest 3"]
+    assert [m["To"].addresses[0].username for m in read_outbox(tmp_path)] == ["reader1", "reader3"]
 
 
 def test_unwritable_folder_is_temporary(tmp_path: Path) -> None:

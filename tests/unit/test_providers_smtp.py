@@ -22,9 +22,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from subscriptions.emailurl import parse_email_url
+from mail.emailurl import parse_email_url
+from mail.providers import Outcome, SmtpProvider
 from subscriptions.errors import ConfigurationError
-from worker.providers import EmailMessage, Outcome, SmtpProvider
+from tests.providers import make_message, outcomes
 
 
 @dataclass
@@ -147,29 +148,6 @@ def smtp_server(handler: Handler, **options: Any) -> Iterator[int]:
         controller.stop()
 
 
-def make_message(n: int = 1, **overrides: Any) -> EmailMessage:
-    """A newsletter message numbered n."""
-    fields: dict[str, Any] = {
-        "to": f"Reader {n} <reader{n}@example.net>",
-        "sender": "Topic News <news@example.org>",
-        "subject": f"Digest {n}",
-        "text": f"Body {n}\n",
-        "html": f"<p>Body {n}</p>",
-        "headers": {
-            "List-Unsubscribe": f"<https://news.example.org/u/{n}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
-        "metadata": {"delivery_id": str(n)},
-    }
-    fields.update(overrides)
-    return EmailMessage(**fields)
-
-
-def outcomes(results: list[Any]) -> list[Outcome]:
-    """Just the outcomes of a list of SendResults."""
-    return [r.outcome for r in results]
-
-
 def test_delivers_message_with_content() -> None:
     handler = Handler()
     with smtp_server(handler) as port, SmtpProvider("127.0.0.1", port) as provider:
@@ -180,11 +158,12 @@ def test_delivers_message_with_content() -> None:
     assert got.rcpt_tos == ["reader7@example.net"]
     parsed = got.parsed()
     assert result.provider_message_id == parsed["Message-ID"]
-    assert parsed["Subject"] == "Digest 7"
+    assert parsed["Subject"] == "Weekly digest"
+    assert parsed["List-Unsubscribe"] == "<https://news.example.org/u/tok7>"
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert parsed["X-Newsletter-Delivery-Id"] == "7"
-    assert parsed.get_body(("plain",)).get_content() == "Body 7\n"
-    assert parsed.get_body(("html",)).get_content().strip() == "<p>Body 7</p>"
+    assert parsed["X-Newsletter-Delivery-Id"] == "107"
+    assert parsed.get_body(("plain",)).get_content() == "Hello reader\n"
+    assert parsed.get_body(("html",)).get_content().strip() == "<p>Hello reader</p>"
 
 
 def test_reuses_one_connection_across_sends() -> None:

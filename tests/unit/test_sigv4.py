@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from worker.providers.sigv4 import (
+from mail.providers.sigv4 import (
     Credentials,
     canonical_query,
     canonical_uri,

@@ -15,16 +15,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from subscriptions.errors import ConfigurationError
-from tests.webhooksigning import sns_certificate, trust_sns_test_root
-from worker.providers.sns import (
+from mail.providers.sns import (
     SNS_MAX_AGE_SECONDS,
     canonical_string,
     check_sns_url,
     parse_timestamp,
     verify_sns_message,
 )
-from worker.providers.webhooks import WebhookRejected
+from mail.providers.webhooks import WebhookRejected
+from subscriptions.errors import ConfigurationError
+from tests.webhooksigning import sns_certificate, trust_sns_test_root
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "providers" / "ses"
 
@@ -329,7 +329,7 @@ def _notification_signed_by(key: rsa.RSAPrivateKey, url: str) -> tuple[bytes, fl
 
 def test_a_self_signed_certificate_is_refused_even_with_a_good_signature() -> None:
     """Chain validation: a certificate named like SNS's but not issued under a trusted root."""
-    from worker.providers.sns import verify_sns_message
+    from mail.providers.sns import verify_sns_message
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     rogue_ca = (key, x509.load_pem_x509_certificates(make_certificate(key))[0])
@@ -344,7 +344,7 @@ def test_a_self_signed_certificate_is_refused_even_with_a_good_signature() -> No
 
 
 def test_a_certificate_for_another_name_is_refused() -> None:
-    from worker.providers.sns import verify_sns_message
+    from mail.providers.sns import verify_sns_message
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     other = sns_certificate(key, name="attacker.example.org")
@@ -358,8 +358,8 @@ def test_a_leaf_served_alone_is_completed_from_its_aia_url_on_amazontrust_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """SNS serves the leaf alone: its issuer comes from the AIA "CA Issuers" URL (amazontrust.com)."""
+    from mail.providers import sns
     from tests.webhooksigning import SNS_TEST_INTERMEDIATE, SNS_TEST_ROOT
-    from worker.providers import sns
 
     intermediate = SNS_TEST_INTERMEDIATE[1].public_bytes(serialization.Encoding.DER)
     asked: list[str] = []
@@ -388,7 +388,7 @@ def test_a_leaf_served_alone_is_completed_from_its_aia_url_on_amazontrust_only(
 
 def test_verified_certificates_are_cached_by_url_with_a_bound(trusted_test_root: Any) -> None:
     """Fetched and validated once per URL; the cache keeps at most its size (least recent out)."""
-    from worker.providers import sns
+    from mail.providers import sns
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = sns_certificate(key)

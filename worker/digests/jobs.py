@@ -12,12 +12,10 @@ from sqlalchemy import BigInteger, any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from subscriptions.digests import every_post_to_each
-from subscriptions.errors import NotFound
+from mail.bodies import Group, group_posts
 from subscriptions.models import (
     Delivery,
     Digest,
-    DigestKind,
     Post,
     Subscriber,
     SubscriberStatus,
@@ -27,7 +25,6 @@ from subscriptions.models import (
     post_topics,
     utcnow,
 )
-from worker.digests.render import Group, post_view
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,74 +214,5 @@ def _cached_groups(
         if len(digest.groups) > 4096:
             digest.groups.clear()
         rows = [row for post in posts for row in post.rows]
-        groups = digest.groups[key] = _groups(kind, rows, subscriptions)
+        groups = digest.groups[key] = group_posts(kind, rows, subscriptions)
     return groups
-
-
-def preview_job(session: Session, digest_id: int, email: str) -> tuple[DigestInfo, Job]:
-    """The job an editorial digest would give reader `email` (who need not be in its audience)."""
-    digest = session.get(Digest, digest_id)
-    if digest is None:
-        raise NotFound(f"no digest {digest_id}")
-    reader = session.scalar(select(Subscriber).where(Subscriber.email == email))
-    if reader is None:
-        raise NotFound(f"no reader {email}")
-    post_ids = [int(p) for p in digest.options.get("post_ids", [])]
-    rows = [
-        tuple(row)
-        for row in session.execute(
-            select(Post.id, Post.title, Post.link, Post.summary, Topic.name)
-            .join(post_topics, post_topics.c.post_id == Post.id)
-            .join(Topic, Topic.id == post_topics.c.topic_id)
-            .where(Post.id.in_(post_ids))
-            .order_by(Post.published_at.desc(), Post.id, Topic.name)
-        )
-    ]
-    subscriptions = [
-        (name, frequency.value)
-        for name, frequency in session.execute(
-            select(Topic.name, Subscription.frequency)
-            .join(Topic, Topic.id == Subscription.topic_id)
-            .where(Subscription.subscriber_id == reader.id)
-        )
-    ]
-    if digest.kind is DigestKind.EDITORIAL and not every_post_to_each(digest.options):
-        # As the planner plans it: only the posts of the reader's own topics.
-        followed = {name for name, _ in subscriptions}
-        kept = {row[0] for row in rows if row[4] in followed}
-        rows = [row for row in rows if row[0] in kept]
-    info = DigestInfo(digest.id, digest.kind.value, digest.subject, digest.intro_markdown)
-    job = Job(
-        delivery_id=0,
-        subscriber_id=reader.id,
-        email=reader.email,
-        token_version=reader.token_version,
-        mailable=reader.status is SubscriberStatus.ACTIVE,
-        kind=info.kind,
-        groups=_groups(info.kind, rows, subscriptions),  # type: ignore[arg-type]
-        subscriptions=tuple(sorted(subscriptions)),
-    )
-    return info, job
-
-
-def _groups(
-    kind: str, rows: list[tuple[int, str, str, str, str]], subscriptions: list[tuple[str, str]]
-) -> tuple[Group, ...]:
-    """Each post once, under the first (by name) of its topics that brought it to this reader."""
-    wanted = {name for name, freq in subscriptions if kind == "editorial" or freq == kind}
-    by_post: dict[int, tuple[str, str, str, list[str]]] = {}
-    order: list[int] = []
-    for post_id, title, link, summary, topic in rows:
-        if post_id not in by_post:
-            by_post[post_id] = (title, link, summary, [])
-            order.append(post_id)
-        by_post[post_id][3].append(topic)
-    grouped: dict[str, list[int]] = defaultdict(list)
-    for post_id in order:
-        topics = sorted(by_post[post_id][3])
-        home = next((t for t in topics if t in wanted), topics[0])
-        grouped[home].append(post_id)
-    return tuple(
-        Group(topic, tuple(post_view(*by_post[p][:3]) for p in grouped[topic]))
-        for topic in sorted(grouped)
-    )

@@ -26,6 +26,19 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from mail.bodies import (
+    Body,
+    DigestRenderer,
+    ReaderParts,
+    localized_groups,
+    localized_subscriptions,
+    reasons_line,
+    shared_body,
+    slot_values,
+)
+from mail.links import list_headers, reader_links
+from mail.providers import EmailMessage, Outcome, Provider, SendResult
+from mail.providers.base import SharedBody
 from subscriptions import metrics
 from subscriptions.i18n import reader_language
 from subscriptions.models import (
@@ -59,19 +72,6 @@ from worker.digests.batches import (
 )
 from worker.digests.jobs import DigestInfo, Job, JobCache, load_jobs
 from worker.digests.planner import refresh_digest_status
-from worker.digests.render import (
-    Body,
-    DigestRenderer,
-    ReaderParts,
-    localized_groups,
-    localized_subscriptions,
-    reasons_line,
-    shared_body,
-    slot_values,
-)
-from worker.links import list_headers, reader_links
-from worker.providers import EmailMessage, Outcome, Provider, SendResult
-from worker.providers.base import SharedBody
 from worker.ratelimit import GlobalRateLimiter
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ from typing import ClassVar, Self
 
 import idna
 
-from subscriptions.emailurl import EmailURL
+from mail.emailurl import EmailURL
+from mail.providers.webhooks import WebhookConfig, WebhookEvent, WebhookRejected, WebhookRequest
 from subscriptions.errors import ConfigurationError, HeaderInjection, InvalidInput
-from worker.providers.webhooks import WebhookConfig, WebhookEvent, WebhookRejected, WebhookRequest
 
 #: Headers build_mime writes itself; `EmailMessage.headers` may not set them.
 RESERVED_HEADERS: frozenset[str] = frozenset(
@@ -184,6 +184,14 @@ class Provider(ABC):
     def parse_events(cls, request: WebhookRequest) -> list[WebhookEvent]:
         """The normalized events of a verified call; WebhookRejected(status=400) if malformed."""
         raise WebhookRejected(f"{cls.name} sends no webhooks", status=404)
+
+    @classmethod
+    def acknowledge(
+        cls, events: Sequence[WebhookEvent], config: WebhookConfig
+    ) -> list[WebhookEvent]:
+        """Answer the set-up messages among a verified call's `events` the provider's way (SNS's
+        subscription confirmation) and return the events left for the store; by default, all."""
+        return list(events)
 
     def close(self) -> None:  # noqa: B027  # optional hook: most providers hold nothing
         """Release connections or other resources; the default has none."""

@@ -14,9 +14,8 @@ from email.message import EmailMessage as MIMEMessage
 from pathlib import Path
 from typing import Self
 
-from subscriptions.emailurl import EmailURL
-from subscriptions.errors import ConfigurationError, InvalidInput
-from worker.providers.base import (
+from mail.emailurl import EmailURL
+from mail.providers.base import (
     EmailMessage,
     Outcome,
     Provider,
@@ -24,6 +23,7 @@ from worker.providers.base import (
     build_mime,
     check_url_options,
 )
+from subscriptions.errors import ConfigurationError, InvalidInput
 
 _stamp_lock = threading.Lock()
 _last_stamp = datetime.min.replace(tzinfo=UTC)

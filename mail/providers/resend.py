@@ -20,9 +20,8 @@ from typing import Any, Self
 
 import httpx
 
-from subscriptions.emailurl import EmailURL
-from subscriptions.errors import ConfigurationError, InvalidInput
-from worker.providers.base import (
+from mail.emailurl import EmailURL
+from mail.providers.base import (
     EmailMessage,
     Outcome,
     SendResult,
@@ -31,14 +30,15 @@ from worker.providers.base import (
     metadata_header_name,
     parse_address,
 )
-from worker.providers.http import HttpProvider, temporary, transport_failure
-from worker.providers.webhooks import (
+from mail.providers.http import HttpProvider, temporary, transport_failure
+from mail.providers.webhooks import (
     EventType,
     WebhookConfig,
     WebhookEvent,
     WebhookRejected,
     WebhookRequest,
 )
+from subscriptions.errors import ConfigurationError, InvalidInput
 
 API_HOST = "api.resend.com"
 BATCH_PATH = "/emails/batch"

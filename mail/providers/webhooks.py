@@ -11,6 +11,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import httpx
+
 
 class EventType(StrEnum):
     """What a provider says happened to a message, in the same words for every provider."""
@@ -49,12 +51,15 @@ class WebhookRequest:
 @dataclass(frozen=True, slots=True)
 class WebhookConfig:
     """What verification needs: the provider's secret (its meaning is per provider), the time,
-    the allowed clock skew, and for SNS a way to fetch a signing certificate."""
+    the allowed clock skew, and for SNS a way to fetch a signing certificate (by default over
+    `transport`, the HTTP transport of every call a provider makes while handling a webhook:
+    None is the network, tests put an httpx.MockTransport here)."""
 
     secret: str | None
     now: float
     tolerance_seconds: int = 300
     fetch_certificate: Callable[[str], bytes] | None = None
+    transport: httpx.BaseTransport | None = None
 
 
 @dataclass(frozen=True, slots=True)

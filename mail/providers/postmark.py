@@ -27,29 +27,29 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
-from subscriptions.emailurl import EmailURL
-from subscriptions.errors import ConfigurationError, InvalidInput
-from worker.providers.base import (
+from mail.emailurl import EmailURL
+from mail.providers.base import (
     EmailMessage,
     Outcome,
     SendResult,
     check_message,
     check_url_options,
 )
-from worker.providers.http import (
+from mail.providers.http import (
     STOP_BATCH,
     HttpProvider,
     not_tried,
     temporary,
     transport_failure,
 )
-from worker.providers.webhooks import (
+from mail.providers.webhooks import (
     EventType,
     WebhookConfig,
     WebhookEvent,
     WebhookRejected,
     WebhookRequest,
 )
+from subscriptions.errors import ConfigurationError, InvalidInput
 
 #: Postmark API ErrorCodes (developer/api/overview#error-codes) and what they mean for us.
 #: 300 is looked at apart (see _code_300): the reader's address, the sender's, or the request.

@@ -19,10 +19,9 @@ from typing import Any, Self
 
 import httpx
 
-from subscriptions.emailurl import EmailURL
-from subscriptions.errors import ConfigurationError, InvalidInput
-from worker.providers import sigv4, sns
-from worker.providers.base import (
+from mail.emailurl import EmailURL
+from mail.providers import sigv4, sns
+from mail.providers.base import (
     EmailMessage,
     Outcome,
     SendResult,
@@ -30,14 +29,15 @@ from worker.providers.base import (
     check_url_options,
     parse_address,
 )
-from worker.providers.http import HttpProvider, temporary, transport_failure
-from worker.providers.webhooks import (
+from mail.providers.http import HttpProvider, temporary, transport_failure
+from mail.providers.webhooks import (
     EventType,
     WebhookConfig,
     WebhookEvent,
     WebhookRejected,
     WebhookRequest,
 )
+from subscriptions.errors import ConfigurationError, InvalidInput
 
 SEND_PATH = "/v2/email/outbound-emails"
 SERVICE = "ses"
@@ -195,7 +195,7 @@ class SesProvider(HttpProvider):
         topics = {arn.strip() for arn in (config.secret or "").split(",") if arn.strip()}
         sns.verify_sns_message(
             request.body,
-            fetch_certificate=config.fetch_certificate,
+            fetch_certificate=config.fetch_certificate or sns.certificate_fetcher(config.transport),
             now=config.now,
             tolerance_seconds=config.tolerance_seconds,
             topic_arns=topics,
@@ -204,7 +204,7 @@ class SesProvider(HttpProvider):
     @classmethod
     def parse_events(cls, request: WebhookRequest) -> list[WebhookEvent]:
         """SES events, one per recipient. A (un)subscribe confirmation gives one OTHER event
-        whose `raw` is the SNS envelope: the route confirms by fetching `raw["SubscribeURL"]`."""
+        whose `raw` is the SNS envelope, which `acknowledge` answers."""
         envelope = sns.parse_envelope(request.body)
         if envelope["Type"] != sns.NOTIFICATION:
             return [
@@ -219,6 +219,21 @@ class SesProvider(HttpProvider):
                 )
             ]
         return ses_events(envelope)
+
+    @classmethod
+    def acknowledge(
+        cls, events: Sequence[WebhookEvent], config: WebhookConfig
+    ) -> list[WebhookEvent]:
+        """Confirm an SNS subscription by following its SubscribeURL (an UnsubscribeConfirmation
+        is only noted); neither is an event for the store."""
+        kept = []
+        for event in events:
+            kind = event.raw.get("Type")
+            if kind == sns.SUBSCRIPTION_CONFIRMATION:
+                sns.confirm_subscription(str(event.raw.get("SubscribeURL", "")), config.transport)
+            elif kind != sns.UNSUBSCRIBE_CONFIRMATION:
+                kept.append(event)
+        return kept
 
 
 def error_result(response: httpx.Response) -> SendResult:

@@ -35,28 +35,28 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from subscriptions.emailurl import EmailURL
-from subscriptions.errors import ConfigurationError
-from worker.providers.base import (
+from mail.emailurl import EmailURL
+from mail.providers.base import (
     EmailMessage,
     Outcome,
     SendResult,
     check_url_options,
 )
-from worker.providers.http import (
+from mail.providers.http import (
     HttpProvider,
     count_requests,
     send_by_content,
     temporary,
     transport_failure,
 )
-from worker.providers.webhooks import (
+from mail.providers.webhooks import (
     EventType,
     WebhookConfig,
     WebhookEvent,
     WebhookRejected,
     WebhookRequest,
 )
+from subscriptions.errors import ConfigurationError
 
 SIGNATURE_HEADER = "x-twilio-email-event-webhook-signature"
 TIMESTAMP_HEADER = "x-twilio-email-event-webhook-timestamp"

@@ -1,6 +1,7 @@
 """Parse NEWSLETTER_EMAIL_URL, the one setting that picks and configures the email provider.
 
-Pure and free of the worker: the settings validate with it, the worker's providers build from it.
+The schemes it accepts are the keys of `mail.providers.PROVIDERS`, the one list of providers; the
+settings validate with it, the providers build from it.
 """
 
 from __future__ import annotations
@@ -9,18 +10,6 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from subscriptions.errors import ConfigurationError
-
-#: Every scheme the worker has a provider for; `+http` may follow any HTTP-API scheme.
-KNOWN_EMAIL_SCHEMES: tuple[str, ...] = (
-    "outbox",
-    "smtp",
-    "postmark",
-    "sendgrid",
-    "mailgun",
-    "resend",
-    "ses",
-)
-HTTP_API_SCHEMES: frozenset[str] = frozenset({"postmark", "sendgrid", "mailgun", "resend", "ses"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +49,15 @@ def parse_email_url(value: str, *, variable: str = "NEWSLETTER_EMAIL_URL") -> Em
         port = parts.port
     except ValueError as exc:
         raise ConfigurationError(f"{variable}: malformed URL ({exc})") from None
+    # Here, not at the top: the providers import this module for EmailURL.
+    from mail.providers import PROVIDERS
+    from mail.providers.http import HttpProvider
+
     scheme, _, suffix = parts.scheme.lower().partition("+")
-    known = ", ".join(KNOWN_EMAIL_SCHEMES)
-    if scheme not in KNOWN_EMAIL_SCHEMES:
+    known = ", ".join(PROVIDERS)
+    if scheme not in PROVIDERS:
         raise ConfigurationError(f"{variable}: unknown scheme {scheme!r} (known: {known})")
-    if suffix and (suffix != "http" or scheme not in HTTP_API_SCHEMES):
+    if suffix and (suffix != "http" or not issubclass(PROVIDERS[scheme], HttpProvider)):
         raise ConfigurationError(
             f"{variable}: unknown scheme suffix '+{suffix}' for {scheme!r}"
             " (only HTTP-API providers take '+http')"

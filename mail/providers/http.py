@@ -11,9 +11,9 @@ from typing import ClassVar, Self
 
 import httpx
 
-from subscriptions.emailurl import EmailURL
+from mail.emailurl import EmailURL
+from mail.providers.base import EmailMessage, Outcome, Provider, SendResult, check_message
 from subscriptions.errors import InvalidInput
-from worker.providers.base import EmailMessage, Outcome, Provider, SendResult, check_message
 
 USER_AGENT = "topic-newsletter/0.1"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)

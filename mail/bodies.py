@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,6 +19,8 @@ import css_inline
 from jinja2 import Environment
 from markupsafe import Markup
 
+from mail.providers.base import SharedBody
+from mail.rendering import RenderedEmail
 from subscriptions.content import plain_text
 from subscriptions.i18n import (
     N_,
@@ -27,8 +30,6 @@ from subscriptions.i18n import (
     translations,
 )
 from subscriptions.markdown import markdown_html, markdown_text
-from worker.providers.base import SharedBody
-from worker.rendering import RenderedEmail
 
 #: The per-reader parts; each appears in one HTML context only (attribute or text). While a body is
 #: rendered they are marked with a random nonce (feed text cannot forge it), then the body is cut at
@@ -101,6 +102,32 @@ def post_view(title: str, link: str, summary: str) -> PostView:
     """A post as templates show it (the summary is already sanitized when stored)."""
     return PostView(
         title=title, link=link, summary_html=summary, summary_text=plain_text(summary, limit=600)
+    )
+
+
+def group_posts(
+    kind: str,
+    rows: Iterable[tuple[int, str, str, str, str]],
+    subscriptions: Iterable[tuple[str, str]],
+) -> tuple[Group, ...]:
+    """Rows of (post id, title, link, summary, topic name), newest post first, as a reader's groups:
+    each post once, under the first (by name) of its topics that brought it to this reader."""
+    wanted = {name for name, freq in subscriptions if kind == "editorial" or freq == kind}
+    by_post: dict[int, tuple[str, str, str, list[str]]] = {}
+    order: list[int] = []
+    for post_id, title, link, summary, topic in rows:
+        if post_id not in by_post:
+            by_post[post_id] = (title, link, summary, [])
+            order.append(post_id)
+        by_post[post_id][3].append(topic)
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for post_id in order:
+        topics = sorted(by_post[post_id][3])
+        home = next((t for t in topics if t in wanted), topics[0])
+        grouped[home].append(post_id)
+    return tuple(
+        Group(topic, tuple(post_view(*by_post[p][:3]) for p in grouped[topic]))
+        for topic in sorted(grouped)
     )
 
 

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from subscriptions.emailurl import EmailURL, parse_email_url
-from subscriptions.errors import ConfigurationError
-from worker.providers.base import (
+from mail.emailurl import EmailURL, parse_email_url
+from mail.providers.base import (
     EmailMessage,
     Outcome,
     Provider,
     SendResult,
     build_mime,
 )
-from worker.providers.mailgun import MailgunProvider
-from worker.providers.outbox import OutboxProvider, read_outbox
-from worker.providers.postmark import PostmarkProvider
-from worker.providers.resend import ResendProvider
-from worker.providers.sendgrid import SendgridProvider
-from worker.providers.ses import SesProvider
-from worker.providers.smtp import SmtpProvider
+from mail.providers.mailgun import MailgunProvider
+from mail.providers.outbox import OutboxProvider, read_outbox
+from mail.providers.postmark import PostmarkProvider
+from mail.providers.resend import ResendProvider
+from mail.providers.sendgrid import SendgridProvider
+from mail.providers.ses import SesProvider
+from mail.providers.smtp import SmtpProvider
+from subscriptions.errors import ConfigurationError
 
-#: One row per provider; the keys are the URL schemes.
+#: One row per provider; the keys are the URL schemes, and the only list of them (parse_email_url
+#: accepts exactly these).
 PROVIDERS: dict[str, type[Provider]] = {
     "outbox": OutboxProvider,
     "smtp": SmtpProvider,

@@ -8,9 +8,8 @@ import ssl
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal, Self
 
-from subscriptions.emailurl import EmailURL
-from subscriptions.errors import ConfigurationError, InvalidInput
-from worker.providers.base import (
+from mail.emailurl import EmailURL
+from mail.providers.base import (
     EmailMessage,
     Outcome,
     Provider,
@@ -18,6 +17,7 @@ from worker.providers.base import (
     build_mime,
     check_url_options,
 )
+from subscriptions.errors import ConfigurationError, InvalidInput
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer

@@ -37,8 +37,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID
 from cryptography.x509.verification import DNSName, PolicyBuilder, Store, VerificationError
 
+from mail.providers.webhooks import WebhookRejected
 from subscriptions.errors import ConfigurationError
-from worker.providers.webhooks import WebhookRejected
 
 #: SNS signing certificates and confirmation links live only on these hosts.
 SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
@@ -193,6 +193,35 @@ def system_roots() -> tuple[x509.Certificate, ...]:
         "SNS verification needs the system's CA certificates (install ca-certificates, or set"
         " SSL_CERT_FILE)"
     )
+
+
+def certificate_fetcher(transport: httpx.BaseTransport | None) -> Callable[[str], bytes]:
+    """Fetch a signing certificate over `transport` (None: the network), only from an https SNS
+    host; the certificates' keys are remembered by DEFAULT_CERTIFICATES, not here."""
+
+    def fetch(url: str) -> bytes:
+        check_sns_url(url, "SigningCertURL")
+        try:
+            with httpx.Client(timeout=10, transport=transport) as client:
+                response = client.get(url)
+                response.raise_for_status()
+                return response.content
+        except httpx.HTTPError as exc:
+            raise WebhookRejected(
+                # Our side failed, not the caller: 503 makes SNS retry (it never retries a 4xx).
+                f"cannot fetch the signing certificate: {type(exc).__name__}",
+                status=503,
+            ) from None
+
+    return fetch
+
+
+def confirm_subscription(url: str, transport: httpx.BaseTransport | None) -> None:
+    """Follow a verified SubscriptionConfirmation's SubscribeURL (https on an SNS host only),
+    which is how SNS learns that this endpoint wants the topic's messages."""
+    check_sns_url(url, "SubscribeURL")
+    with httpx.Client(timeout=10, transport=transport) as client:
+        client.get(url)
 
 
 def fetch_issuer(url: str) -> bytes:

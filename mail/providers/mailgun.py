@@ -34,28 +34,28 @@ from typing import Any, Self
 
 import httpx
 
-from subscriptions.emailurl import EmailURL
-from subscriptions.errors import ConfigurationError
-from worker.providers.base import (
+from mail.emailurl import EmailURL
+from mail.providers.base import (
     EmailMessage,
     Outcome,
     SendResult,
     check_url_options,
 )
-from worker.providers.http import (
+from mail.providers.http import (
     HttpProvider,
     count_requests,
     send_by_content,
     temporary,
     transport_failure,
 )
-from worker.providers.webhooks import (
+from mail.providers.webhooks import (
     EventType,
     WebhookConfig,
     WebhookEvent,
     WebhookRejected,
     WebhookRequest,
 )
+from subscriptions.errors import ConfigurationError
 
 #: event-data `event` -> normalized type; `failed` looks at severity and reason (see _type).
 EVENT_TYPES: dict[str, EventType] = {
