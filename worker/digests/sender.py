@@ -123,6 +123,10 @@ class Sender:
         self._bodies: dict[tuple[int, tuple[object, ...]], tuple[Body, SharedBody]] = {}
         #: (digest, language) → topic names in that language, read once per digest and language.
         self._names: dict[tuple[int, str], dict[str, str]] = {}
+        #: The last variant's body: consecutive readers nearly always share it.
+        self._last: tuple[int, object, str, tuple[Body, SharedBody]] | None = None
+        #: (digest, topics and frequencies, language) → the reasons line.
+        self._reason_lines: dict[tuple[int, tuple[tuple[str, str], ...], str], str] = {}
         self._jobs = JobCache()
         self._domain = urlsplit(settings.base_url).hostname or "localhost"
         #: The offered languages, split once (read for every message).
@@ -335,34 +339,40 @@ class Sender:
     def _message(self, info: DigestInfo, job: Job, batch_key: str) -> EmailMessage:
         # The variant includes the reader's language: one shared body per language, not per reader.
         language = reader_language(self._languages, job.language)
-        key = (info.id, job.variant)
-        cached = self._bodies.get(key)
-        if cached is None:
-            # 256 bodies per offered language: each language doubles the variants, and a cache
-            # that overflows is cleared (bench/digest.py --spanish 0.5 showed the thrash).
-            if len(self._bodies) > 256 * len(self._languages):
-                self._bodies.clear()
-            body = self._renderer.body(
-                info.kind,
-                localized_groups(job.groups, self._topic_names(info.id, language)),
-                intro_markdown=info.intro_markdown,
-                editorial_subject=info.subject,
-                language=language,
-            )
-            cached = self._bodies[key] = (body, shared_body(body))
-        body, shared = cached
+        last = self._last
+        if (
+            last is not None
+            and last[0] == info.id
+            and last[1] is job.groups
+            and last[2] == language
+        ):
+            # Readers of one batch nearly always share their groups (one tuple, from the JobCache):
+            # the same body, without hashing the variant's posts again for every reader.
+            body, shared = last[3]
+        else:
+            key = (info.id, job.variant)
+            cached = self._bodies.get(key)
+            if cached is None:
+                # 256 bodies per offered language: each language doubles the variants, and a cache
+                # that overflows is cleared (bench/digest.py --spanish 0.5 showed the thrash).
+                if len(self._bodies) > 256 * len(self._languages):
+                    self._bodies.clear()
+                body = self._renderer.body(
+                    info.kind,
+                    localized_groups(job.groups, self._topic_names(info.id, language)),
+                    intro_markdown=info.intro_markdown,
+                    editorial_subject=info.subject,
+                    language=language,
+                )
+                cached = self._bodies[key] = (body, shared_body(body))
+            self._last = (info.id, job.groups, language, cached)
+            body, shared = cached
         links = reader_links(
             self._settings, self._signer, subscriber_id=job.subscriber_id, version=job.token_version
         )
-        parts = ReaderParts(
-            links.manage,
-            links.unsubscribe,
-            reasons_line(
-                localized_subscriptions(job.subscriptions, self._topic_names(info.id, language)),
-                language,
-            ),
-        )
-        email = self._renderer.personalize(body, parts)
+        parts = ReaderParts(links.manage, links.unsubscribe, self._reasons(info.id, job, language))
+        values = slot_values(parts)
+        email = self._renderer.personalize(body, parts, values)
         return EmailMessage(
             to=job.email,
             sender=self._settings.from_address,
@@ -377,8 +387,22 @@ class Sender:
             idempotency_key=f"{batch_key}.{job.delivery_id}",
             # Providers that merge per-reader values send the shared body once per request.
             shared=shared,
-            slot_values=slot_values(parts),
+            slot_values=values,
         )
+
+    def _reasons(self, digest_id: int, job: Job, language: str) -> str:
+        """The reader's "why you get this" line; readers with the same topics and frequencies share
+        one (made once per digest and language, not per reader)."""
+        key = (digest_id, job.subscriptions, language)
+        line = self._reason_lines.get(key)
+        if line is None:
+            if len(self._reason_lines) > 4096:
+                self._reason_lines.clear()
+            line = self._reason_lines[key] = reasons_line(
+                localized_subscriptions(job.subscriptions, self._topic_names(digest_id, language)),
+                language,
+            )
+        return line
 
     def _record(
         self, session: Session, job: Job, result: SendResult, retry_at: datetime, attempts: int
