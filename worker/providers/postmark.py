@@ -34,7 +34,7 @@ from worker.providers.base import (
     EmailMessage,
     Outcome,
     SendResult,
-    check_message,
+    check_message_text,
     check_url_options,
 )
 from worker.providers.http import (
@@ -181,7 +181,7 @@ class PostmarkProvider(HttpProvider):
 
     def _element(self, message: EmailMessage) -> dict[str, Any]:
         """One message of the batch, complete with the reader's own headers and metadata."""
-        to, sender = map(str, check_message(message))
+        to, sender = check_message_text(message)
         element: dict[str, Any] = {
             "From": sender,
             "To": to,
