@@ -198,10 +198,16 @@ def claimed_digest(session: Session, claimed: Claim) -> int:
 
 
 def close_batch(
-    session: Session, batch_id: int, *, retry_at: datetime | None, uncertain: bool
+    session: Session,
+    batch_id: int,
+    *,
+    retry_at: datetime | None,
+    uncertain: bool,
+    done: bool = False,
 ) -> None:
-    """After a try: the batch waits (one due time) while any row of it is pending, else is done."""
-    left = session.scalar(
+    """After a try: the batch waits (one due time) while any row of it is pending, else is done.
+    `done`: the caller knows none is pending (every row it claimed was recorded sent)."""
+    left = not done and session.scalar(
         select(literal(1))
         .where(Delivery.batch_id == batch_id, Delivery.status == _PENDING)
         .limit(1)

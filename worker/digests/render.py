@@ -241,11 +241,9 @@ class DigestRenderer:
         html_pieces, html_slots = _cut(html, nonce)
         return Body(subject, text_pieces, text_slots, html_pieces, html_slots)
 
-    def personalize(
-        self, body: Body, parts: ReaderParts, values: Mapping[str, str] | None = None
-    ) -> RenderedEmail:
-        """One reader's email from a shared body (`values`: slot_values(parts), if already made)."""
-        values = slot_values(parts) if values is None else values
+    def personalize(self, body: Body, parts: ReaderParts) -> RenderedEmail:
+        """One reader's email from a shared body."""
+        values = slot_values(parts)
         text = _join(body.text_pieces, [values[f"{s}.t"] for s in body.text_slots])
         html = _join(body.html_pieces, [values[f"{s}.h"] for s in body.html_slots])
         return RenderedEmail(text=text, html=html)

@@ -128,6 +128,8 @@ class Sender:
         #: (digest, topics and frequencies, language) → the reasons line.
         self._reason_lines: dict[tuple[int, tuple[tuple[str, str], ...], str], str] = {}
         self._jobs = JobCache()
+        #: Digests whose status this Sender refreshed once (at its first batch of them).
+        self._started: set[int] = set()
         self._domain = urlsplit(settings.base_url).hostname or "localhost"
         #: The offered languages, split once (read for every message).
         self._languages = settings.language_list
@@ -203,10 +205,15 @@ class Sender:
         crash_point("answered")
         metrics.count_outcomes(self._provider.name, [r.outcome.value for r in results])
         with self._sessions() as session, session.begin():
-            self._record_results(session, report, claimed, jobs, results, now)
-            if results or broken or len(ids) < limit:
-                # Possibly the digest's last open work; otherwise the next claim finds out.
+            others = self._record_results(session, report, claimed, jobs, results, now)
+            if others or broken or len(ids) < limit or digest_id not in self._started:
+                # The digest's first batch here (it is sending, since when), or possibly its last
+                # open work; otherwise the next claim finds out (an empty claim refreshes it). Not
+                # after every full batch sent whole: the look for open work walks the digest's rows.
                 refresh_digest_status(session, digest_id)
+                if len(self._started) > 64:
+                    self._started.clear()
+                self._started.add(digest_id)
             crash_point("recording")
         return report
 
@@ -236,8 +243,9 @@ class Sender:
         jobs: list[Job],
         results: list[SendResult],
         now: datetime,
-    ) -> None:
-        """Write each delivery's outcome, then whether the batch waits for a retry or is done."""
+    ) -> bool:
+        """Write each delivery's outcome, then whether the batch waits for a retry or is done.
+        True when any outcome was not `sent`."""
         sent_at = utcnow()
         sent = [
             (job.delivery_id, result.provider_message_id)
@@ -279,7 +287,11 @@ class Sender:
             self._tell_editors(session, [r for _, r in others])
             if report.counts.get(DeliveryStatus.UNKNOWN.value):
                 report_unknown(session=session, digest_id=claimed_digest(session, claimed))
-        close_batch(session, claimed.batch_id, retry_at=retry_at, uncertain=uncertain)
+        # A fresh batch's rows were all claimed here; recorded sent, none can be left pending (a
+        # retry's batch may hold rows an admin changed meanwhile: it is looked at).
+        done = not others and not claimed.retry
+        close_batch(session, claimed.batch_id, retry_at=retry_at, uncertain=uncertain, done=done)
+        return bool(others)
 
     def _messages(
         self, info: DigestInfo, jobs: list[Job], key: str
@@ -371,8 +383,7 @@ class Sender:
             self._settings, self._signer, subscriber_id=job.subscriber_id, version=job.token_version
         )
         parts = ReaderParts(links.manage, links.unsubscribe, self._reasons(info.id, job, language))
-        values = slot_values(parts)
-        email = self._renderer.personalize(body, parts, values)
+        email = self._renderer.personalize(body, parts)
         return EmailMessage(
             to=job.email,
             sender=self._settings.from_address,
@@ -387,7 +398,7 @@ class Sender:
             idempotency_key=f"{batch_key}.{job.delivery_id}",
             # Providers that merge per-reader values send the shared body once per request.
             shared=shared,
-            slot_values=values,
+            slot_values=slot_values(parts),
         )
 
     def _reasons(self, digest_id: int, job: Job, language: str) -> str:
