@@ -1010,7 +1010,7 @@ def run_round(
             time.sleep(0.2)
         time.sleep(1.0)  # the pool processes fork after "ready" is logged on some pools
 
-        groups = process_groups(workers, stand_in, services)
+        groups = process_groups(workers, stand_in, services, name)
         queue = TaskQueue(services.redis_url)
         with Sampler(groups, {w.process.pid for w in workers}) as sampler:
             if args.profile:
@@ -1094,7 +1094,7 @@ def worker_env(
 
 
 def process_groups(
-    workers: list[Worker], stand_in: StandIn, services: Services
+    workers: list[Worker], stand_in: StandIn, services: Services, database: str
 ) -> dict[str, Callable[[dict[int, int]], list[int]]]:
     groups: dict[str, Callable[[dict[int, int]], list[int]]] = {}
     for worker in workers:
@@ -1103,13 +1103,25 @@ def process_groups(
     pg_pid, redis_pid = server_pids(services)
     if pg_pid:
         pg = pg_pid
-        groups["PostgreSQL"] = lambda tree: [pg, *descendants(pg, tree)]
+        # Connections to other databases (other runs or tests on a server given by URL) are not
+        # this send's: only the round's database's connections and the server's own processes.
+        groups["PostgreSQL"] = lambda tree: [
+            p for p in [pg, *descendants(pg, tree)] if _own_backend(p, database)
+        ]
     if redis_pid:
         rd = redis_pid
         groups["Redis"] = lambda _tree: [rd]
     me = os.getpid()
     groups[BENCH] = lambda _tree: [me]
     return groups
+
+
+def _own_backend(pid: int, database: str) -> bool:
+    """A PostgreSQL process that is not a connection to another database (`postgres: USER DB …`)."""
+    words = cmdline(pid).split()
+    if len(words) >= 4 and words[0] == "postgres:" and "(" in words[3]:
+        return words[2] == database
+    return True
 
 
 def server_pids(services: Services) -> tuple[int | None, int | None]:
