@@ -1174,7 +1174,8 @@ def wait_until_sent(
         if now - last_report >= 10:
             rate = (count - last_count) / (now - last_report) if now > last_report else 0.0
             print(
-                f"  {now - started:6.0f} s  {count:>9,} received  ({rate:,.0f}/s lately)",
+                f"  {now - started:6.0f} s  {count:>9,} received  ({rate:,.0f}/s lately; load "
+                f"average {_loadavg()})",
                 flush=True,
             )
             last_report, last_count = now, count
@@ -1351,7 +1352,8 @@ def report_summary(rounds: list[Round]) -> None:
         / 1024
     )
     print(
-        f"  targets: {largest.rate:,.0f} emails/s at {largest.readers:,} readers (≥ {TARGET_RATE:,.0f}); "
+        f"  targets: {largest.rate:,.0f} emails/s at {largest.readers:,} readers (≥ {TARGET_RATE:,.0f}; "
+        f"load average {largest.load[0]} -> {largest.load[1]}); "
         f"largest peak RSS {biggest:.0f} MiB (< {TARGET_RSS_MIB:.0f}; the benchmark's own process,"
         " which also runs the floor, not counted)"
     )
