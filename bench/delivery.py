@@ -13,27 +13,31 @@ created for N and migrated; N active readers with an immediate subscription to o
 bulk-loaded in SQL (INSERT … SELECT generate_series); one post is added and its alerts are planned with
 worker.digests.planner.plan_post_alerts in one transaction (timed apart: "planning").
 
-The floor, in the same run: one plain loop in this process renders the same N messages as the Sender
-does (DigestRenderer.body once, personalize per reader, through Sender._message on jobs made in
-memory from the planned digest), and hands batches of 500 to PostmarkProvider.send(), which builds
-the Postmark JSON with the provider's own code and POSTs it to a stand-in: no database, no queue. A
-sample (--full-sample) is also rendered the naive way (DigestRenderer.full_render per reader).
+The floor, in the same run: as many processes as the send has pool processes (forked from this one)
+render the same N messages as the Sender does (DigestRenderer.body once, personalize per reader,
+through Sender._message on jobs made in memory from the planned digest), and hand batches of 500 to
+PostmarkProvider.send(), which builds the Postmark JSON with the provider's own code and POSTs it to
+the round's stand-in: no database, no queue. A sample (--full-sample) is also rendered the naive way
+(DigestRenderer.full_render per reader), in this process.
 
 The send: `newsletter worker` processes (--workers, each `--concurrency` pool processes of --pool)
-against a Postmark stand-in that runs in its own process (an asyncio HTTP/1.1 server in this file,
-`--stand-in`, that parses each JSON batch, counts the messages and answers Postmark's per-message
-results, nothing more), with NEWSLETTER_EMAIL_URL=postmark+http://TOKEN@127.0.0.1:PORT and the global
-rate limit raised out of the way. The clock starts when the first `newsletter.send_digest` is put on
-the broker (--senders per pool process) and stops at the last `sent_at` in the ledger;
+against the same stand-in, which runs in its own process (an asyncio HTTP/1.1 server in this file,
+`--stand-in MODE`) and does the same for the floor and the send: it finds each batch's delivery ids
+(`count`, one regular-expression scan, the default; or `parse`, json.loads), counts them and answers
+Postmark's per-message results, nothing more; with NEWSLETTER_EMAIL_URL=postmark+http://TOKEN@127.0.0.1:PORT
+and the global rate limit raised out of the way. The clock starts when the first `newsletter.send_digest`
+is put on the broker (--senders per pool process) and stops at the last `sent_at` in the ledger;
 `newsletter.dispatch` is enqueued every second (--dispatch-every; beat's schedule is 30 s).
 
-It prints, per N: load and planning time, send time, emails/s, the ratio to the floor, the CPU time per
-email of each kind of process and the peak RSS (VmHWM), both sampled from /proc every second, of every
+It prints, per N: load and planning time, send time, emails/s, the ratio to the floor, the load average
+beside every rate, the CPU time per email of each kind of process and of each group (workers,
+PostgreSQL, Redis, the stand-in; for the send and for the floor) and the peak RSS (VmHWM), both sampled from /proc every second, of every
 process (workers and their pool processes, the stand-in, PostgreSQL's processes, Redis, this process),
 and for the smallest and largest N the time ratio (linear: the reader ratio). It checks that the stand-in
 counted exactly N messages, with the delivery ids of the digest each once (sum and sum of squares
 compared with the ledger's), and that the ledger holds N sent. Targets (2 cores): ≥ 5,000 emails/s at
-1,000,000 readers, ≥ half the floor's rate, every process under 300 MB (this one not counted), time linear in N. Exit status
+1,000,000 readers, ≥ half the floor's rate, ≤ 120 µs of CPU per email for workers + PostgreSQL + Redis,
+every process under 300 MB (this one not counted), time linear in N. Exit status
 0 when the checks pass, 1 when one fails (targets are printed, not enforced). Everything it started is
 stopped by process id, also on Ctrl-C or SIGTERM; --keep leaves the databases (and the services it
 started) running.
