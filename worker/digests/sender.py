@@ -161,7 +161,9 @@ class Sender:
                 return report
             ids = claimed.ids
             report.claimed = len(ids)
-            info, jobs = load_jobs(session, ids, cache=self._jobs)
+            info, jobs = load_jobs(
+                session, ids, cache=self._jobs, claimed=(digest_id, claimed.readers)
+            )
             if info is None:  # the rows were claimed in this very transaction: cannot happen
                 raise RuntimeError(f"claimed deliveries of digest {digest_id} vanished: {ids[:5]}")
             self._read_topic_names(session, info.id, jobs)
