@@ -568,6 +568,39 @@ class SmallBatches(OutboxProvider):
     batch_limit: ClassVar[int] = 40
 
 
+def test_the_digest_is_sending_from_the_first_batch_and_sent_after_the_last(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The status is refreshed at a Sender's first batch and when a claim comes up short or empty,
+    not after every full batch (#18): sending (with a start time) from the first batch on, sent
+    (with a finish time) once the work ran out; every full batch sent whole is closed done."""
+    site = make_site(tmp_path, database_url, SmallBatches(tmp_path / "outbox"))
+    for n in range(80):
+        site.reader(f"r{n:02d}@example.org", {"mexico": DAILY})
+    site.post("News", ["mexico"], MONDAY + timedelta(hours=9))
+    digest_id = site.plan(DigestKind.DAILY, MONDAY + timedelta(days=1, hours=8))
+
+    def digest() -> tuple[str, bool, bool, list[str]]:
+        with site.sessions() as session:
+            found = session.get(Digest, digest_id)
+            assert found is not None
+            batches = session.scalars(select(Batch.status).order_by(Batch.id)).all()
+            return (
+                found.status.value,
+                found.started_at is not None,
+                found.finished_at is not None,
+                [b.value for b in batches],
+            )
+
+    assert site.sender.send_batch(digest_id).counts == {"sent": 40}
+    assert digest() == ("sending", True, False, ["done"])
+    assert site.sender.send_batch(digest_id).counts == {"sent": 40}
+    assert digest() == ("sending", True, False, ["done", "done"])
+    assert site.sender.send_batch(digest_id).claimed == 0
+    assert digest() == ("sent", True, True, ["done", "done"])
+    assert len(site.mail()) == 80
+
+
 def test_parallel_senders_send_each_reader_once(tmp_path: Path, database_url: str) -> None:
     """Two senders (own engines, as two worker processes) work one digest in provider-sized batches
     at once: every reader gets exactly one email, every Message-ID is unique."""

@@ -245,6 +245,41 @@ def test_a_malformed_message_fails_alone() -> None:
     ]
 
 
+def test_request_body_is_byte_for_byte_what_the_standard_json_module_writes() -> None:
+    # orjson serializes the batch (#18); its bytes must equal compact UTF-8 json.dumps, escapes and all.
+    recorder = postmark_api()
+    tricky = (
+        "Caf\u00e9 \u2013 \u201cquoted\u201d \\ / <b>&amp;</b>\t\x00\x1f\x7f \u2028 \U0001f600\n"
+    )
+    message = make_message(
+        1,
+        subject=tricky.replace("\n", "")
+        .replace("\t", " ")
+        .replace("\x00", "")
+        .replace("\x1f", "")
+        .replace("\u2028", ""),
+        text=tricky,
+        html=f"<p>{tricky}</p>",
+    )
+    make_provider(recorder, stream="broadcast", tag="news").send([message])
+    provider = make_provider(postmark_api(), stream="broadcast", tag="news")
+    element = provider._element(message)
+    expected = json.dumps([element], ensure_ascii=False, separators=(",", ":")).encode()
+    assert recorder.requests[0].content == expected
+    assert recorder.json()[0]["TextBody"] == tricky
+
+
+def test_a_message_utf8_cannot_carry_fails_alone() -> None:
+    recorder = postmark_api()
+    broken = make_message(2, text="half a pair: \ud800")
+    results = make_provider(recorder).send([make_message(1), broken, make_message(3)])
+    assert outcomes(results) == [Outcome.SENT, Outcome.REQUEST_WRONG, Outcome.SENT]
+    assert [m["To"] for m in recorder.json()] == [
+        "Reader 1 <reader1@example.net>",
+        "Reader 3 <reader3@example.net>",
+    ]
+
+
 def test_against_the_local_stand_in() -> None:
     with ProviderServer(token=TOKEN) as server:
         provider = PostmarkProvider(TOKEN, base_url=f"http://127.0.0.1:{server.port}")

@@ -25,7 +25,12 @@ from mail.providers import (
     build_mime,
     provider_from_url,
 )
-from mail.providers.base import parse_address
+from mail.providers.base import (
+    address_text,
+    check_message,
+    check_message_text,
+    parse_address,
+)
 from subscriptions.errors import ConfigurationError, HeaderInjection, InvalidInput
 from tests.providers import make_message
 
@@ -290,3 +295,31 @@ def test_encoded_body_lines_are_at_most_76_characters(text: str) -> None:
         "base64",
     }
     assert parsed["List-Unsubscribe"] == unsubscribe
+
+
+def test_address_text_is_the_parsed_address_as_text() -> None:
+    """address_text (the JSON providers' fast path, #18) equals str(parse_address), refusals too."""
+    rng = random.Random(18)
+    local = string.ascii_letters + string.digits + "._%+-"
+    domain = string.ascii_letters + string.digits + ".-"
+    values = ["reader1@example.org", "A.B+tag@Sub.Example.ORG", "x@b\u00fccher.example",
+              "Reader One <reader1@example.org>", '"Doe, J." <j@Example.org>', "x@-a.org",
+              "x@" + "a" * 64 + ".org", "not an address", "a@b"]  # fmt: skip
+    values += [
+        "".join(rng.choice(local) for _ in range(rng.randint(1, 12)))
+        + "@"
+        + "".join(rng.choice(domain) for _ in range(rng.randint(1, 16)))
+        for _ in range(2000)
+    ]
+    for value in values:
+        try:
+            expected = str(parse_address(value, "to"))
+        except InvalidInput:
+            with pytest.raises(InvalidInput):
+                address_text(value, "to")
+            continue
+        assert address_text(value, "to") == expected, value
+    message = make_message(to="Reader <R1@Example.ORG>", sender="News <news@Example.org>")
+    assert check_message_text(message) == tuple(map(str, check_message(message)))
+    with pytest.raises(HeaderInjection):
+        check_message_text(make_message(subject="a\nBcc: x@example.org"))

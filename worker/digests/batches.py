@@ -46,6 +46,8 @@ class Claim:
     #: The batch was sent before with an unknown outcome: it must go again exactly as it was.
     uncertain: bool = False
     retry: bool = False
+    #: (delivery id, reader id) of each row, as the claim returned them: load_jobs need not read them.
+    readers: tuple[tuple[int, int], ...] = ()
 
 
 def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> Claim | None:
@@ -67,7 +69,7 @@ def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> Cla
         if found is None:
             break
         batch_id, key, uncertain = found
-        ids = session.scalars(
+        rows = session.execute(
             update(Delivery)
             .where(Delivery.batch_id == batch_id, Delivery.status == _PENDING)
             .values(
@@ -76,8 +78,9 @@ def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> Cla
                 claimed_by=WORKER_ID,
                 attempts=Delivery.attempts + 1,
             )
-            .returning(Delivery.id)
+            .returning(Delivery.id, Delivery.subscriber_id)
         ).all()
+        ids = [r[0] for r in rows]
         if not ids:  # nothing of it left to send (an admin closed its rows): done
             session.execute(
                 update(Batch).where(Batch.id == batch_id).values(status=BatchStatus.DONE)
@@ -95,7 +98,15 @@ def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> Cla
                 attempts=Batch.attempts + 1,
             )
         )
-        return Claim(batch_id, token, key, sorted(ids), uncertain=bool(uncertain), retry=True)
+        return Claim(
+            batch_id,
+            token,
+            key,
+            sorted(ids),
+            uncertain=bool(uncertain),
+            retry=True,
+            readers=tuple(sorted((int(d), int(r)) for d, r in rows)),
+        )
     # Bounded below by the first pending id (answered from the partial index): without it,
     # PostgreSQL may walk past every row already sent while its statistics are stale.
     first = (
@@ -133,7 +144,7 @@ def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> Cla
     if new_id is None:
         raise RuntimeError("INSERT INTO batches returned no id")
     batch_id = int(new_id)
-    ids = session.scalars(
+    rows = session.execute(
         update(Delivery)
         .where(Delivery.id.in_(pick.with_for_update(skip_locked=True)))
         .values(
@@ -143,12 +154,13 @@ def claim(session: Session, digest_id: int, limit: int, *, now: datetime) -> Cla
             batch_id=batch_id,
             attempts=Delivery.attempts + 1,
         )
-        .returning(Delivery.id)
+        .returning(Delivery.id, Delivery.subscriber_id)
     ).all()
-    if not ids:
+    if not rows:
         session.execute(delete(Batch).where(Batch.id == batch_id))
         return None
-    return Claim(batch_id, token, key, sorted(ids))
+    readers = tuple(sorted((int(d), int(r)) for d, r in rows))
+    return Claim(batch_id, token, key, [d for d, _ in readers], readers=readers)
 
 
 def hand_over(session: Session, claimed: Claim, *, now: datetime) -> bool:
@@ -198,10 +210,16 @@ def claimed_digest(session: Session, claimed: Claim) -> int:
 
 
 def close_batch(
-    session: Session, batch_id: int, *, retry_at: datetime | None, uncertain: bool
+    session: Session,
+    batch_id: int,
+    *,
+    retry_at: datetime | None,
+    uncertain: bool,
+    done: bool = False,
 ) -> None:
-    """After a try: the batch waits (one due time) while any row of it is pending, else is done."""
-    left = session.scalar(
+    """After a try: the batch waits (one due time) while any row of it is pending, else is done.
+    `done`: the caller knows none is pending (every row it claimed was recorded sent)."""
+    left = not done and session.scalar(
         select(literal(1))
         .where(Delivery.batch_id == batch_id, Delivery.status == _PENDING)
         .limit(1)

@@ -104,20 +104,30 @@ def among(session: Session, column: Any, values: Sequence[int]) -> Any:
 
 
 def load_jobs(
-    session: Session, delivery_ids: list[int], *, cache: JobCache | None = None
+    session: Session,
+    delivery_ids: list[int],
+    *,
+    cache: JobCache | None = None,
+    claimed: tuple[int, Sequence[tuple[int, int]]] | None = None,
 ) -> tuple[DigestInfo | None, list[Job]]:
     """The digest and the jobs of `delivery_ids` (all of one digest).
 
     Each query reads one table by its key, so no plan depends on statistics (which are stale right
     after a digest is planned); posts and the digest come from `cache` after the first batch.
+    `claimed`: (digest id, (delivery id, reader id) of each delivery) when the claim already returned
+    them, so the deliveries are not read again.
     """
     if not delivery_ids:
         return None, []
-    rows = session.execute(
-        select(Delivery.id, Delivery.digest_id, Delivery.subscriber_id)
-        .where(among(session, Delivery.id, delivery_ids))
-        .order_by(Delivery.id)
-    ).all()
+    rows: Sequence[Any]
+    if claimed is not None and len(claimed[1]) == len(delivery_ids):
+        rows = sorted((d, claimed[0], r) for d, r in claimed[1])
+    else:
+        rows = session.execute(
+            select(Delivery.id, Delivery.digest_id, Delivery.subscriber_id)
+            .where(among(session, Delivery.id, delivery_ids))
+            .order_by(Delivery.id)
+        ).all()
     if not rows:
         return None, []
     digest = (cache or JobCache()).digest(session, rows[0][1])

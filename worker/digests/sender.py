@@ -123,7 +123,13 @@ class Sender:
         self._bodies: dict[tuple[int, tuple[object, ...]], tuple[Body, SharedBody]] = {}
         #: (digest, language) → topic names in that language, read once per digest and language.
         self._names: dict[tuple[int, str], dict[str, str]] = {}
+        #: The last variant's body: consecutive readers nearly always share it.
+        self._last: tuple[int, object, str, tuple[Body, SharedBody]] | None = None
+        #: (digest, topics and frequencies, language) → the reasons line.
+        self._reason_lines: dict[tuple[int, tuple[tuple[str, str], ...], str], str] = {}
         self._jobs = JobCache()
+        #: Digests whose status this Sender refreshed once (at its first batch of them).
+        self._started: set[int] = set()
         self._domain = urlsplit(settings.base_url).hostname or "localhost"
         #: The offered languages, split once (read for every message).
         self._languages = settings.language_list
@@ -155,7 +161,9 @@ class Sender:
                 return report
             ids = claimed.ids
             report.claimed = len(ids)
-            info, jobs = load_jobs(session, ids, cache=self._jobs)
+            info, jobs = load_jobs(
+                session, ids, cache=self._jobs, claimed=(digest_id, claimed.readers)
+            )
             if info is None:  # the rows were claimed in this very transaction: cannot happen
                 raise RuntimeError(f"claimed deliveries of digest {digest_id} vanished: {ids[:5]}")
             self._read_topic_names(session, info.id, jobs)
@@ -199,10 +207,15 @@ class Sender:
         crash_point("answered")
         metrics.count_outcomes(self._provider.name, [r.outcome.value for r in results])
         with self._sessions() as session, session.begin():
-            self._record_results(session, report, claimed, jobs, results, now)
-            if results or broken or len(ids) < limit:
-                # Possibly the digest's last open work; otherwise the next claim finds out.
+            others = self._record_results(session, report, claimed, jobs, results, now)
+            if others or broken or len(ids) < limit or digest_id not in self._started:
+                # The digest's first batch here (it is sending, since when), or possibly its last
+                # open work; otherwise the next claim finds out (an empty claim refreshes it). Not
+                # after every full batch sent whole: the look for open work walks the digest's rows.
                 refresh_digest_status(session, digest_id)
+                if len(self._started) > 64:
+                    self._started.clear()
+                self._started.add(digest_id)
             crash_point("recording")
         return report
 
@@ -232,8 +245,9 @@ class Sender:
         jobs: list[Job],
         results: list[SendResult],
         now: datetime,
-    ) -> None:
-        """Write each delivery's outcome, then whether the batch waits for a retry or is done."""
+    ) -> bool:
+        """Write each delivery's outcome, then whether the batch waits for a retry or is done.
+        True when any outcome was not `sent`."""
         sent_at = utcnow()
         sent = [
             (job.delivery_id, result.provider_message_id)
@@ -275,7 +289,11 @@ class Sender:
             self._tell_editors(session, [r for _, r in others])
             if report.counts.get(DeliveryStatus.UNKNOWN.value):
                 report_unknown(session=session, digest_id=claimed_digest(session, claimed))
-        close_batch(session, claimed.batch_id, retry_at=retry_at, uncertain=uncertain)
+        # A fresh batch's rows were all claimed here; recorded sent, none can be left pending (a
+        # retry's batch may hold rows an admin changed meanwhile: it is looked at).
+        done = not others and not claimed.retry
+        close_batch(session, claimed.batch_id, retry_at=retry_at, uncertain=uncertain, done=done)
+        return bool(others)
 
     def _messages(
         self, info: DigestInfo, jobs: list[Job], key: str
@@ -335,33 +353,38 @@ class Sender:
     def _message(self, info: DigestInfo, job: Job, batch_key: str) -> EmailMessage:
         # The variant includes the reader's language: one shared body per language, not per reader.
         language = reader_language(self._languages, job.language)
-        key = (info.id, job.variant)
-        cached = self._bodies.get(key)
-        if cached is None:
-            # 256 bodies per offered language: each language doubles the variants, and a cache
-            # that overflows is cleared (bench/digest.py --spanish 0.5 showed the thrash).
-            if len(self._bodies) > 256 * len(self._languages):
-                self._bodies.clear()
-            body = self._renderer.body(
-                info.kind,
-                localized_groups(job.groups, self._topic_names(info.id, language)),
-                intro_markdown=info.intro_markdown,
-                editorial_subject=info.subject,
-                language=language,
-            )
-            cached = self._bodies[key] = (body, shared_body(body))
-        body, shared = cached
+        last = self._last
+        if (
+            last is not None
+            and last[0] == info.id
+            and last[1] is job.groups
+            and last[2] == language
+        ):
+            # Readers of one batch nearly always share their groups (one tuple, from the JobCache):
+            # the same body, without hashing the variant's posts again for every reader.
+            body, shared = last[3]
+        else:
+            key = (info.id, job.variant)
+            cached = self._bodies.get(key)
+            if cached is None:
+                # 256 bodies per offered language: each language doubles the variants, and a cache
+                # that overflows is cleared (bench/digest.py --spanish 0.5 showed the thrash).
+                if len(self._bodies) > 256 * len(self._languages):
+                    self._bodies.clear()
+                body = self._renderer.body(
+                    info.kind,
+                    localized_groups(job.groups, self._topic_names(info.id, language)),
+                    intro_markdown=info.intro_markdown,
+                    editorial_subject=info.subject,
+                    language=language,
+                )
+                cached = self._bodies[key] = (body, shared_body(body))
+            self._last = (info.id, job.groups, language, cached)
+            body, shared = cached
         links = reader_links(
             self._settings, self._signer, subscriber_id=job.subscriber_id, version=job.token_version
         )
-        parts = ReaderParts(
-            links.manage,
-            links.unsubscribe,
-            reasons_line(
-                localized_subscriptions(job.subscriptions, self._topic_names(info.id, language)),
-                language,
-            ),
-        )
+        parts = ReaderParts(links.manage, links.unsubscribe, self._reasons(info.id, job, language))
         email = self._renderer.personalize(body, parts)
         return EmailMessage(
             to=job.email,
@@ -379,6 +402,20 @@ class Sender:
             shared=shared,
             slot_values=slot_values(parts),
         )
+
+    def _reasons(self, digest_id: int, job: Job, language: str) -> str:
+        """The reader's "why you get this" line; readers with the same topics and frequencies share
+        one (made once per digest and language, not per reader)."""
+        key = (digest_id, job.subscriptions, language)
+        line = self._reason_lines.get(key)
+        if line is None:
+            if len(self._reason_lines) > 4096:
+                self._reason_lines.clear()
+            line = self._reason_lines[key] = reasons_line(
+                localized_subscriptions(job.subscriptions, self._topic_names(digest_id, language)),
+                language,
+            )
+        return line
 
     def _record(
         self, session: Session, job: Job, result: SendResult, retry_at: datetime, attempts: int
