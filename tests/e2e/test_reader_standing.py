@@ -263,3 +263,41 @@ def test_an_erased_reader_signs_up_again_and_a_bot_in_the_honeypot_does_not(
         assert len(list(outbox.glob("*.eml"))) == 1
     finally:
         engine.dispose()
+
+
+def test_a_form_sent_again_from_the_answer_page_shows_check_your_email_and_sends_one_email(
+    service_env: dict[str, str], start: Any, new_page: PageFactory
+) -> None:
+    """A hurried reader reloads the "Check your email" page (or double-clicks, or goes Back and
+    sends): the browser sends the same form, token and all, again and shows the second answer. It
+    must say "Check your email" again, and one confirmation must arrive, not two."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(service_env, NEWSLETTER_BASE_URL=base, NEWSLETTER_FORM_MIN_SECONDS="0")
+    outbox = Path(env["NEWSLETTER_EMAIL_URL"].removeprefix("outbox://"))
+    newsletter("db", "upgrade", env=env)
+    newsletter("topics", "add", "mexico", "Mexico", env=env)
+    newsletter("topics", "add", "refugees", "Refugees", env=env)
+    web = start(["web", "--port", str(port)], env)
+    start(["worker", "--concurrency", "1"], env)
+    wait_until_serving(f"{base}/healthz", web)
+    page = new_page()
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    page.goto(f"{base}/")
+    page.get_by_label("Email address").fill("Hurried@Example.org")
+    page.get_by_role("checkbox", name="Mexico").check()
+    page.get_by_role("button", name="Subscribe").click()
+    expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+    page.reload()  # Chromium sends the POST again, form token included
+    expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+    expect(page.locator("main .address")).to_have_text("Hurried@Example.org")
+    assert posts == [f"{base}/subscribe"] * 2, posts  # the browser did send it twice
+    message = _wait_for_email(outbox, "Confirm your subscription to Institute Updates")
+    assert message["To"] == "hurried@example.org"
+    time.sleep(3)  # the worker applies sign-ups within a second; a second one would be here by now
+    confirmations = [
+        p for p in outbox.glob("*.eml") if "hurried@example.org" in p.read_text(errors="replace")
+    ]
+    assert len(confirmations) == 1, confirmations
+    check_widths(page, None, "a double click's answer")
