@@ -77,6 +77,11 @@ return {0, 0}
 """
 
 
+#: The door's client: "resp" (subscriptions/resp.py) or "redis-py" (redis.asyncio). Only
+#: bench/subscribe.py sets it, to compare the two in one run (issue #16).
+_ASYNC_CLIENT = os.environ.get("NEWSLETTER_BENCH_INTAKE_CLIENT", "resp")
+
+
 class Door(Enum):
     """What the door decided about one sign-up."""
 
@@ -196,7 +201,7 @@ class Intake:
         if self._async_door is None or self._async_loop is not loop:
             # Connections belong to one event loop: uvicorn keeps one per process, test clients
             # may start a new one per request.
-            runner = ScriptRunner.for_url(self._url, _DOOR)
+            runner = ScriptRunner.for_url(self._url, _DOOR) if _ASYNC_CLIENT == "resp" else None
             if runner is not None:
                 self._async_door = runner.run
             else:  # TLS and the like: redis-py's client
