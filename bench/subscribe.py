@@ -457,13 +457,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="short rounds per endpoint, bare and subscribe taking turns (default 10), so that a "
         "change of load on the machine moves both sides alike",
     )
-    parser.add_argument(
-        "--intake-clients",
-        default="resp,redis-py",
-        help="the sign-up door's Redis clients to compare in the same run, one web server each, "
-        "their rounds taking turns: resp (subscriptions/resp.py) and/or redis-py (redis.asyncio, "
-        "hiredis when installed); default both",
-    )
     parser.add_argument("--timeout", type=float, default=300, help="seconds per phase at most")
     parser.add_argument("--database-url", help="an existing PostgreSQL (postgresql+psycopg://...)")
     parser.add_argument("--redis-url", help="an existing Redis (redis://host:port/db)")
@@ -472,9 +465,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("give both --database-url and --redis-url, or neither")
     if min(args.requests, args.concurrency, args.workers, args.rounds) < 1 or args.warmup < 0:
         parser.error("--requests, --concurrency, --workers and --rounds must be at least 1")
-    args.clients = [c.strip() for c in args.intake_clients.split(",") if c.strip()]
-    if not args.clients or set(args.clients) - {"resp", "redis-py"}:
-        parser.error("--intake-clients: resp, redis-py or both, comma-separated")
+    # One web server. Commit 889b00a ran one per intake client (resp.py and redis.asyncio), their
+    # rounds taking turns, to compare the two in one run (issue #16; bench/README.md).
+    args.clients = ["app"]
     return args
 
 
@@ -528,9 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             newsletter(env, folder, "topics", "add", TOPIC, "Benchmark")
         for client in args.clients:
             port = free_port()
-            env_client = dict(env, NEWSLETTER_BENCH_INTAKE_CLIENT=client)
             (folder / client).mkdir()
-            servers[client] = WebServer(env_client, port, args.workers, folder / client)
+            servers[client] = WebServer(env, port, args.workers, folder / client)
         for web_server in servers.values():
             web_server.wait_until_serving()
         args.port = next(iter(servers.values())).port
@@ -680,7 +672,7 @@ def report(
     print("topic-newsletter: POST /subscribe against the bare GET /livez")
     print(
         f"  servers  newsletter web --workers {args.workers} (uvicorn, access log off, "
-        f"NEWSLETTER_ENVIRONMENT=production), one per intake client: "
+        f"NEWSLETTER_ENVIRONMENT=production): "
         + ", ".join(f"{client} on 127.0.0.1:{w.port}" for client, w in servers.items())
     )
     for line in services.versions or [f"given: {services.database_url}, {services.redis_url}"]:
@@ -720,17 +712,6 @@ def report(
             f"{bare_cpu * 1000:.2f} ms per bare request; throughput ratio {ratio:.2f} "
             f"({sub.throughput:.0f} / {bare.throughput:.0f} req/s); load average "
             f"{args.load_during}"
-        )
-    if len(results) == 2:
-        (a, (_, sub_a)), (b, (_, sub_b)) = results.items()
-        gain = sub_a.throughput / sub_b.throughput - 1 if sub_b.throughput else 0.0
-        cpu_a = sub_a.cpu["web server"] / (len(sub_a.latencies) or 1)
-        cpu_b = sub_b.cpu["web server"] / (len(sub_b.latencies) or 1)
-        print(
-            f"  intake clients, same run: {a} {sub_a.throughput:.0f} sign-ups/s "
-            f"({cpu_a * 1000:.2f} ms web CPU each), {b} {sub_b.throughput:.0f} sign-ups/s "
-            f"({cpu_b * 1000:.2f} ms); {a} is {gain:+.0%} on throughput (keep resp.py only "
-            "above +15%)"
         )
     for outcome in phases:
         bad = {s: c for s, c in outcome.statuses.items() if s != 200}
