@@ -14,12 +14,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import Request, Response
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.exceptions import HTTPException
 
-from subscriptions.errors import HeaderInjection, InvalidInput
+from subscriptions.errors import HeaderInjection, InvalidInput, TokenInvalid
 from subscriptions.i18n import current_language, gettext_for
 from subscriptions.ratelimit import RateLimiter
+from subscriptions.web.sealed import Sealer
 
 COOKIE = "nl_csrf"
 FIELD = "csrf_token"
@@ -52,7 +52,7 @@ class FormGuard:
     def __init__(
         self, secret_key: str, limiter: RateLimiter, *, min_seconds: float, secure_cookie: bool
     ) -> None:
-        self._serializer = URLSafeTimedSerializer(secret_key, salt="newsletter.csrf")
+        self._sealer = Sealer(secret_key, "newsletter.csrf")
         self._limiter = limiter
         self._min_seconds = min_seconds
         self._secure = secure_cookie
@@ -67,8 +67,7 @@ class FormGuard:
         if len(cookie) != 32:
             cookie = secrets.token_hex(16)
         shown = time.time() if timed else 0.0
-        token = str(self._serializer.dumps([cookie, secrets.token_hex(8), shown]))
-        return cookie, token
+        return cookie, self._sealer.seal([cookie, secrets.token_hex(8), shown])
 
     def issue_framed(self, *, timed: bool = True) -> str:
         """A token bound to no cookie, for the form framed on a publisher's page.
@@ -77,7 +76,7 @@ class FormGuard:
         still signed, timed and single use, and other sites cannot read it out of the frame.
         """
         shown = time.time() if timed else 0.0
-        return str(self._serializer.dumps(["", secrets.token_hex(8), shown]))
+        return self._sealer.seal(["", secrets.token_hex(8), shown])
 
     def set_cookie(self, response: Response, cookie: str) -> None:
         response.set_cookie(
@@ -95,10 +94,8 @@ class FormGuard:
         if not isinstance(token, str) or not token:
             raise FormRejected("This form has expired. Please try again.")
         try:
-            payload = self._serializer.loads(token, max_age=FORM_MAX_AGE_SECONDS)
-        except SignatureExpired:
-            raise FormRejected("This form has expired. Please try again.") from None
-        except BadSignature:
+            payload = self._sealer.open(token, max_age=FORM_MAX_AGE_SECONDS)
+        except TokenInvalid:  # TokenExpired included
             raise FormRejected("This form has expired. Please try again.") from None
         if not isinstance(payload, list) or len(payload) != 3:
             raise FormRejected("This form has expired. Please try again.")

@@ -6,9 +6,10 @@ import time
 
 import pytest
 
-from subscriptions.errors import TokenInvalid
+from subscriptions.errors import TokenExpired, TokenInvalid
 from subscriptions.intake import Entry
 from subscriptions.web.receipts import RESEND_SECONDS, Receipts
+from subscriptions.web.sealed import Sealer
 
 ENTRY = Entry(
     email="lectora@ejemplo.es",
@@ -69,3 +70,21 @@ def test_a_receipt_of_another_secret_is_refused() -> None:
     receipt = Receipts("a" * 32).resend(ENTRY, email_as_typed="a@b.org")
     with pytest.raises(TokenInvalid):
         Receipts("b" * 32).read_resend(receipt)
+
+
+def test_a_value_sealed_for_another_purpose_is_refused() -> None:
+    """A form token (same secret, purpose "newsletter.csrf") is no resend receipt, nor the reverse."""
+    form_token = Sealer("s" * 32, "newsletter.csrf").seal(["cookie", "nonce", 0.0])
+    with pytest.raises(TokenInvalid):
+        Receipts("s" * 32).read_resend(form_token)
+    receipt = Receipts("s" * 32).resend(ENTRY, email_as_typed="a@b.org")
+    with pytest.raises(TokenInvalid):
+        Sealer("s" * 32, "newsletter.csrf").open(receipt, max_age=60)
+
+
+def test_a_sealed_value_past_its_age_is_expired_not_just_invalid() -> None:
+    sealer = Sealer("s" * 32, "newsletter.csrf")
+    value = sealer.seal(["x"], now=1_000_000)
+    assert sealer.open(value, max_age=60, now=1_000_059) == ["x"]
+    with pytest.raises(TokenExpired):
+        sealer.open(value, max_age=60, now=1_000_061)
