@@ -233,16 +233,19 @@ class Reply:
                 message=_("We sent a link to %(email)s. Open it to confirm your subscription.")
                 % {"email": typed},
             )
-        receipts = receipts_for(self.runtime.settings.secret_key)
-        response = self.runtime.page(
-            "check_email.html",
-            email=typed,
-            receipt=receipts.resend(entry, email_as_typed=typed),
-            back=self.back,
-            back_host=urlsplit(self.back).netloc if self.back else None,
-            framed=self.framed,
-            notice=notice,
-        )
+        receipt = receipts_for(self.runtime.settings.secret_key).resend(entry, email_as_typed=typed)
+        context: dict[str, Any] = {
+            "back": self.back,
+            "back_host": urlsplit(self.back).netloc if self.back else None,
+            "framed": self.framed,
+            "notice": notice,
+        }
+        if typed:  # the template prints both values (and tests only that they are not empty)
+            response = self.runtime.page_with(
+                "check_email.html", {"email": typed, "receipt": receipt}, **context
+            )
+        else:
+            response = self.runtime.page("check_email.html", email="", receipt=receipt, **context)
         return self._frame(response)
 
     def refused(self, error: str) -> Response:

@@ -746,3 +746,37 @@ def test_the_mailto_unsubscribe_token_unsubscribes_by_the_documented_operator_st
     assert answer.status_code == 200
     reader = site.reader("reader@example.org")
     assert reader is not None and reader.status is SubscriberStatus.UNSUBSCRIBED
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+def test_the_kept_answer_page_is_byte_for_byte_the_rendered_one(site: Site, language: str) -> None:
+    """`page_with` keeps the "check your email" page's shape and puts each sign-up's values in:
+    what it answers must be exactly what rendering the page would, escaping included."""
+    from subscriptions.i18n import current_language
+
+    runtime = site.app.state.runtime
+    token = current_language.set(language)
+    try:
+        for email, back in [
+            ("Tricky<b>&\"'@Example.org", None),
+            ("plain@example.org", "https://blog.example.org/post?a=1&b=2"),
+            ("plain@example.org", None),  # the kept shape, a second time
+        ]:
+            context = {
+                "back": back,
+                "back_host": "blog.example.org" if back else None,
+                "framed": back is not None,
+                "notice": None,
+            }
+            kept = runtime.page_with(
+                "check_email.html", {"email": email, "receipt": "r.e-c_eipt"}, **context
+            )
+            rendered = runtime.page(
+                "check_email.html", email=email, receipt="r.e-c_eipt", **context
+            )
+            assert kept.body == rendered.body
+            assert (
+                b"Tricky&lt;b&gt;&amp;&#34;&#39;@Example.org" in kept.body or "Tricky" not in email
+            )
+    finally:
+        current_language.reset(token)
