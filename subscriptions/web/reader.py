@@ -311,7 +311,6 @@ class Reply:
         return embed.allow_framing(response, self.runtime.settings) if self.framed else response
 
 
-@router.post("/subscribe", response_class=HTMLResponse)
 async def subscribe(request: Request) -> Response:
     """Take a sign-up; the answer never says whether the address is known (only whether it may
     sign up at all, when it is suppressed).
@@ -319,8 +318,9 @@ async def subscribe(request: Request) -> Response:
     With Redis, a valid sign-up costs one Redis round trip on the event loop
     (`subscriptions.intake`) and a worker applies it moments later; without Redis, or when Redis
     fails, it is applied here and now (in the thread pool, as is everything that touches the
-    database). It takes no FastAPI dependencies: solving them costs more than this path's own
-    work. From our own pages the form carries a cookie-bound token; from an allowed publisher's
+    database). It is `POST /subscribe` as a plain Starlette route that `create_app` puts first
+    (no FastAPI dependencies, no walk through the included routers: they cost more than this
+    path's own work). From our own pages the form carries a cookie-bound token; from an allowed publisher's
     page (`subscriptions.web.embed`) it carries none.
     """
     runtime: WebRuntime = request.app.state.runtime
