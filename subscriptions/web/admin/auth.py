@@ -83,6 +83,9 @@ def current_editor(request: Request, runtime: RuntimeDep, session: SessionDep) -
                 )
             ):
                 request.state.console_session = session_id
+                request.state.editor = found  # for `refusal`, which runs outside the route
+                # Ends the read (on SQLite a lock): the route's unit of work has its own session.
+                session.commit()
                 return found
     raise LoginRequired(_next_path(request))
 

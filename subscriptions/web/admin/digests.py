@@ -5,6 +5,7 @@ test send, send now, schedule, cancel, and live progress (a JSON endpoint polled
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -17,12 +18,11 @@ from subscriptions import digests as digest_ops
 from subscriptions import posts as post_ops
 from subscriptions import topics as topic_ops
 from subscriptions import unknowns as unknown_ops
-from subscriptions.digests import DigestSummary
 from subscriptions.editors import EditorInfo
 from subscriptions.errors import InvalidInput, NotFound, RateLimited
 from subscriptions.models import MAX_ID, PostStatus
-from subscriptions.queue import SEND_DIGEST, SEND_EDITORIAL
-from subscriptions.web import previews
+from subscriptions.operations import UnitOfWork
+from subscriptions.operations import digests as operations
 from subscriptions.web.admin.auth import (
     AdminDep,
     EditorDep,
@@ -97,23 +97,22 @@ def compose(
     error = check_form(runtime, request, form)
     if error is None:
         try:
-            summary = digest_ops.create_editorial(
-                session=session,
-                subject=form_text(form, "subject"),
-                intro_markdown=form_text(form, "intro").replace("\r\n", "\n"),
-                post_ids=_ids(form, "posts"),
-                topics=_many(form, "topics"),
-                since=_moment(form, "since"),
-                until=_moment(form, "until"),
-                audience_topics=_many(form, "audience"),
-                everyone=bool(form_text(form, "everyone")),
-                for_everyone=bool(form_text(form, "for_everyone")),
-            )
+            with runtime.unit() as uow:
+                summary = operations.compose(
+                    uow,
+                    subject=form_text(form, "subject"),
+                    intro_markdown=form_text(form, "intro"),
+                    post_ids=_ids(form, "posts"),
+                    topics=_many(form, "topics"),
+                    since=_moment(form, "since"),
+                    until=_moment(form, "until"),
+                    audience_topics=_many(form, "audience"),
+                    everyone=bool(form_text(form, "everyone")),
+                    for_everyone=bool(form_text(form, "for_everyone")),
+                )
         except InvalidInput as exc:
-            session.rollback()
             error = str(exc)
         else:
-            session.commit()
             return _done(summary.id, "created")
     return _composer(runtime, request, session, editor, 400, form, error=error)
 
@@ -214,24 +213,12 @@ def preview_page(
 ) -> HTMLResponse:
     """The digest as a reader gets it: the HTML at a phone's width (375 px) beside a desktop's,
     each frame as tall as the email, in the light or dark colour scheme; the text below."""
-    reader = email.strip() or previews.default_reader(session=session) or ""
-    if not reader:
-        return _digest_page(
-            runtime,
-            request,
-            session,
-            editor,
-            digest_id,
-            400,
-            error="There is no active reader to preview as: give an address.",
-        )
     try:
-        shown = previews.preview(
-            session=session, settings=runtime.settings, digest_id=digest_id, email=reader
-        )
+        with runtime.unit() as uow:
+            shown = operations.preview(uow, runtime.settings, digest_id, email=email)
     except (InvalidInput, NotFound) as exc:
         return _digest_page(
-            runtime, request, session, editor, digest_id, 400, error=str(exc), reader=reader
+            runtime, request, session, editor, digest_id, 400, error=str(exc), reader=email.strip()
         )
     summary = digest_ops.summarize(session=session, digest_id=digest_id)
     return page(
@@ -269,25 +256,22 @@ def test_send(
     digest_id: int = DigestId,
 ) -> Response:
     """Send a test copy to an address (the editor's own by default), rendered as a reader."""
-    error = check_form(runtime, request, form)
-    if error is None:
-        reader = form_text(form, "as_reader") or previews.default_reader(session=session)
-        if not reader:
-            error = "There is no active reader to render as: give an address."
-        else:
-            try:
-                previews.send_test(
-                    session=session,
-                    settings=runtime.settings,
-                    digest_id=digest_id,
-                    as_reader=reader,
-                    to=form_text(form, "to") or editor.email,
-                )
-            except (InvalidInput, NotFound, RateLimited) as exc:
-                error = str(exc)
-            else:
-                return _done(digest_id, "test")
-    return _digest_page(runtime, request, session, editor, digest_id, 400, error=error)
+    return _change(
+        runtime,
+        request,
+        session,
+        editor,
+        form,
+        digest_id,
+        "test",
+        lambda uow: operations.send_test(
+            uow,
+            runtime.settings,
+            digest_id,
+            to=form_text(form, "to") or editor.email,
+            as_reader=form_text(form, "as_reader"),
+        ),
+    )
 
 
 @router.post("/digests/{digest_id}/audience", response_model=None)
@@ -308,9 +292,9 @@ def change_audience(
         form,
         digest_id,
         "audience",
-        lambda: digest_ops.change_audience(
-            session=session,
-            digest_id=digest_id,
+        lambda uow: operations.change_audience(
+            uow,
+            digest_id,
             audience_topics=_many(form, "audience"),
             everyone=bool(form_text(form, "everyone")),
             for_everyone=bool(form_text(form, "for_everyone")),
@@ -339,13 +323,7 @@ def send_now(
         form,
         digest_id,
         "sent",
-        lambda: digest_ops.schedule(
-            session=session,
-            digest_id=digest_id,
-            at=datetime.now(UTC),
-            expected_count=_count(form),
-        ),
-        then=lambda: runtime.queue.send(SEND_EDITORIAL, digest_id),
+        lambda uow: operations.send_now(uow, digest_id, expected_count=_count(form)),
     )
 
 
@@ -360,13 +338,11 @@ def schedule(
 ) -> Response:
     """Send at a given time (UTC), after the same confirmation as "Send now"."""
 
-    def run() -> DigestSummary:
+    def run(uow: UnitOfWork) -> object:
         at = _moment(form, "at")
         if at is None:
             raise InvalidInput("Give the time to send it.", field="at")
-        return digest_ops.schedule(
-            session=session, digest_id=digest_id, at=at, expected_count=_count(form)
-        )
+        return operations.schedule(uow, digest_id, at=at, expected_count=_count(form))
 
     if form_text(form, "confirm") != "yes":
         return _confirmation(runtime, request, session, editor, form, digest_id, "schedule")
@@ -439,7 +415,7 @@ def cancel(
         form,
         digest_id,
         "cancelled",
-        lambda: digest_ops.cancel(session=session, digest_id=digest_id),
+        lambda uow: operations.cancel(uow, digest_id),
     )
 
 
@@ -463,8 +439,7 @@ def settle_unknown(
         form,
         digest_id,
         f"unknown-{action}" if action in ("resend", "close") else "unknown",
-        lambda: unknown_ops.settle_unknown(session=session, digest_id=digest_id, action=action),
-        then=lambda: runtime.queue.send(SEND_DIGEST, digest_id) if action == "resend" else None,
+        lambda uow: operations.settle_unknown(uow, digest_id, action=action),
     )
 
 
@@ -476,21 +451,18 @@ def _change(
     form: dict[str, Any],
     digest_id: int,
     done: str,
-    operation: Any,
-    then: Any = None,
+    operation: Callable[[UnitOfWork], object],
 ) -> Response:
-    """Check the form, run a state change, commit it, then (only then) queue any work."""
+    """Check the form, run the operation in a unit of work (committed, then its tasks handed to
+    the worker), and show the digest with `done`; or show it again with the error."""
     error = check_form(runtime, request, form)
     if error is None:
         try:
-            operation()
-        except (InvalidInput, NotFound) as exc:
-            session.rollback()
+            with runtime.unit() as uow:
+                operation(uow)
+        except (InvalidInput, NotFound, RateLimited) as exc:
             error = str(exc)
         else:
-            session.commit()
-            if then is not None:
-                then()
             return _done(digest_id, done)
     return _digest_page(runtime, request, session, editor, digest_id, 400, error=error)
 
