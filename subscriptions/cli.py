@@ -662,10 +662,11 @@ def digest_preview(
     """Show the subject and text of a digest as READER gets it (and write the HTML with --html)."""
     with _unit(ctx) as uow:
         shown = digests_op.preview(uow, _settings(ctx), digest_id, email=reader_email)
+    click.echo(f"rendered as {shown.reader}", err=True)
     click.echo(f"Subject: {shown.subject}\n\n{shown.text}")
     if html_file:
         Path(html_file).write_text(shown.html, encoding="utf-8")
-        click.echo(f"HTML written to {html_file} (rendered as {shown.reader})", err=True)
+        click.echo(f"HTML written to {html_file}", err=True)
 
 
 def _confirm_options(command: Any) -> Any:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from subscriptions.posts import add_post
 from subscriptions.operations.digests import TEST_SENDS_PER_ADDRESS
+from subscriptions.posts import add_post
 from tests import webforms
 from tests.consoles import Console
 from tests.factories import active_reader
