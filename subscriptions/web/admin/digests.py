@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
@@ -246,107 +247,109 @@ def dark_variant(html: str) -> str:
     )
 
 
-@router.post("/digests/{digest_id}/test", response_model=None)
-def test_send(
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A form posted on a digest's page: what every action route needs, in one dependency."""
+
+    request: Request
+    runtime: WebRuntime
+    session: Session
+    editor: EditorInfo
+    form: dict[str, Any]
+    digest_id: int
+
+    def text(self, name: str) -> str:
+        return form_text(self.form, name)
+
+    def run(self, done: str, operation: Callable[[UnitOfWork], object]) -> Response:
+        """Check the form, run the operation in a unit of work (committed, then its tasks handed
+        to the worker), and show the digest with `done`; or show it again with the error."""
+        error = check_form(self.runtime, self.request, self.form)
+        if error is None:
+            try:
+                with self.runtime.unit() as uow:
+                    operation(uow)
+            except (InvalidInput, NotFound, RateLimited) as exc:
+                error = str(exc)
+            else:
+                return _done(self.digest_id, done)
+        return self.again(error)
+
+    def again(self, error: str) -> HTMLResponse:
+        return _digest_page(
+            self.runtime, self.request, self.session, self.editor, self.digest_id, 400, error=error
+        )
+
+
+def posted_action(
     request: Request,
     runtime: RuntimeDep,
     session: SessionDep,
     editor: EditorDep,
     form: FormDep,
     digest_id: int = DigestId,
-) -> Response:
+) -> Action:
+    return Action(request, runtime, session, editor, form, digest_id)
+
+
+ActionDep = Annotated[Action, Depends(posted_action)]
+
+
+@router.post("/digests/{digest_id}/test", response_model=None)
+def test_send(action: ActionDep) -> Response:
     """Send a test copy to an address (the editor's own by default), rendered as a reader."""
-    return _change(
-        runtime,
-        request,
-        session,
-        editor,
-        form,
-        digest_id,
+    return action.run(
         "test",
         lambda uow: operations.send_test(
             uow,
-            runtime.settings,
-            digest_id,
-            to=form_text(form, "to") or editor.email,
-            as_reader=form_text(form, "as_reader"),
+            action.runtime.settings,
+            action.digest_id,
+            to=action.text("to") or action.editor.email,
+            as_reader=action.text("as_reader"),
         ),
     )
 
 
 @router.post("/digests/{digest_id}/audience", response_model=None)
-def change_audience(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    form: FormDep,
-    digest_id: int = DigestId,
-) -> Response:
+def change_audience(action: ActionDep) -> Response:
     """Change a draft's audience; the page then shows the new recipient count."""
-    return _change(
-        runtime,
-        request,
-        session,
-        editor,
-        form,
-        digest_id,
+    return action.run(
         "audience",
         lambda uow: operations.change_audience(
             uow,
-            digest_id,
-            audience_topics=_many(form, "audience"),
-            everyone=bool(form_text(form, "everyone")),
-            for_everyone=bool(form_text(form, "for_everyone")),
+            action.digest_id,
+            audience_topics=_many(action.form, "audience"),
+            everyone=bool(action.text("everyone")),
+            for_everyone=bool(action.text("for_everyone")),
         ),
     )
 
 
 @router.post("/digests/{digest_id}/send", response_model=None)
-def send_now(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    form: FormDep,
-    digest_id: int = DigestId,
-) -> Response:
+def send_now(action: ActionDep) -> Response:
     """Send now: first a confirmation page repeating subject and count; once confirmed (for the
     count shown), committed as due, then the worker is asked to plan and send it."""
-    if form_text(form, "confirm") != "yes":
-        return _confirmation(runtime, request, session, editor, form, digest_id, "send")
-    return _change(
-        runtime,
-        request,
-        session,
-        editor,
-        form,
-        digest_id,
+    if action.text("confirm") != "yes":
+        return _confirmation(action, "send")
+    return action.run(
         "sent",
-        lambda uow: operations.send_now(uow, digest_id, expected_count=_count(form)),
+        lambda uow: operations.send_now(uow, action.digest_id, expected_count=_count(action.form)),
     )
 
 
 @router.post("/digests/{digest_id}/schedule", response_model=None)
-def schedule(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    form: FormDep,
-    digest_id: int = DigestId,
-) -> Response:
+def schedule(action: ActionDep) -> Response:
     """Send at a given time (UTC), after the same confirmation as "Send now"."""
 
     def run(uow: UnitOfWork) -> object:
-        at = _moment(form, "at")
+        at = _moment(action.form, "at")
         if at is None:
             raise InvalidInput("Give the time to send it.", field="at")
-        return operations.schedule(uow, digest_id, at=at, expected_count=_count(form))
+        return operations.schedule(uow, action.digest_id, at=at, expected_count=_count(action.form))
 
-    if form_text(form, "confirm") != "yes":
-        return _confirmation(runtime, request, session, editor, form, digest_id, "schedule")
-    return _change(runtime, request, session, editor, form, digest_id, "scheduled", run)
+    if action.text("confirm") != "yes":
+        return _confirmation(action, "schedule")
+    return action.run("scheduled", run)
 
 
 def _count(form: dict[str, Any]) -> int:
@@ -356,33 +359,31 @@ def _count(form: dict[str, Any]) -> int:
     return int(value)
 
 
-def _confirmation(
-    runtime: WebRuntime,
-    request: Request,
-    session: Session,
-    editor: EditorInfo,
-    form: dict[str, Any],
-    digest_id: int,
-    action: str,
-) -> HTMLResponse:
+def _confirmation(action: Action, what: str) -> HTMLResponse:
     """ "Send "subject" to N readers?": the step between the button and the send."""
-    error = check_form(runtime, request, form)
+    runtime, request, editor = action.runtime, action.request, action.editor
+    error = check_form(runtime, request, action.form)
     at = None
-    if error is None and action == "schedule":
+    if error is None and what == "schedule":
         try:
-            at = _moment(form, "at")
+            at = _moment(action.form, "at")
         except InvalidInput as exc:
             error = str(exc)
         if at is None and error is None:
             error = "Give the time to send it."
     if error is not None:
-        return _digest_page(runtime, request, session, editor, digest_id, 400, error=error)
+        return action.again(error)
     try:
-        summary = digest_ops.summarize(session=session, digest_id=digest_id)
-        count = digest_ops.count_audience(session=session, digest_id=digest_id)
+        summary = digest_ops.summarize(session=action.session, digest_id=action.digest_id)
+        count = digest_ops.count_audience(session=action.session, digest_id=action.digest_id)
     except NotFound:
         return page(
-            runtime, request, editor, "admin/error.html", 404, message=f"No digest {digest_id}."
+            runtime,
+            request,
+            editor,
+            "admin/error.html",
+            404,
+            message=f"No digest {action.digest_id}.",
         )
     return page(
         runtime,
@@ -391,80 +392,26 @@ def _confirmation(
         "admin/digest_confirm.html",
         digest=summary,
         count=count,
-        action=action,
+        action=what,
         at=at,
-        at_value=form_text(form, "at"),
+        at_value=action.text("at"),
     )
 
 
 @router.post("/digests/{digest_id}/cancel", response_model=None)
-def cancel(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    form: FormDep,
-    digest_id: int = DigestId,
-) -> Response:
+def cancel(action: ActionDep) -> Response:
     """Cancel a draft, scheduled or sending digest."""
-    return _change(
-        runtime,
-        request,
-        session,
-        editor,
-        form,
-        digest_id,
-        "cancelled",
-        lambda uow: operations.cancel(uow, digest_id),
-    )
+    return action.run("cancelled", lambda uow: operations.cancel(uow, action.digest_id))
 
 
 @router.post("/digests/{digest_id}/unknown", response_model=None)
-def settle_unknown(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    form: FormDep,
-    editor_admin: AdminDep,
-    digest_id: int = DigestId,
-) -> Response:
+def settle_unknown(action: ActionDep, admin: AdminDep) -> Response:
     """Admins: resend (a reader may get two copies) or close the deliveries whose outcome is unknown."""
-    action = form_text(form, "action")
-    return _change(
-        runtime,
-        request,
-        session,
-        editor,
-        form,
-        digest_id,
-        f"unknown-{action}" if action in ("resend", "close") else "unknown",
-        lambda uow: operations.settle_unknown(uow, digest_id, action=action),
+    what = action.text("action")
+    return action.run(
+        f"unknown-{what}" if what in ("resend", "close") else "unknown",
+        lambda uow: operations.settle_unknown(uow, action.digest_id, action=what),
     )
-
-
-def _change(
-    runtime: WebRuntime,
-    request: Request,
-    session: Session,
-    editor: EditorInfo,
-    form: dict[str, Any],
-    digest_id: int,
-    done: str,
-    operation: Callable[[UnitOfWork], object],
-) -> Response:
-    """Check the form, run the operation in a unit of work (committed, then its tasks handed to
-    the worker), and show the digest with `done`; or show it again with the error."""
-    error = check_form(runtime, request, form)
-    if error is None:
-        try:
-            with runtime.unit() as uow:
-                operation(uow)
-        except (InvalidInput, NotFound, RateLimited) as exc:
-            error = str(exc)
-        else:
-            return _done(digest_id, done)
-    return _digest_page(runtime, request, session, editor, digest_id, 400, error=error)
 
 
 def _digest_page(
