@@ -517,6 +517,25 @@ def editors_create(
     click.echo(f"{info.id}\t{info.email}\t{info.role}")
 
 
+@editors.command("change")
+@click.argument("editor_id", type=int)
+@click.option("--role", type=click.Choice(editor_ops.ROLES), help="Give this role.")
+@click.option("--lock", "action", flag_value="lock", help="Lock the account (ends its sessions).")
+@click.option("--unlock", "action", flag_value="unlock", help="Unlock the account.")
+@click.option("--sign-out", "action", flag_value="sign-out", help="End every session.")
+@click.pass_context
+def editors_change(
+    ctx: click.Context, editor_id: int, role: str | None, action: str | None
+) -> None:
+    """Change editor EDITOR_ID as the console's Team page does: a role, lock or unlock, or sign
+    out everywhere (the last admin stays an unlocked admin)."""
+    if (role is None) == (action is None):
+        raise click.UsageError("give one of --role, --lock, --unlock or --sign-out")
+    with _unit(ctx) as uow:
+        message = team_op.change_editor(uow, editor_id, action=action or "role", role=role)
+    click.echo(message)
+
+
 @editors.command("list")
 @click.pass_context
 def editors_list(ctx: click.Context) -> None:

@@ -269,3 +269,41 @@ def test_tokens_are_made_and_revoked_alike_by_the_console_the_api_and_the_cli(
     assert ways.http.delete("/api/v1/tokens/4242").status_code == 404
     assert ways.cli("editors", "revoke-token", "4242").exit_code == 1
     assert ways.queued() == []
+
+
+def test_an_editors_role_and_lock_change_alike_from_the_console_and_the_cli(
+    ways: EntryPoints,
+) -> None:
+    """Changing an account has no API; the Team page and `editors change` call one operation."""
+    ids = [ways.editor(f"ed{n}@example.org", role="editor").id for n in (1, 2)]
+    console, cli = ids
+    page = webforms.post_form(
+        ways.web,
+        "/admin/team",
+        f"/admin/team/editors/{console}",
+        {"action": "role", "role": "admin"},
+    )
+    assert page.status_code == 200 and "ed1@example.org is now admin." in page.text
+    result = ways.cli("editors", "change", str(cli), "--role", "admin")
+    assert result.exit_code == 0 and "ed2@example.org is now admin." in result.output
+    page = webforms.post_form(
+        ways.web, "/admin/team", f"/admin/team/editors/{console}", {"action": "lock"}
+    )
+    assert page.status_code == 200 and "ed1@example.org is locked out." in page.text
+    result = ways.cli("editors", "change", str(cli), "--lock")
+    assert result.exit_code == 0 and "ed2@example.org is locked out." in result.output
+    with ways.sessions() as session:
+        rows = session.execute(
+            select(Editor.role, Editor.disabled_at, Editor.session_version)
+            .where(Editor.id.in_(ids))
+            .order_by(Editor.id)
+        ).all()
+    assert [(r, d is not None, v) for r, d, v in rows] == [("admin", True, rows[0][2])] * 2
+    # Unknown editors and roles: refused by both.
+    page = webforms.post_form(
+        ways.web, "/admin/team", "/admin/team/editors/4242", {"action": "lock"}
+    )
+    result = ways.cli("editors", "change", "4242", "--lock")
+    assert page.status_code == 400 and "no editor 4242" in page.text
+    assert result.exit_code == 1 and "no editor 4242" in result.output
+    assert ways.queued() == []
