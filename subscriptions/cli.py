@@ -6,17 +6,17 @@ import logging
 import os
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from subscriptions import digests as digest_ops
 from subscriptions import editors as editor_ops
 from subscriptions import feeds as feed_ops
+from subscriptions import imports
 from subscriptions import notices as notice_ops
 from subscriptions import posts as post_ops
 from subscriptions import topics as topic_ops
@@ -25,13 +25,16 @@ from subscriptions.db import create_db_engine, session_factory, transaction
 from subscriptions.errors import ConfigurationError, NewsletterError, ServiceUnavailable
 from subscriptions.models import PostStatus
 from subscriptions.operations import UnitOfWork
+from subscriptions.operations import digests as digests_op
 
 # `*_op`: operations, run in a unit of work (`_unit`); `*_ops` above: the store's modules, for reads.
 from subscriptions.operations import feeds as feeds_op
 from subscriptions.operations import posts as posts_op
+from subscriptions.operations import readers as readers_op
 from subscriptions.operations import suppressions as suppressions_op
+from subscriptions.operations import team as team_op
 from subscriptions.operations import topics as topics_op
-from subscriptions.queue import PLAN_POST_ALERTS, QUEUE, SEND_DIGEST, SEND_EDITORIAL, TaskQueue
+from subscriptions.queue import PLAN_POST_ALERTS, QUEUE, TaskQueue
 from subscriptions.settings import Settings, load_settings
 
 
@@ -694,11 +697,28 @@ def editors_create(
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    with _transaction(ctx) as session:
-        info = editor_ops.create_editor(
-            session=session, email=email, password=password, name=name, role=role
-        )
+    with _unit(ctx) as uow:
+        info = team_op.add_editor(uow, email=email, password=password, name=name, role=role)
     click.echo(f"{info.id}\t{info.email}\t{info.role}")
+
+
+@editors.command("change")
+@click.argument("editor_id", type=int)
+@click.option("--role", type=click.Choice(editor_ops.ROLES), help="Give this role.")
+@click.option("--lock", "action", flag_value="lock", help="Lock the account (ends its sessions).")
+@click.option("--unlock", "action", flag_value="unlock", help="Unlock the account.")
+@click.option("--sign-out", "action", flag_value="sign-out", help="End every session.")
+@click.pass_context
+def editors_change(
+    ctx: click.Context, editor_id: int, role: str | None, action: str | None
+) -> None:
+    """Change editor EDITOR_ID as the console's Team page does: a role, lock or unlock, or sign
+    out everywhere (the last admin stays an unlocked admin)."""
+    if (role is None) == (action is None):
+        raise click.UsageError("give one of --role, --lock, --unlock or --sign-out")
+    with _unit(ctx) as uow:
+        message = team_op.change_editor(uow, editor_id, action=action or "role", role=role)
+    click.echo(message)
 
 
 @editors.command("list")
@@ -718,8 +738,8 @@ def editors_list(ctx: click.Context) -> None:
 @click.pass_context
 def editors_create_token(ctx: click.Context, name: str, role: str) -> None:
     """Make an API bearer token called NAME; it is printed once and stored only as a hash."""
-    with _transaction(ctx) as session:
-        info, plain = editor_ops.create_token(session=session, name=name, role=role)
+    with _unit(ctx) as uow:
+        info, plain = team_op.create_token(uow, name=name, role=role)
     click.echo(
         f"token {info.id} ({info.role}) for {info.name}; shown once, keep it safe:", err=True
     )
@@ -742,8 +762,8 @@ def editors_list_tokens(ctx: click.Context) -> None:
 @click.pass_context
 def editors_revoke_token(ctx: click.Context, token_id: int) -> None:
     """Revoke token TOKEN_ID at once."""
-    with _transaction(ctx) as session:
-        info = editor_ops.revoke_token(session=session, token_id=token_id)
+    with _unit(ctx) as uow:
+        info = team_op.revoke_token(uow, token_id)
     click.echo(f"{info.id}\trevoked\t{info.name}")
 
 
@@ -812,9 +832,9 @@ def digest_create(
     for_everyone: bool,
 ) -> None:
     """Compose a draft digest from posts, or from topics and a time window."""
-    with _transaction(ctx) as session:
-        summary = digest_ops.create_editorial(
-            session=session,
+    with _unit(ctx) as uow:
+        summary = digests_op.compose(
+            uow,
             subject=subject,
             intro_markdown=intro_file.read() if intro_file else intro,
             post_ids=list(post_ids),
@@ -830,7 +850,9 @@ def digest_create(
 
 @digest.command("preview")
 @click.argument("digest_id", type=int)
-@click.option("--reader", "reader_email", required=True, help="Render as this reader.")
+@click.option(
+    "--reader", "reader_email", help="Render as this reader (default: the first active one)."
+)
 @click.option(
     "--html",
     "html_file",
@@ -839,22 +861,15 @@ def digest_create(
 )
 @click.pass_context
 def digest_preview(
-    ctx: click.Context, digest_id: int, reader_email: str, html_file: str | None
+    ctx: click.Context, digest_id: int, reader_email: str | None, html_file: str | None
 ) -> None:
     """Show the subject and text of a digest as READER gets it (and write the HTML with --html)."""
-    from mail.bodies import DigestRenderer
-    from subscriptions.editorial import preview
-    from subscriptions.templating import template_environment
-
-    settings = _settings(ctx)
-    renderer = DigestRenderer(template_environment(settings, "email"))
-    with _transaction(ctx) as session:
-        subject, email = preview(
-            session, renderer, settings, digest_id, reader_email.strip().lower()
-        )
-    click.echo(f"Subject: {subject}\n\n{email.text}")
+    with _unit(ctx) as uow:
+        shown = digests_op.preview(uow, _settings(ctx), digest_id, email=reader_email)
+    click.echo(f"rendered as {shown.reader}", err=True)
+    click.echo(f"Subject: {shown.subject}\n\n{shown.text}")
     if html_file:
-        Path(html_file).write_text(email.html, encoding="utf-8")
+        Path(html_file).write_text(shown.html, encoding="utf-8")
         click.echo(f"HTML written to {html_file}", err=True)
 
 
@@ -916,41 +931,17 @@ def digest_send(
         _send_test(ctx, settings, digest_id, test_to, as_reader)
         return
     expected = _confirmed_count(ctx, digest_id, "Send now", yes, expect_count)
-    with _transaction(ctx) as session:
-        summary = digest_ops.schedule(
-            session=session, digest_id=digest_id, at=datetime.now(UTC), expected_count=expected
-        )
-    TaskQueue(settings.broker_url).send(SEND_EDITORIAL, digest_id)
+    with _unit(ctx) as uow:
+        summary = digests_op.send_now(uow, digest_id, expected_count=expected)
     _print_digest(summary)
 
 
 def _send_test(
     ctx: click.Context, settings: Settings, digest_id: int, to: str, as_reader: str | None
 ) -> None:
-    from mail.bodies import DigestRenderer
-    from mail.providers import Outcome, provider_from_url
-    from subscriptions.editorial import send_test
-    from subscriptions.models import Subscriber, SubscriberStatus
-    from subscriptions.readers import normalize_email
-    from subscriptions.templating import template_environment
-
-    address = normalize_email(to)
-    renderer = DigestRenderer(template_environment(settings, "email"))
-    with _transaction(ctx) as session, provider_from_url(settings.email) as provider:
-        reader = as_reader or session.scalar(
-            select(Subscriber.email)
-            .where(Subscriber.status == SubscriberStatus.ACTIVE)
-            .order_by(Subscriber.id)
-            .limit(1)
-        )
-        if reader is None:
-            raise click.UsageError("no active reader to render as; pass --as-reader")
-        result = send_test(
-            session, renderer, settings, provider, digest_id, as_reader=reader, to=address
-        )
-    if result.outcome is not Outcome.SENT:
-        _fail(f"test send failed: {result.outcome.value}: {result.detail}")
-    click.echo(f"test copy sent to {address} (rendered as {reader})")
+    with _unit(ctx) as uow:
+        sent = digests_op.send_test(uow, settings, digest_id, to=to, as_reader=as_reader)
+    click.echo(f"test copy sent to {sent.to} (rendered as {sent.as_reader})")
 
 
 @digest.command("schedule")
@@ -965,12 +956,9 @@ def digest_schedule(
     moment = _when(at, "--at")
     assert moment is not None
     expected = _confirmed_count(ctx, digest_id, f"Schedule for {at}", yes, expect_count)
-    with _transaction(ctx) as session:
-        _print_digest(
-            digest_ops.schedule(
-                session=session, digest_id=digest_id, at=moment, expected_count=expected
-            )
-        )
+    with _unit(ctx) as uow:
+        summary = digests_op.schedule(uow, digest_id, at=moment, expected_count=expected)
+    _print_digest(summary)
 
 
 @digest.command("cancel")
@@ -978,8 +966,9 @@ def digest_schedule(
 @click.pass_context
 def digest_cancel(ctx: click.Context, digest_id: int) -> None:
     """Cancel a draft, scheduled or sending digest (what was sent stays sent)."""
-    with _transaction(ctx) as session:
-        _print_digest(digest_ops.cancel(session=session, digest_id=digest_id))
+    with _unit(ctx) as uow:
+        summary = digests_op.cancel(uow, digest_id)
+    _print_digest(summary)
 
 
 @digest.command("status")
@@ -1015,11 +1004,82 @@ def digest_unknown(ctx: click.Context, digest_id: int, action: str | None, yes: 
             " Resend?",
             abort=True,
         )
-    with _transaction(ctx) as session:
-        changed = unknown_ops.settle_unknown(session=session, digest_id=digest_id, action=action)
-    if action == "resend" and changed:
-        TaskQueue(_settings(ctx).broker_url).send(SEND_DIGEST, digest_id)
+    with _unit(ctx) as uow:
+        changed = digests_op.settle_unknown(uow, digest_id, action=action)
     click.echo(f"{changed} deliveries {'queued again' if action == 'resend' else 'closed'}")
+
+
+@main.group()
+def readers() -> None:
+    """Readers: import from CSV, export as CSV, erase, change a reader's language."""
+
+
+@readers.command("import")
+@click.argument("csv_file", type=click.File("rb"))
+@click.option("--consent", is_flag=True, help="They agreed to receive email: import them active.")
+@click.option("--strict", is_flag=True, help="Write nothing when any row is bad (exit 1).")
+@click.option("--dry-run", "dry_run", is_flag=True, help="Check and report only.")
+@click.pass_context
+def readers_import(
+    ctx: click.Context, csv_file: Any, consent: bool, strict: bool, dry_run: bool
+) -> None:
+    """Import readers from CSV_FILE ('-' for stdin); every row is checked first, then the valid
+    ones are written together. Prints the summary and one line per bad or skipped row."""
+    data = csv_file.read(imports.MAX_BYTES + 1)
+    with _unit(ctx) as uow:
+        report = readers_op.import_csv(
+            uow, data, consent=consent, by="command line", strict=strict, dry_run=dry_run
+        )
+    for issue in report.bad:
+        click.echo(f"bad\t{issue.row}\t{issue.email}\t{issue.reason}")
+    for issue in report.skipped:
+        click.echo(f"skipped\t{issue.row}\t{issue.email}\t{issue.reason}")
+    click.echo(report.summary)
+    if strict and report.bad:
+        _fail(f"{len(report.bad)} bad rows: nothing imported")
+
+
+@readers.command("export")
+@click.option("--query", "-q", default="", help="Part of the address.")
+@click.option("--status", type=click.Choice(readers_op.STATUSES), help="Only readers so.")
+@click.option("--topic", help="Only readers of this topic (slug).")
+@click.option(
+    "--output", "-o", type=click.File("w", encoding="utf-8"), default="-", help="Default: stdout."
+)
+@click.pass_context
+def readers_export(
+    ctx: click.Context, query: str, status: str | None, topic: str | None, output: Any
+) -> None:
+    """The matching readers as CSV (the import's columns plus status)."""
+    with _unit(ctx) as uow:
+        for chunk in readers_op.export_csv(uow, query=query, status=status, topic=topic):
+            output.write(chunk)
+
+
+@readers.command("erase")
+@click.argument("reader_id", type=int)
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@click.pass_context
+def readers_erase(ctx: click.Context, reader_id: int, yes: bool) -> None:
+    """Erase reader READER_ID and everything tied to them; only a hash of the address stays, on
+    the suppression list."""
+    if not yes:
+        click.confirm(f"Erase reader {reader_id} for good?", abort=True)
+    with _unit(ctx) as uow:
+        readers_op.erase(uow, reader_id)
+    click.echo(f"{reader_id}\terased")
+
+
+@readers.command("language")
+@click.argument("reader_id", type=int)
+@click.argument("language")
+@click.pass_context
+def readers_language(ctx: click.Context, reader_id: int, language: str) -> None:
+    """Send reader READER_ID's emails and pages in LANGUAGE (one of NEWSLETTER_LANGUAGES)."""
+    offered = _settings(ctx).language_list
+    with _unit(ctx) as uow:
+        chosen = readers_op.set_language(uow, reader_id, language=language, offered=offered)
+    click.echo(f"{reader_id}\t{chosen}")
 
 
 @main.command("notices")
@@ -1040,12 +1100,14 @@ def sending() -> None:
 
 
 @sending.command("pause")
-@click.option("--reason", default="paused by an editor", show_default=True)
+@click.option(
+    "--reason", default="", help="Why, for the other editors  [default: paused by an editor]"
+)
 @click.pass_context
 def sending_pause(ctx: click.Context, reason: str) -> None:
     """Stop all sending now; planned emails wait."""
-    with _transaction(ctx) as session:
-        notice_ops.raise_notice(session=session, kind=notice_ops.SENDING_PAUSED, message=reason)
+    with _unit(ctx) as uow:
+        digests_op.pause_sending(uow, reason=reason, by="an editor")
     click.echo("sending paused")
 
 
@@ -1053,8 +1115,8 @@ def sending_pause(ctx: click.Context, reason: str) -> None:
 @click.pass_context
 def sending_resume(ctx: click.Context) -> None:
     """Resume sending; waiting emails go out with the next dispatch."""
-    with _transaction(ctx) as session:
-        closed = notice_ops.resolve(session=session, kind=notice_ops.SENDING_PAUSED)
+    with _unit(ctx) as uow:
+        closed = digests_op.resume_sending(uow)
     click.echo("sending resumed" if closed else "sending was not paused")
 
 

@@ -1,6 +1,6 @@
 """Test copies of a digest go only to editors' addresses (or an allowlist), and not too often.
 
-Through the API and the console, which call the same operation (previews.send_test); real
+Through the API and the console, which call the same operation (operations.digests.send_test); real
 database, real Redis (the counters), the outbox provider.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from subscriptions.operations.digests import TEST_SENDS_PER_ADDRESS
 from subscriptions.posts import add_post
-from subscriptions.web.previews import TEST_SENDS_PER_ADDRESS
 from tests import webforms
 from tests.consoles import Console
 from tests.factories import active_reader

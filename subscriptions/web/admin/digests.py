@@ -5,11 +5,13 @@ test send, send now, schedule, cancel, and live progress (a JSON endpoint polled
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
@@ -17,12 +19,11 @@ from subscriptions import digests as digest_ops
 from subscriptions import posts as post_ops
 from subscriptions import topics as topic_ops
 from subscriptions import unknowns as unknown_ops
-from subscriptions.digests import DigestSummary
 from subscriptions.editors import EditorInfo
 from subscriptions.errors import InvalidInput, NotFound, RateLimited
 from subscriptions.models import MAX_ID, PostStatus
-from subscriptions.queue import SEND_DIGEST, SEND_EDITORIAL
-from subscriptions.web import previews
+from subscriptions.operations import UnitOfWork
+from subscriptions.operations import digests as operations
 from subscriptions.web.admin.auth import (
     AdminDep,
     EditorDep,
@@ -97,23 +98,22 @@ def compose(
     error = check_form(runtime, request, form)
     if error is None:
         try:
-            summary = digest_ops.create_editorial(
-                session=session,
-                subject=form_text(form, "subject"),
-                intro_markdown=form_text(form, "intro").replace("\r\n", "\n"),
-                post_ids=_ids(form, "posts"),
-                topics=_many(form, "topics"),
-                since=_moment(form, "since"),
-                until=_moment(form, "until"),
-                audience_topics=_many(form, "audience"),
-                everyone=bool(form_text(form, "everyone")),
-                for_everyone=bool(form_text(form, "for_everyone")),
-            )
+            with runtime.unit() as uow:
+                summary = operations.compose(
+                    uow,
+                    subject=form_text(form, "subject"),
+                    intro_markdown=form_text(form, "intro"),
+                    post_ids=_ids(form, "posts"),
+                    topics=_many(form, "topics"),
+                    since=_moment(form, "since"),
+                    until=_moment(form, "until"),
+                    audience_topics=_many(form, "audience"),
+                    everyone=bool(form_text(form, "everyone")),
+                    for_everyone=bool(form_text(form, "for_everyone")),
+                )
         except InvalidInput as exc:
-            session.rollback()
             error = str(exc)
         else:
-            session.commit()
             return _done(summary.id, "created")
     return _composer(runtime, request, session, editor, 400, form, error=error)
 
@@ -214,24 +214,12 @@ def preview_page(
 ) -> HTMLResponse:
     """The digest as a reader gets it: the HTML at a phone's width (375 px) beside a desktop's,
     each frame as tall as the email, in the light or dark colour scheme; the text below."""
-    reader = email.strip() or previews.default_reader(session=session) or ""
-    if not reader:
-        return _digest_page(
-            runtime,
-            request,
-            session,
-            editor,
-            digest_id,
-            400,
-            error="There is no active reader to preview as: give an address.",
-        )
     try:
-        shown = previews.preview(
-            session=session, settings=runtime.settings, digest_id=digest_id, email=reader
-        )
+        with runtime.unit() as uow:
+            shown = operations.preview(uow, runtime.settings, digest_id, email=email)
     except (InvalidInput, NotFound) as exc:
         return _digest_page(
-            runtime, request, session, editor, digest_id, 400, error=str(exc), reader=reader
+            runtime, request, session, editor, digest_id, 400, error=str(exc), reader=email.strip()
         )
     summary = digest_ops.summarize(session=session, digest_id=digest_id)
     return page(
@@ -259,118 +247,109 @@ def dark_variant(html: str) -> str:
     )
 
 
-@router.post("/digests/{digest_id}/test", response_model=None)
-def test_send(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    form: FormDep,
-    digest_id: int = DigestId,
-) -> Response:
-    """Send a test copy to an address (the editor's own by default), rendered as a reader."""
-    error = check_form(runtime, request, form)
-    if error is None:
-        reader = form_text(form, "as_reader") or previews.default_reader(session=session)
-        if not reader:
-            error = "There is no active reader to render as: give an address."
-        else:
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A form posted on a digest's page: what every action route needs, in one dependency."""
+
+    request: Request
+    runtime: WebRuntime
+    session: Session
+    editor: EditorInfo
+    form: dict[str, Any]
+    digest_id: int
+
+    def text(self, name: str) -> str:
+        return form_text(self.form, name)
+
+    def run(self, done: str, operation: Callable[[UnitOfWork], object]) -> Response:
+        """Check the form, run the operation in a unit of work (committed, then its tasks handed
+        to the worker), and show the digest with `done`; or show it again with the error."""
+        error = check_form(self.runtime, self.request, self.form)
+        if error is None:
             try:
-                previews.send_test(
-                    session=session,
-                    settings=runtime.settings,
-                    digest_id=digest_id,
-                    as_reader=reader,
-                    to=form_text(form, "to") or editor.email,
-                )
+                with self.runtime.unit() as uow:
+                    operation(uow)
             except (InvalidInput, NotFound, RateLimited) as exc:
                 error = str(exc)
             else:
-                return _done(digest_id, "test")
-    return _digest_page(runtime, request, session, editor, digest_id, 400, error=error)
+                return _done(self.digest_id, done)
+        return self.again(error)
+
+    def again(self, error: str) -> HTMLResponse:
+        return _digest_page(
+            self.runtime, self.request, self.session, self.editor, self.digest_id, 400, error=error
+        )
 
 
-@router.post("/digests/{digest_id}/audience", response_model=None)
-def change_audience(
+def posted_action(
     request: Request,
     runtime: RuntimeDep,
     session: SessionDep,
     editor: EditorDep,
     form: FormDep,
     digest_id: int = DigestId,
-) -> Response:
+) -> Action:
+    return Action(request, runtime, session, editor, form, digest_id)
+
+
+ActionDep = Annotated[Action, Depends(posted_action)]
+
+
+@router.post("/digests/{digest_id}/test", response_model=None)
+def test_send(action: ActionDep) -> Response:
+    """Send a test copy to an address (the editor's own by default), rendered as a reader."""
+    return action.run(
+        "test",
+        lambda uow: operations.send_test(
+            uow,
+            action.runtime.settings,
+            action.digest_id,
+            to=action.text("to") or action.editor.email,
+            as_reader=action.text("as_reader"),
+        ),
+    )
+
+
+@router.post("/digests/{digest_id}/audience", response_model=None)
+def change_audience(action: ActionDep) -> Response:
     """Change a draft's audience; the page then shows the new recipient count."""
-    return _change(
-        runtime,
-        request,
-        session,
-        editor,
-        form,
-        digest_id,
+    return action.run(
         "audience",
-        lambda: digest_ops.change_audience(
-            session=session,
-            digest_id=digest_id,
-            audience_topics=_many(form, "audience"),
-            everyone=bool(form_text(form, "everyone")),
-            for_everyone=bool(form_text(form, "for_everyone")),
+        lambda uow: operations.change_audience(
+            uow,
+            action.digest_id,
+            audience_topics=_many(action.form, "audience"),
+            everyone=bool(action.text("everyone")),
+            for_everyone=bool(action.text("for_everyone")),
         ),
     )
 
 
 @router.post("/digests/{digest_id}/send", response_model=None)
-def send_now(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    form: FormDep,
-    digest_id: int = DigestId,
-) -> Response:
+def send_now(action: ActionDep) -> Response:
     """Send now: first a confirmation page repeating subject and count; once confirmed (for the
     count shown), committed as due, then the worker is asked to plan and send it."""
-    if form_text(form, "confirm") != "yes":
-        return _confirmation(runtime, request, session, editor, form, digest_id, "send")
-    return _change(
-        runtime,
-        request,
-        session,
-        editor,
-        form,
-        digest_id,
+    if action.text("confirm") != "yes":
+        return _confirmation(action, "send")
+    return action.run(
         "sent",
-        lambda: digest_ops.schedule(
-            session=session,
-            digest_id=digest_id,
-            at=datetime.now(UTC),
-            expected_count=_count(form),
-        ),
-        then=lambda: runtime.queue.send(SEND_EDITORIAL, digest_id),
+        lambda uow: operations.send_now(uow, action.digest_id, expected_count=_count(action.form)),
     )
 
 
 @router.post("/digests/{digest_id}/schedule", response_model=None)
-def schedule(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    form: FormDep,
-    digest_id: int = DigestId,
-) -> Response:
+def schedule(action: ActionDep) -> Response:
     """Send at a given time (UTC), after the same confirmation as "Send now"."""
 
-    def run() -> DigestSummary:
-        at = _moment(form, "at")
+    def run(uow: UnitOfWork) -> object:
+        at = _moment(action.form, "at")
         if at is None:
             raise InvalidInput("Give the time to send it.", field="at")
-        return digest_ops.schedule(
-            session=session, digest_id=digest_id, at=at, expected_count=_count(form)
-        )
+        return operations.schedule(uow, action.digest_id, at=at, expected_count=_count(action.form))
 
-    if form_text(form, "confirm") != "yes":
-        return _confirmation(runtime, request, session, editor, form, digest_id, "schedule")
-    return _change(runtime, request, session, editor, form, digest_id, "scheduled", run)
+    if action.text("confirm") != "yes":
+        return _confirmation(action, "schedule")
+    return action.run("scheduled", run)
 
 
 def _count(form: dict[str, Any]) -> int:
@@ -380,33 +359,31 @@ def _count(form: dict[str, Any]) -> int:
     return int(value)
 
 
-def _confirmation(
-    runtime: WebRuntime,
-    request: Request,
-    session: Session,
-    editor: EditorInfo,
-    form: dict[str, Any],
-    digest_id: int,
-    action: str,
-) -> HTMLResponse:
+def _confirmation(action: Action, what: str) -> HTMLResponse:
     """ "Send "subject" to N readers?": the step between the button and the send."""
-    error = check_form(runtime, request, form)
+    runtime, request, editor = action.runtime, action.request, action.editor
+    error = check_form(runtime, request, action.form)
     at = None
-    if error is None and action == "schedule":
+    if error is None and what == "schedule":
         try:
-            at = _moment(form, "at")
+            at = _moment(action.form, "at")
         except InvalidInput as exc:
             error = str(exc)
         if at is None and error is None:
             error = "Give the time to send it."
     if error is not None:
-        return _digest_page(runtime, request, session, editor, digest_id, 400, error=error)
+        return action.again(error)
     try:
-        summary = digest_ops.summarize(session=session, digest_id=digest_id)
-        count = digest_ops.count_audience(session=session, digest_id=digest_id)
+        summary = digest_ops.summarize(session=action.session, digest_id=action.digest_id)
+        count = digest_ops.count_audience(session=action.session, digest_id=action.digest_id)
     except NotFound:
         return page(
-            runtime, request, editor, "admin/error.html", 404, message=f"No digest {digest_id}."
+            runtime,
+            request,
+            editor,
+            "admin/error.html",
+            404,
+            message=f"No digest {action.digest_id}.",
         )
     return page(
         runtime,
@@ -415,84 +392,26 @@ def _confirmation(
         "admin/digest_confirm.html",
         digest=summary,
         count=count,
-        action=action,
+        action=what,
         at=at,
-        at_value=form_text(form, "at"),
+        at_value=action.text("at"),
     )
 
 
 @router.post("/digests/{digest_id}/cancel", response_model=None)
-def cancel(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    form: FormDep,
-    digest_id: int = DigestId,
-) -> Response:
+def cancel(action: ActionDep) -> Response:
     """Cancel a draft, scheduled or sending digest."""
-    return _change(
-        runtime,
-        request,
-        session,
-        editor,
-        form,
-        digest_id,
-        "cancelled",
-        lambda: digest_ops.cancel(session=session, digest_id=digest_id),
-    )
+    return action.run("cancelled", lambda uow: operations.cancel(uow, action.digest_id))
 
 
 @router.post("/digests/{digest_id}/unknown", response_model=None)
-def settle_unknown(
-    request: Request,
-    runtime: RuntimeDep,
-    session: SessionDep,
-    editor: EditorDep,
-    form: FormDep,
-    editor_admin: AdminDep,
-    digest_id: int = DigestId,
-) -> Response:
+def settle_unknown(action: ActionDep, admin: AdminDep) -> Response:
     """Admins: resend (a reader may get two copies) or close the deliveries whose outcome is unknown."""
-    action = form_text(form, "action")
-    return _change(
-        runtime,
-        request,
-        session,
-        editor,
-        form,
-        digest_id,
-        f"unknown-{action}" if action in ("resend", "close") else "unknown",
-        lambda: unknown_ops.settle_unknown(session=session, digest_id=digest_id, action=action),
-        then=lambda: runtime.queue.send(SEND_DIGEST, digest_id) if action == "resend" else None,
+    what = action.text("action")
+    return action.run(
+        f"unknown-{what}" if what in ("resend", "close") else "unknown",
+        lambda uow: operations.settle_unknown(uow, action.digest_id, action=what),
     )
-
-
-def _change(
-    runtime: WebRuntime,
-    request: Request,
-    session: Session,
-    editor: EditorInfo,
-    form: dict[str, Any],
-    digest_id: int,
-    done: str,
-    operation: Any,
-    then: Any = None,
-) -> Response:
-    """Check the form, run a state change, commit it, then (only then) queue any work."""
-    error = check_form(runtime, request, form)
-    if error is None:
-        try:
-            operation()
-        except (InvalidInput, NotFound) as exc:
-            session.rollback()
-            error = str(exc)
-        else:
-            session.commit()
-            if then is not None:
-                then()
-            return _done(digest_id, done)
-    return _digest_page(runtime, request, session, editor, digest_id, 400, error=error)
 
 
 def _digest_page(

@@ -15,10 +15,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from subscriptions import audit, imports, privacy
+from subscriptions import audit, imports
 from subscriptions.errors import InvalidInput, NotFound
 from subscriptions.i18n import language_names, reader_language
 from subscriptions.models import MAX_ID, SubscriberStatus
+from subscriptions.operations import readers as readers_op
 from subscriptions.topics import list_topics
 from subscriptions.web.admin.auth import AdminDep, EditorDep, Flash, check_form, page
 from subscriptions.web.apiv1.readers import csv_response
@@ -86,9 +87,7 @@ def import_page(request: Request, runtime: RuntimeDep, editor: AdminDep) -> HTML
 
 
 @router.post("/readers/import", response_class=HTMLResponse)
-async def import_file(
-    request: Request, runtime: RuntimeDep, session: SessionDep, editor: AdminDep
-) -> HTMLResponse:
+async def import_file(request: Request, runtime: RuntimeDep, editor: AdminDep) -> HTMLResponse:
     """Check a CSV file and import its valid rows (or none, when asked to be strict)."""
 
     def again(status: int, error: str) -> HTMLResponse:
@@ -116,21 +115,17 @@ async def import_file(
     data = await upload.read(imports.MAX_BYTES + 1)
     consent, strict = fields.get("consent") == "yes", fields.get("strict") == "yes"
     dry_run = fields.get("dry_run") == "yes"
-    who = f"{editor.email} (console)"
 
     def run() -> imports.ImportReport:
-        # The request's session (it read the editor): a second one would wait for its lock on
-        # SQLite. Committed here, or rolled back by SessionDep when anything fails.
-        report = imports.import_readers(
-            session=session,
-            text=imports.decode_csv(data),
-            consent=consent,
-            editor=who,
-            strict=strict,
-            dry_run=dry_run,
-        )
-        session.commit()
-        return report
+        with runtime.unit() as uow:
+            return readers_op.import_csv(
+                uow,
+                data,
+                consent=consent,
+                by=f"{editor.email} (console)",
+                strict=strict,
+                dry_run=dry_run,
+            )
 
     try:
         report = await run_in_threadpool(run)
@@ -152,17 +147,13 @@ async def import_file(
 @router.get("/readers/export", response_class=StreamingResponse)
 def export_file(
     runtime: RuntimeDep,
-    session: SessionDep,
     editor: AdminDep,
     q: Annotated[str, Query(max_length=320)] = "",
     status: Annotated[str, Query(max_length=20)] = "",
     topic: Annotated[str, Query(max_length=64)] = "",
 ) -> StreamingResponse:
-    """The matching readers as CSV (admins)."""
+    """The matching readers as CSV (admins); an unknown status is no filter, as on the search."""
     chosen = _status(status)
-    # The export reads on a session of its own while streaming: end this one's transaction
-    # (which read the editor) first, or SQLite would hold the export back until it ends.
-    session.commit()
     return csv_response(runtime, q=q, status=chosen.value if chosen else None, topic=topic or None)
 
 
@@ -231,7 +222,6 @@ def erase(
     reader_id: ReaderId,
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
     editor: AdminDep,
     form: FormDep,
 ) -> Response:
@@ -249,8 +239,8 @@ def erase(
             message="Tick the box to confirm the erasure.",
         )
     try:
-        privacy.erase_reader(session=session, subscriber_id=reader_id)
+        with runtime.unit() as uow:
+            readers_op.erase(uow, reader_id)
     except NotFound:
         return page(runtime, request, editor, "admin/error.html", 404, message="No such reader.")
-    session.commit()
     return RedirectResponse("/admin/readers?erased=1", status_code=303)

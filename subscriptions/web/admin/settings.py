@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 
 from subscriptions import notices
 from subscriptions.editors import EditorInfo
+from subscriptions.operations import digests as digests_op
 from subscriptions.settings import Settings
 from subscriptions.web.admin.auth import AdminDep, Flash, check_form, form_text, page
 from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime
@@ -105,17 +106,13 @@ def pause_or_resume(
     if error is not None:
         return _page(runtime, request, session, editor, 400, error=error)
     if form.get("action") == "pause":
-        text = form_text(form, "reason")[:500]
-        notices.raise_notice(
-            session=session,
-            kind=notices.SENDING_PAUSED,
-            message=text or f"paused by {editor.email}",
-        )
+        with runtime.unit() as uow:
+            digests_op.pause_sending(uow, reason=form_text(form, "reason"), by=editor.email)
         flash = Flash("notice", "Sending is paused; planned emails wait.")
     elif form.get("action") == "resume":
-        closed = notices.resolve(session=session, kind=notices.SENDING_PAUSED)
+        with runtime.unit() as uow:
+            closed = digests_op.resume_sending(uow)
         flash = Flash("notice", "Sending resumed." if closed else "Sending was not paused.")
     else:
         return _page(runtime, request, session, editor, 400, error="Choose pause or resume.")
-    session.commit()
     return _page(runtime, request, session, editor, flash=flash)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from subscriptions import editors
 from subscriptions.errors import InvalidInput, NotFound
+from subscriptions.operations import UnitOfWork
+from subscriptions.operations import team as team_op
 from subscriptions.web.admin.auth import AdminDep, Flash, check_form, form_text, page
 from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime
 
@@ -47,25 +52,18 @@ def add_editor(
     request: Request, runtime: RuntimeDep, session: SessionDep, editor: AdminDep, form: FormDep
 ) -> HTMLResponse:
     """A new editor account with a first password (the editor changes it by asking an admin)."""
-    error = check_form(runtime, request, form)
-    password = form.get("password")
-    if error is None:
-        try:
-            made = editors.create_editor(
-                session=session,
-                email=form_text(form, "email"),
-                name=form_text(form, "name"),
-                role=form_text(form, "role") or "editor",
-                password=password if isinstance(password, str) else "",
-            )
-        except InvalidInput as exc:
-            session.rollback()
-            error = str(exc)
-        else:
-            session.commit()
-            flash = Flash("notice", f"Editor {made.email} added as {made.role}.")
-            return _team(runtime, request, session, editor, flash=flash)
-    return _team(runtime, request, session, editor, 400, error=error)
+
+    def run(uow: UnitOfWork) -> dict[str, object]:
+        made = team_op.add_editor(
+            uow,
+            email=form_text(form, "email"),
+            name=form_text(form, "name"),
+            role=form_text(form, "role") or "editor",
+            password=_password(form),
+        )
+        return {"flash": Flash("notice", f"Editor {made.email} added as {made.role}.")}
+
+    return _change(runtime, request, session, editor, form, run)
 
 
 @router.post("/team/editors/{editor_id}", response_class=HTMLResponse)
@@ -78,40 +76,18 @@ def change_editor(
     form: FormDep,
 ) -> HTMLResponse:
     """Change a role, lock or unlock, set a new password, or end an editor's sessions."""
-    error = check_form(runtime, request, form)
-    if error is None:
-        action = form_text(form, "action")
-        try:
-            if action == "role":
-                done = editors.update_editor(
-                    session=session, editor_id=editor_id, role=form_text(form, "role")
-                )
-                message = f"{done.email} is now {done.role}."
-            elif action in ("lock", "unlock"):
-                done = editors.update_editor(
-                    session=session, editor_id=editor_id, disabled=action == "lock"
-                )
-                message = f"{done.email} is {'locked out' if done.disabled else 'unlocked'}."
-            elif action == "password":
-                password = form.get("password")
-                done = editors.update_editor(
-                    session=session,
-                    editor_id=editor_id,
-                    password=password if isinstance(password, str) else "",
-                )
-                message = f"New password set for {done.email}; their sessions ended."
-            elif action == "sign-out":
-                editors.end_sessions(session=session, editor_id=editor_id)
-                message = "Every session of that editor has ended."
-            else:
-                raise InvalidInput("unknown action")
-        except (InvalidInput, NotFound) as exc:
-            session.rollback()
-            error = str(exc)
-        else:
-            session.commit()
-            return _team(runtime, request, session, editor, flash=Flash("notice", message))
-    return _team(runtime, request, session, editor, 400, error=error)
+
+    def run(uow: UnitOfWork) -> dict[str, object]:
+        message = team_op.change_editor(
+            uow,
+            editor_id,
+            action=form_text(form, "action"),
+            role=form_text(form, "role"),
+            password=_password(form),
+        )
+        return {"flash": Flash("notice", message)}
+
+    return _change(runtime, request, session, editor, form, run)
 
 
 @router.post("/team/tokens", response_class=HTMLResponse)
@@ -119,23 +95,14 @@ def add_token(
     request: Request, runtime: RuntimeDep, session: SessionDep, editor: AdminDep, form: FormDep
 ) -> HTMLResponse:
     """A new API token, shown on this page once."""
-    error = check_form(runtime, request, form)
-    if error is None:
-        try:
-            info, plain = editors.create_token(
-                session=session,
-                name=form_text(form, "name"),
-                role=form_text(form, "role") or "editor",
-            )
-        except InvalidInput as exc:
-            session.rollback()
-            error = str(exc)
-        else:
-            session.commit()
-            return _team(
-                runtime, request, session, editor, new_token=plain, new_token_name=info.name
-            )
-    return _team(runtime, request, session, editor, 400, error=error)
+
+    def run(uow: UnitOfWork) -> dict[str, object]:
+        info, plain = team_op.create_token(
+            uow, name=form_text(form, "name"), role=form_text(form, "role") or "editor"
+        )
+        return {"new_token": plain, "new_token_name": info.name}
+
+    return _change(runtime, request, session, editor, form, run)
 
 
 @router.post("/team/tokens/{token_id}/revoke", response_class=HTMLResponse)
@@ -148,15 +115,37 @@ def revoke_token(
     form: FormDep,
 ) -> HTMLResponse:
     """Revoke a token at once."""
+
+    def run(uow: UnitOfWork) -> dict[str, object]:
+        info = team_op.revoke_token(uow, token_id)
+        return {"flash": Flash("notice", f"Token {info.name} revoked.")}
+
+    return _change(runtime, request, session, editor, form, run)
+
+
+def _password(form: dict[str, Any]) -> str:
+    # A password is taken as typed: spaces at either end are part of it.
+    password = form.get("password")
+    return password if isinstance(password, str) else ""
+
+
+def _change(
+    runtime: WebRuntime,
+    request: Request,
+    session: SessionDep,
+    editor: editors.EditorInfo,
+    form: dict[str, Any],
+    operation: Callable[[UnitOfWork], dict[str, object]],
+) -> HTMLResponse:
+    """Check the form, run the operation in a unit of work, and show the team page with what the
+    operation gave it (a notice, a new token); or with the error, status 400."""
     error = check_form(runtime, request, form)
     if error is None:
         try:
-            info = editors.revoke_token(session=session, token_id=token_id)
-        except NotFound as exc:
-            session.rollback()
+            with runtime.unit() as uow:
+                shown = operation(uow)
+        except (InvalidInput, NotFound) as exc:
             error = str(exc)
         else:
-            session.commit()
-            flash = Flash("notice", f"Token {info.name} revoked.")
-            return _team(runtime, request, session, editor, flash=flash)
+            return _team(runtime, request, session, editor, 200, **shown)
     return _team(runtime, request, session, editor, 400, error=error)

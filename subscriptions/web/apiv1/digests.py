@@ -3,19 +3,20 @@ schedule, cancel. Any editor token (editor or admin role) may use them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from subscriptions import digests as digest_ops
 from subscriptions import unknowns as unknown_ops
 from subscriptions.digests import DigestSummary
 from subscriptions.errors import InvalidInput, NotFound, RateLimited
 from subscriptions.models import MAX_ID
-from subscriptions.queue import SEND_DIGEST, SEND_EDITORIAL
-from subscriptions.web import previews
+from subscriptions.operations import digests as operations
 from subscriptions.web.api import Problem
 from subscriptions.web.apiv1.common import (
     AdminTokenDep,
@@ -59,6 +60,8 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 class Progress(BaseModel):
     """Sending progress: planned deliveries and how many have an outcome (`percent` of them)."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     planned: int
     sent: int
     failed: int
@@ -72,6 +75,8 @@ class Progress(BaseModel):
 class Report(BaseModel):
     """The final report: ledger outcomes and the provider events about this digest's emails."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     sent: int
     failed: int
     suppressed: int
@@ -82,6 +87,8 @@ class Report(BaseModel):
 
 
 class DigestOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     kind: str
     status: str
@@ -146,6 +153,8 @@ class AudienceOut(BaseModel):
 
 
 class PreviewOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     reader: str
     subject: str
     html: str
@@ -160,6 +169,8 @@ class TestIn(BaseModel):
 
 
 class TestOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     to: str
     as_reader: str
 
@@ -199,31 +210,8 @@ class ScheduleIn(SendIn):
 
 
 def digest_out(summary: DigestSummary) -> DigestOut:
-    p = summary.progress
-    return DigestOut(
-        id=summary.id,
-        kind=summary.kind,
-        status=summary.status,
-        subject=summary.subject,
-        intro_markdown=summary.intro_markdown,
-        post_ids=summary.post_ids,
-        audience=summary.audience,
-        scheduled_at=summary.scheduled_at,
-        created_at=summary.created_at,
-        started_at=summary.started_at,
-        finished_at=summary.finished_at,
-        counts=summary.counts,
-        progress=Progress(
-            planned=p.planned,
-            sent=p.sent,
-            failed=p.failed,
-            suppressed=p.suppressed,
-            unknown=p.unknown,
-            pending=p.pending,
-            percent=p.percent,
-            finished=p.finished,
-        ),
-    )
+    """The answer for a digest: its summary as is, with its progress."""
+    return DigestOut.model_validate(summary)
 
 
 def _problem(exc: InvalidInput | NotFound) -> Problem:
@@ -231,6 +219,18 @@ def _problem(exc: InvalidInput | NotFound) -> Problem:
     if isinstance(exc, InvalidInput) and exc.field in ("status", "expected_count"):
         return Problem(409, "Conflict", str(exc))
     return problem_from(exc)
+
+
+@contextmanager
+def _answered() -> Iterator[None]:
+    """An operation's error as this API's problem (409 for a digest in the wrong state or a
+    changed count, 404, 422, 429)."""
+    try:
+        yield
+    except (InvalidInput, NotFound) as exc:
+        raise _problem(exc) from None
+    except RateLimited as exc:
+        raise Problem(429, "Too Many Requests", str(exc)) from None
 
 
 @router.get("", response_model=Page[DigestOut], responses=_problems(401, 422))
@@ -258,11 +258,11 @@ def list_digests(
 
 
 @router.post("", response_model=DigestOut, status_code=201, responses=_problems(400, 401))
-def create_digest(body: DigestIn, token: TokenDep, session: SessionDep) -> DigestOut:
+def create_digest(body: DigestIn, token: TokenDep, runtime: RuntimeDep) -> DigestOut:
     """Compose a draft editor's digest."""
-    try:
-        summary = digest_ops.create_editorial(
-            session=session,
+    with _answered(), runtime.unit() as uow:
+        summary = operations.compose(
+            uow,
             subject=body.subject,
             intro_markdown=body.intro_markdown,
             post_ids=body.posts,
@@ -273,10 +273,6 @@ def create_digest(body: DigestIn, token: TokenDep, session: SessionDep) -> Diges
             everyone=body.everyone,
             for_everyone=body.for_everyone,
         )
-    except (InvalidInput, NotFound) as exc:
-        session.rollback()
-        raise _problem(exc) from None
-    session.commit()
     return digest_out(summary)
 
 
@@ -288,9 +284,8 @@ def get_digest(digest_id: DigestId, token: TokenDep, session: SessionDep) -> Dig
         report = digest_ops.outcomes(session=session, digest_id=digest_id)
     except NotFound as exc:
         raise _problem(exc) from None
-    return DigestDetail(
-        **digest_out(summary).model_dump(),
-        report=Report.model_validate(report, from_attributes=True),
+    return DigestDetail.model_validate(
+        {**digest_out(summary).model_dump(), "report": Report.model_validate(report)}
     )
 
 
@@ -299,45 +294,24 @@ def preview_digest(
     digest_id: DigestId,
     token: TokenDep,
     runtime: RuntimeDep,
-    session: SessionDep,
     email: str | None = Query(
         None, max_length=320, description="the reader to render as (default: the first active)"
     ),
 ) -> PreviewOut:
     """The digest's subject, HTML and text as a reader gets it (links made inert)."""
-    reader = email or previews.default_reader(session=session)
-    if reader is None:
-        raise Problem(404, "Not Found", "no active reader to preview as; give ?email=")
-    try:
-        shown = previews.preview(
-            session=session, settings=runtime.settings, digest_id=digest_id, email=reader
-        )
-    except (InvalidInput, NotFound) as exc:
-        raise _problem(exc) from None
-    return PreviewOut(reader=shown.reader, subject=shown.subject, html=shown.html, text=shown.text)
+    with _answered(), runtime.unit() as uow:
+        shown = operations.preview(uow, runtime.settings, digest_id, email=email)
+    return PreviewOut.model_validate(shown)
 
 
 @router.post("/{digest_id}/test", response_model=TestOut, responses=_problems(400, 401, 404, 429))
-def test_digest(
-    digest_id: DigestId, body: TestIn, token: TokenDep, runtime: RuntimeDep, session: SessionDep
-) -> TestOut:
+def test_digest(digest_id: DigestId, body: TestIn, token: TokenDep, runtime: RuntimeDep) -> TestOut:
     """Send a test copy (subject marked [TEST], links inert); nothing is recorded."""
-    reader = body.as_reader or previews.default_reader(session=session)
-    if reader is None:
-        raise Problem(404, "Not Found", "no active reader to render as; give as_reader")
-    try:
-        to = previews.send_test(
-            session=session,
-            settings=runtime.settings,
-            digest_id=digest_id,
-            as_reader=reader,
-            to=body.to,
+    with _answered(), runtime.unit() as uow:
+        sent = operations.send_test(
+            uow, runtime.settings, digest_id, to=body.to, as_reader=body.as_reader
         )
-    except (InvalidInput, NotFound) as exc:
-        raise _problem(exc) from None
-    except RateLimited as exc:
-        raise Problem(429, "Too Many Requests", str(exc)) from None
-    return TestOut(to=to, as_reader=reader)
+    return TestOut.model_validate(sent)
 
 
 @router.post(
@@ -347,18 +321,12 @@ def test_digest(
     responses=_problems(400, 401, 404, 409, 422),
 )
 def send_digest(
-    digest_id: DigestId, body: SendIn, token: TokenDep, runtime: RuntimeDep, session: SessionDep
+    digest_id: DigestId, body: SendIn, token: TokenDep, runtime: RuntimeDep
 ) -> DigestOut:
     """Send a draft or scheduled digest now: the worker plans and sends it (see `progress`).
     409 when `expected_count` is not the audience's count any more: nothing is sent."""
-    summary = _change(
-        session,
-        digest_ops.schedule,
-        digest_id,
-        at=datetime.now(UTC),
-        expected_count=body.expected_count,
-    )
-    runtime.queue.send(SEND_EDITORIAL, digest_id)
+    with _answered(), runtime.unit() as uow:
+        summary = operations.send_now(uow, digest_id, expected_count=body.expected_count)
     return digest_out(summary)
 
 
@@ -366,19 +334,15 @@ def send_digest(
     "/{digest_id}/schedule", response_model=DigestOut, responses=_problems(400, 401, 404, 409)
 )
 def schedule_digest(
-    digest_id: DigestId, body: ScheduleIn, token: TokenDep, session: SessionDep
+    digest_id: DigestId, body: ScheduleIn, token: TokenDep, runtime: RuntimeDep
 ) -> DigestOut:
     """Send a draft (or move a scheduled digest) at a given time, for `expected_count` readers
     (409 when the audience's count differs: nothing changed)."""
-    return digest_out(
-        _change(
-            session,
-            digest_ops.schedule,
-            digest_id,
-            at=body.at,
-            expected_count=body.expected_count,
+    with _answered(), runtime.unit() as uow:
+        summary = operations.schedule(
+            uow, digest_id, at=body.at, expected_count=body.expected_count
         )
-    )
+    return digest_out(summary)
 
 
 @router.get("/{digest_id}/audience", response_model=AudienceOut, responses=_problems(401, 404))
@@ -396,20 +360,11 @@ def digest_audience(digest_id: DigestId, token: TokenDep, session: SessionDep) -
 @router.post(
     "/{digest_id}/cancel", response_model=DigestOut, responses=_problems(401, 404, 409, 422)
 )
-def cancel_digest(digest_id: DigestId, token: TokenDep, session: SessionDep) -> DigestOut:
+def cancel_digest(digest_id: DigestId, token: TokenDep, runtime: RuntimeDep) -> DigestOut:
     """Cancel a draft, scheduled or sending digest (what was sent stays sent)."""
-    return digest_out(_change(session, digest_ops.cancel, digest_id))
-
-
-def _change(session: Any, operation: Any, digest_id: DigestId, **kwargs: Any) -> DigestSummary:
-    """Run a state change and commit it before answering (and before any task is queued)."""
-    try:
-        summary: DigestSummary = operation(session=session, digest_id=digest_id, **kwargs)
-    except (InvalidInput, NotFound) as exc:
-        session.rollback()
-        raise _problem(exc) from None
-    session.commit()
-    return summary
+    with _answered(), runtime.unit() as uow:
+        summary = operations.cancel(uow, digest_id)
+    return digest_out(summary)
 
 
 @router.post(
@@ -420,20 +375,11 @@ def settle_unknown(
     body: UnknownIn,
     token: AdminTokenDep,
     runtime: RuntimeDep,
-    session: SessionDep,
 ) -> UnknownOut:
     """Resend or close the deliveries whose outcome is unknown (the provider may have sent them)."""
-    try:
-        changed = unknown_ops.settle_unknown(
-            session=session, digest_id=digest_id, action=body.action
-        )
-        found = unknown_ops.unknown_report(session=session, digest_id=digest_id)
-    except (InvalidInput, NotFound) as exc:
-        session.rollback()
-        raise _problem(exc) from None
-    session.commit()
-    if body.action == "resend" and changed:
-        runtime.queue.send(SEND_DIGEST, digest_id)
+    with _answered(), runtime.unit() as uow:
+        changed = operations.settle_unknown(uow, digest_id, action=body.action)
+        found = unknown_ops.unknown_report(session=uow.session, digest_id=digest_id)
     return UnknownOut(
         digest_id=digest_id,
         action=body.action,

@@ -6,7 +6,6 @@ readers' personal data at once or destroy it: they need a token with the admin r
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -18,9 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from subscriptions import audit, imports, privacy, readers
+from subscriptions import audit, imports
 from subscriptions.errors import InvalidInput, NotFound
 from subscriptions.models import SubscriberStatus
+from subscriptions.operations import readers as readers_op
 from subscriptions.web.apiv1.common import (
     AUTH_RESPONSES,
     AdminTokenDep,
@@ -69,6 +69,8 @@ class ReaderOut(BaseModel):
 
 
 class SubscriptionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     topic: str
     name: str
     frequency: str
@@ -76,6 +78,8 @@ class SubscriptionOut(BaseModel):
 
 
 class ConsentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     at: datetime
     source: str
     ip: str | None
@@ -87,6 +91,8 @@ class ConsentOut(BaseModel):
 
 
 class ReaderDetailOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     email: str
     status: str
@@ -115,12 +121,16 @@ class ReaderChange(BaseModel):
 
 
 class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     type: str
     occurred_at: datetime
     detail: str
 
 
 class EmailOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     delivery_id: int
     digest_id: int
     kind: str
@@ -140,6 +150,8 @@ class EmailOut(BaseModel):
 
 
 class PostOutcomeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     post_id: int
     title: str
     topics: list[str]
@@ -151,6 +163,8 @@ class PostOutcomeOut(BaseModel):
 
 
 class AuditOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     reader_id: int
     email: str
     emails: list[EmailOut]
@@ -159,12 +173,16 @@ class AuditOut(BaseModel):
 
 
 class RowIssueOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     row: int = Field(description="row number in the file, the header being row 1")
     email: str
     reason: str
 
 
 class ImportReportOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     rows: int
     valid: int
     imported: int
@@ -182,7 +200,7 @@ class ImportProblemOut(ProblemOut):
 
 
 def _report(report: imports.ImportReport) -> ImportReportOut:
-    return ImportReportOut(**asdict(report), summary=report.summary)
+    return ImportReportOut.model_validate(report)
 
 
 @router.get("/readers", response_model=Page[ReaderOut], responses=AUTH_ERRORS)
@@ -236,16 +254,11 @@ def export_readers(
 def csv_response(
     runtime: WebRuntime, *, q: str, status: str | None, topic: str | None
 ) -> StreamingResponse:
-    """A streamed CSV export on a session of its own (the request's is gone by then)."""
+    """A streamed CSV export in a unit of work of its own (the request's session is gone by then)."""
 
     def chunks() -> Any:
-        with runtime.sessions() as session:
-            yield from imports.export_csv(
-                session=session,
-                query=q,
-                status=SubscriberStatus(status) if status else None,
-                topic=topic,
-            )
+        with runtime.unit() as uow:
+            yield from readers_op.export_csv(uow, query=q, status=status, topic=topic)
 
     return StreamingResponse(
         chunks(),
@@ -261,7 +274,7 @@ def get_reader(reader_id: ReaderId, token: TokenDep, session: SessionDep) -> Rea
         detail = audit.reader_detail(session=session, subscriber_id=reader_id)
     except NotFound as exc:
         raise problem_from(exc) from None
-    return ReaderDetailOut.model_validate(asdict(detail))
+    return ReaderDetailOut.model_validate(detail)
 
 
 @router.patch(
@@ -274,21 +287,17 @@ def change_reader(
     body: ReaderChange,
     token: TokenDep,
     runtime: RuntimeDep,
-    session: SessionDep,
 ) -> ReaderDetailOut:
     """Change a reader's language (emails and pages); only NEWSLETTER_LANGUAGES are accepted."""
     try:
-        readers.set_language(
-            session=session,
-            subscriber_id=reader_id,
-            language=body.language,
-            offered=runtime.settings.language_list,
-        )
-        detail = audit.reader_detail(session=session, subscriber_id=reader_id)
+        with runtime.unit() as uow:
+            readers_op.set_language(
+                uow, reader_id, language=body.language, offered=runtime.settings.language_list
+            )
+            detail = audit.reader_detail(session=uow.session, subscriber_id=reader_id)
     except (InvalidInput, NotFound) as exc:
         raise problem_from(exc) from None
-    session.commit()
-    return ReaderDetailOut.model_validate(asdict(detail))
+    return ReaderDetailOut.model_validate(detail)
 
 
 @router.get("/readers/{reader_id}/audit", response_model=AuditOut, responses=ONE_ERRORS)
@@ -313,7 +322,7 @@ def get_audit(
         )
     except NotFound as exc:
         raise problem_from(exc) from None
-    return AuditOut.model_validate(asdict(found))
+    return AuditOut.model_validate(found)
 
 
 @router.delete(
@@ -322,13 +331,13 @@ def get_audit(
     response_class=Response,
     responses={**ADMIN_ERRORS, 404: problem("no such reader")},
 )
-def erase_reader(reader_id: ReaderId, token: AdminTokenDep, session: SessionDep) -> Response:
+def erase_reader(reader_id: ReaderId, token: AdminTokenDep, runtime: RuntimeDep) -> Response:
     """Erase a reader and everything tied to them; the address stays suppressed, as a hash (admin)."""
     try:
-        privacy.erase_reader(session=session, subscriber_id=reader_id)
+        with runtime.unit() as uow:
+            readers_op.erase(uow, reader_id)
     except NotFound as exc:
         raise problem_from(exc) from None
-    session.commit()
     return Response(status_code=204)
 
 
@@ -384,15 +393,14 @@ async def import_readers(
     and nothing written.
     """
     data = await read_csv_upload(request)
-    text = _decode(data)
 
     def run() -> imports.ImportReport:
-        with runtime.sessions.begin() as session:
-            return imports.import_readers(
-                session=session,
-                text=text,
+        with runtime.unit() as uow:
+            return readers_op.import_csv(
+                uow,
+                data,
                 consent=consent,
-                editor=f"API token {token.name!r}",
+                by=f"API token {token.name!r}",
                 strict=strict,
                 dry_run=dry_run,
             )
@@ -415,13 +423,6 @@ async def import_readers(
             media_type="application/problem+json",
         )
     return JSONResponse(body.model_dump(mode="json"))
-
-
-def _decode(data: bytes) -> str:
-    try:
-        return imports.decode_csv(data)
-    except InvalidInput as exc:
-        raise problem_from(exc) from None
 
 
 async def read_csv_upload(request: Request) -> bytes:

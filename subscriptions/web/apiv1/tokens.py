@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from subscriptions import editors
 from subscriptions.errors import InvalidInput, NotFound
+from subscriptions.operations import team as team_op
 from subscriptions.web.apiv1.common import (
     AUTH_RESPONSES,
     AdminTokenDep,
@@ -19,12 +20,14 @@ from subscriptions.web.apiv1.common import (
     problem,
     problem_from,
 )
-from subscriptions.web.runtime import SessionDep
+from subscriptions.web.runtime import RuntimeDep, SessionDep
 
 router = APIRouter(tags=["tokens"])
 
 
 class TokenOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     name: str
     role: str
@@ -43,14 +46,7 @@ class NewTokenOut(TokenOut):
 
 
 def _out(info: editors.TokenInfo) -> TokenOut:
-    return TokenOut(
-        id=info.id,
-        name=info.name,
-        role=info.role,
-        created_at=info.created_at,
-        last_used_at=info.last_used_at,
-        revoked=info.revoked,
-    )
+    return TokenOut.model_validate(info)
 
 
 @router.get("/me", response_model=TokenOut, responses={401: AUTH_RESPONSES[401]})
@@ -75,15 +71,14 @@ def list_tokens(token: AdminTokenDep, session: SessionDep, paging: PageDep) -> P
     status_code=201,
     responses=AUTH_RESPONSES,
 )
-def create_token(body: TokenIn, token: AdminTokenDep, session: SessionDep) -> NewTokenOut:
+def create_token(body: TokenIn, token: AdminTokenDep, runtime: RuntimeDep) -> NewTokenOut:
     """A new token (admins); its value is in this answer and nowhere else, ever."""
     try:
-        info, plain = editors.create_token(session=session, name=body.name, role=body.role)
+        with runtime.unit() as uow:
+            info, plain = team_op.create_token(uow, name=body.name, role=body.role)
     except InvalidInput as exc:
-        session.rollback()
         raise problem_from(exc) from None
-    session.commit()
-    return NewTokenOut(**_out(info).model_dump(), token=plain)
+    return NewTokenOut.model_validate({**_out(info).model_dump(), "token": plain})
 
 
 @router.delete(
@@ -91,12 +86,11 @@ def create_token(body: TokenIn, token: AdminTokenDep, session: SessionDep) -> Ne
     response_model=TokenOut,
     responses={**AUTH_RESPONSES, 404: problem("no such token")},
 )
-def revoke_token(token_id: IdPath, token: AdminTokenDep, session: SessionDep) -> TokenOut:
+def revoke_token(token_id: IdPath, token: AdminTokenDep, runtime: RuntimeDep) -> TokenOut:
     """Revoke a token at once (admins); it stays listed as revoked."""
     try:
-        info = editors.revoke_token(session=session, token_id=token_id)
+        with runtime.unit() as uow:
+            info = team_op.revoke_token(uow, token_id)
     except NotFound as exc:
-        session.rollback()
         raise problem_from(exc) from None
-    session.commit()
     return _out(info)
