@@ -57,3 +57,30 @@ def create_token(uow: UnitOfWork, *, name: str, role: str = "editor") -> tuple[T
 def revoke_token(uow: UnitOfWork, token_id: int) -> TokenInfo:
     """Revoke a token at once; it stays listed as revoked (NotFound for an unknown one)."""
     return store.revoke_token(session=uow.session, token_id=token_id)
+
+
+def sign_in(
+    uow: UnitOfWork, *, email: str, password: str, max_age_seconds: int
+) -> tuple[EditorInfo, str] | None:
+    """A console session for the editor with this address and password: (the editor, the new
+    session's id), or None when they do not match (the same None for an unknown address)."""
+    editor = store.login(session=uow.session, email=email, password=password)
+    if editor is None:
+        return None
+    session_id = store.start_session(
+        session=uow.session, editor_id=editor.id, max_age_seconds=max_age_seconds
+    )
+    return editor, session_id
+
+
+def sign_out(uow: UnitOfWork, *, editor_id: int, session_id: str, everywhere: bool) -> None:
+    """End this console session (stored server-side, so every copy of its cookie stops working);
+    with `everywhere`, every session of this editor."""
+    store.end_session(session=uow.session, session_id=session_id)
+    if everywhere:
+        store.end_sessions(session=uow.session, editor_id=editor_id)
+
+
+def authenticate(uow: UnitOfWork, token: str) -> TokenInfo | None:
+    """The API token's editor role and name (its last use is recorded), or None."""
+    return store.authenticate(session=uow.session, token=token)

@@ -22,8 +22,9 @@ from subscriptions.errors import (
     ServiceUnavailable,
     TokenInvalid,
 )
+from subscriptions.operations import team
 from subscriptions.web.guards import TOKEN_STATE, bearer_token
-from subscriptions.web.runtime import SessionDep
+from subscriptions.web.runtime import RuntimeDep
 
 
 class Problem(Exception):
@@ -87,7 +88,7 @@ def problem(description: str) -> dict[str, Any]:
 
 def bearer(
     request: Request,
-    session: SessionDep,
+    runtime: RuntimeDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> editors.TokenInfo:
     """The editor token in `Authorization: Bearer …`, or a 401 problem.
@@ -99,12 +100,14 @@ def bearer(
     if isinstance(checked, editors.TokenInfo):
         return checked
     token = bearer_token(authorization)
-    info = editors.authenticate(session=session, token=token) if token else None
+    info = None
+    if token:
+        with runtime.unit() as uow:
+            info = team.authenticate(uow, token)
     if info is None:
         raise Problem(
             401, "Unauthorized", "a valid editor token is required (Authorization: Bearer …)"
         )
-    session.commit()
     return info
 
 

@@ -24,6 +24,7 @@ from subscriptions import editors
 from subscriptions.editors import EditorInfo
 from subscriptions.errors import InvalidInput, NewsletterError, NotFound
 from subscriptions.models import MAX_ID
+from subscriptions.operations import team
 from subscriptions.web.forms import FormRejected
 from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime, client_ip
 
@@ -193,9 +194,7 @@ def login_page(request: Request, runtime: RuntimeDep, next: str = "/admin") -> H
 
 
 @router.post("/login", response_model=None)
-def login(
-    request: Request, runtime: RuntimeDep, session: SessionDep, form: FormDep
-) -> HTMLResponse | RedirectResponse:
+def login(request: Request, runtime: RuntimeDep, form: FormDep) -> HTMLResponse | RedirectResponse:
     """Sign in; a wrong address and a wrong password get the same answer."""
     target = safe_next(form.get("next"))
     error = check_form(runtime, request, form)
@@ -223,8 +222,11 @@ def login(
         )
         response.headers["Retry-After"] = str(retry)
         return response
-    editor = editors.login(session=session, email=str(email), password=str(password))
-    if editor is None:
+    with runtime.unit() as uow:
+        signed_in = team.sign_in(
+            uow, email=str(email), password=str(password), max_age_seconds=SESSION_HOURS * 3600
+        )
+    if signed_in is None:
         throttle.failed(address, ip)
         return page(
             runtime,
@@ -237,10 +239,7 @@ def login(
             error="That address and password do not match an editor.",
         )
     throttle.succeeded(address, ip)
-    session_id = editors.start_session(
-        session=session, editor_id=editor.id, max_age_seconds=SESSION_HOURS * 3600
-    )
-    session.commit()
+    editor, session_id = signed_in
     redirect = RedirectResponse(target, status_code=303)
     redirect.set_cookie(
         COOKIE,
@@ -258,7 +257,6 @@ def login(
 def logout(
     request: Request,
     runtime: RuntimeDep,
-    session: SessionDep,
     editor: EditorDep,
     form: FormDep,
 ) -> Response:
@@ -266,10 +264,13 @@ def logout(
     error = check_form(runtime, request, form)
     if error is not None:
         return page(runtime, request, editor, "admin/error.html", 400, message=error)
-    editors.end_session(session=session, session_id=request.state.console_session)
-    if form.get("everywhere") == "yes":
-        editors.end_sessions(session=session, editor_id=editor.id)
-    session.commit()
+    with runtime.unit() as uow:
+        team.sign_out(
+            uow,
+            editor_id=editor.id,
+            session_id=request.state.console_session,
+            everywhere=form.get("everywhere") == "yes",
+        )
     response = RedirectResponse("/admin/login", status_code=303)
     response.delete_cookie(COOKIE, path="/admin")
     return response
