@@ -84,3 +84,19 @@ def sign_out(uow: UnitOfWork, *, editor_id: int, session_id: str, everywhere: bo
 def authenticate(uow: UnitOfWork, token: str) -> TokenInfo | None:
     """The API token's editor role and name (its last use is recorded), or None."""
     return store.authenticate(session=uow.session, token=token)
+
+
+def signed_in(
+    uow: UnitOfWork, *, editor_id: int, version: int, session_id: str
+) -> EditorInfo | None:
+    """The editor a console cookie names, while that session is alive, the account unlocked and
+    its session version current; else None."""
+    found = store.get_editor(session=uow.session, editor_id=editor_id)
+    if (
+        found is not None
+        and not found.disabled
+        and found.session_version == version
+        and store.session_alive(session=uow.session, editor_id=editor_id, session_id=session_id)
+    ):
+        return found
+    return None

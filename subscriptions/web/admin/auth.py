@@ -20,13 +20,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from subscriptions import editors
 from subscriptions.editors import EditorInfo
 from subscriptions.errors import InvalidInput, NewsletterError, NotFound
 from subscriptions.models import MAX_ID
 from subscriptions.operations import team
 from subscriptions.web.forms import FormRejected
-from subscriptions.web.runtime import FormDep, RuntimeDep, SessionDep, WebRuntime, client_ip
+from subscriptions.web.runtime import FormDep, RuntimeDep, WebRuntime, client_ip
 
 router = APIRouter()
 
@@ -60,7 +59,7 @@ def _next_path(request: Request) -> str:
     return path + (f"?{request.url.query}" if request.url.query else "")
 
 
-def current_editor(request: Request, runtime: RuntimeDep, session: SessionDep) -> EditorInfo:
+def current_editor(request: Request, runtime: RuntimeDep) -> EditorInfo:
     """The signed-in editor, or LoginRequired."""
     raw = request.cookies.get(COOKIE)
     if raw:
@@ -76,19 +75,14 @@ def current_editor(request: Request, runtime: RuntimeDep, session: SessionDep) -
             and isinstance(payload[2], str)
         ):
             editor_id, version, session_id = payload
-            found = editors.get_editor(session=session, editor_id=editor_id)
-            if (
-                found is not None
-                and not found.disabled
-                and found.session_version == version
-                and editors.session_alive(
-                    session=session, editor_id=editor_id, session_id=session_id
+            # Its own unit of work: on SQLite a read holds a lock, and the route has its own.
+            with runtime.unit() as uow:
+                found = team.signed_in(
+                    uow, editor_id=editor_id, version=version, session_id=session_id
                 )
-            ):
+            if found is not None:
                 request.state.console_session = session_id
                 request.state.editor = found  # for `refusal`, which runs outside the route
-                # Ends the read (on SQLite a lock): the route's unit of work has its own session.
-                session.commit()
                 return found
     raise LoginRequired(_next_path(request))
 
